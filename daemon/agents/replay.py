@@ -1,0 +1,73 @@
+"""Replays proposals from a file, in order: reproduce a session on new hardware, or script a test.
+
+The file is JSON Lines; each line is one proposal::
+
+    {"description": "halve the LR", "patch": "--- a/trainer/train.py\\n+++ ...", "hypothesis": "..."}
+    {"description": "...", "files": {"trainer/train.py": "<whole new content>"}}
+
+Position is derived from the journal (how many replayed experiments the session already has), so
+a resumed session continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..workspace import Edit
+from .base import AgentError, Context, Proposal
+
+
+def _proposal(entry: Any, where: str) -> Proposal:
+    if not isinstance(entry, dict):
+        raise AgentError(f"{where}: each proposal must be a JSON object")
+    description = entry.get("description")
+    if not isinstance(description, str) or not description.strip():
+        raise AgentError(f"{where}: a proposal needs a non-empty \"description\"")
+    patch, files = entry.get("patch"), entry.get("files")
+    if (patch is None) == (files is None):
+        raise AgentError(f"{where}: give exactly one of \"patch\" (a unified diff) or \"files\" (path → content)")
+    if patch is not None and not isinstance(patch, str):
+        raise AgentError(f"{where}: \"patch\" must be a string")
+    if files is not None and not (
+        isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
+    ):
+        raise AgentError(f"{where}: \"files\" must map paths to file contents")
+    edit = Edit(patch=patch) if patch is not None else Edit(files=tuple(files.items()))
+    return Proposal(
+        description=description.strip(),
+        edit=edit,
+        hypothesis=str(entry.get("hypothesis", "")),
+        reasoning=str(entry.get("reasoning", "")),
+        meta={"replay_index": None},
+    )
+
+
+class ReplayAgent:
+    name = "replay"
+
+    def __init__(self, proposals: list[Proposal]) -> None:
+        self.proposals = proposals
+
+    @classmethod
+    def from_file(cls, path: Path) -> ReplayAgent:
+        if not path.is_file():
+            raise AgentError(f"replay file {path} does not exist (set replay_file in overnight.toml or pass --replay-file)")
+        proposals = []
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AgentError(f"{path}:{lineno}: not valid JSON: {exc.msg}") from None
+            proposals.append(_proposal(entry, f"{path}:{lineno}"))
+        return cls(proposals)
+
+    def propose(self, ctx: Context) -> Proposal | None:
+        done = sum(1 for exp in ctx.history if exp.agent == self.name and exp.kind == "experiment")
+        if done >= len(self.proposals):
+            return None
+        p = self.proposals[done]
+        return Proposal(p.description, p.edit, p.hypothesis, p.reasoning, {"replay_index": done})

@@ -1,0 +1,194 @@
+"""The no-LLM agent: a coordinate search over the constants in train.py's config block.
+
+It reads the plain ``NAME = <number>`` assignments at the top of the editable script (before the
+first function or class), and proposes one change at a time: multiplicative steps for rates and
+sizes, neighbouring values for small integers, coarse steps first and finer ones once the coarse
+ones are exhausted, then pairs. Directions that were kept before are tried first; a full setting
+that was already tried (from any incumbent) is never tried again. It is an honest baseline for LLM
+agents, and it is what runs out of the box without an API key.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import random
+from dataclasses import dataclass
+
+from ..workspace import Edit
+from .base import Context, Proposal
+
+Config = dict[str, int | float]
+
+# Step factors per level: coarse first; finer levels only when the coarser are exhausted.
+_FLOAT_FACTORS = ((2.0, 0.5), (1.5, 2 / 3), (1.25, 0.8))
+_SIZE_FACTORS = ((2.0, 0.5), (1.5, 0.75), (1.25, 0.875))
+# Integers below this are counts (layers, heads): neighbouring values, not factors.
+_SMALL_INT = 8
+
+
+@dataclass(frozen=True)
+class Constant:
+    name: str
+    value: int | float
+    line: int  # 1-based
+    col: int
+    end_col: int
+
+
+@dataclass(frozen=True)
+class Move:
+    changes: tuple[tuple[str, int | float], ...]
+    level: int
+    score: float
+
+
+def config_block(source: str) -> list[Constant]:
+    """The tunable constants: top-level ``NAME = number`` before the first def or class."""
+    tree = ast.parse(source)
+    found: list[Constant] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            break
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            continue
+        name = node.targets[0].id
+        value = _literal(node.value)
+        if name.isupper() and value is not None and node.value.end_lineno == node.value.lineno:
+            assert node.value.end_col_offset is not None
+            found.append(Constant(name, value, node.value.lineno, node.value.col_offset, node.value.end_col_offset))
+    return found
+
+
+def _literal(node: ast.expr) -> int | float | None:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _literal(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    return None
+
+
+def format_value(value: int | float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    text = f"{value:.3g}"
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+def rewrite(source: str, constants: list[Constant], changes: dict[str, int | float]) -> str:
+    lines = source.splitlines(keepends=True)
+    for const in constants:
+        if const.name in changes:
+            line = lines[const.line - 1]
+            lines[const.line - 1] = line[: const.col] + format_value(changes[const.name]) + line[const.end_col :]
+    return "".join(lines)
+
+
+def _steps(value: int | float, level: int) -> list[int | float]:
+    """Candidate new values for one constant at one level of coarseness, as they will be written."""
+    return [v if isinstance(v, int) else float(format_value(v)) for v in _raw_steps(value, level)]
+
+
+def _raw_steps(value: int | float, level: int) -> list[int | float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        if abs(value) < _SMALL_INT:
+            return [v for v in (value + level, value - level) if v >= 1] if level <= 2 else []
+        up, down = _SIZE_FACTORS[level - 1]
+        step = 8 if value % 8 == 0 else 1
+        out = {max(step, round(value * f / step) * step) for f in (up, down)}
+        return sorted(v for v in out if v != value)
+    if value == 0.0:
+        return [(0.1, 0.01, 0.03)[level - 1]]
+    up, down = _FLOAT_FACTORS[level - 1]
+    if 0.5 <= value < 1.0:
+        # Momentum-like constants live near 1: step the distance to 1 instead, so they stay below it.
+        return [1 - (1 - value) * down, 1 - (1 - value) * up]
+    return [value * up, value * down]
+
+
+def _key(config: Config) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, round(float(v), 12)) for k, v in config.items()))
+
+
+class SweepAgent:
+    name = "sweep"
+
+    def __init__(self, exclude: tuple[str, ...] = (), seed: int = 0) -> None:
+        self.exclude = set(exclude)
+        self.seed = seed
+
+    def propose(self, ctx: Context) -> Proposal | None:
+        path = next(iter(ctx.files))
+        source = ctx.files[path]
+        constants = [c for c in config_block(source) if c.name not in self.exclude]
+        if not constants:
+            return None
+        current: Config = {c.name: c.value for c in constants}
+        tried = {_key(current)}
+        for exp in ctx.history:
+            if isinstance(exp.meta.get("config"), dict):
+                tried.add(_key({k: v for k, v in exp.meta["config"].items() if k in current}))
+        scores = self._direction_scores(ctx)
+        move = self._next_move(current, tried, scores, len(ctx.history))
+        if move is None:
+            return None
+        changes = dict(move.changes)
+        new_source = rewrite(source, constants, changes)
+        parts = []
+        for name, new in move.changes:
+            old = current[name]
+            ratio = f" (×{new / old:.3g})" if old and not (isinstance(old, int) and abs(old) < _SMALL_INT) else ""
+            parts.append(f"{name} {format_value(old)} → {format_value(new)}{ratio}")
+        directions = {name: (1 if new > current[name] else -1) for name, new in move.changes}
+        return Proposal(
+            description="; ".join(parts),
+            edit=Edit(files=((path, new_source),)),
+            hypothesis=" and ".join(
+                f"{'raising' if d > 0 else 'lowering'} {name}" for name, d in directions.items()
+            ) + " improves the metric within the fixed budget",
+            reasoning=(
+                f"coordinate search, level {move.level} steps"
+                + (f"; this direction scored {move.score:+.1f} from past decisions" if move.score else "")
+            ),
+            meta={"config": {**current, **changes}, "directions": directions, "level": move.level},
+        )
+
+    @staticmethod
+    def _direction_scores(ctx: Context) -> dict[tuple[str, int], float]:
+        """What past decisions say about moving a constant up or down."""
+        weight = {"keep": 1.0, "discard": -0.25, "crash": -1.0, "timeout": -1.0}
+        scores: dict[tuple[str, int], float] = {}
+        for exp in ctx.history:
+            directions = exp.meta.get("directions")
+            if not isinstance(directions, dict) or exp.status not in weight:
+                continue
+            for name, d in directions.items():
+                scores[(name, int(d))] = scores.get((name, int(d)), 0.0) + weight[exp.status]
+        return scores
+
+    def _next_move(
+        self, current: Config, tried: set[tuple[tuple[str, float], ...]],
+        scores: dict[tuple[str, int], float], salt: int,
+    ) -> Move | None:
+        rng = random.Random(self.seed * 1_000_003 + salt)
+        for level in (1, 2, 3):
+            moves = []
+            for name, value in current.items():
+                for new in _steps(value, level):
+                    if _key({**current, name: new}) in tried:
+                        continue
+                    score = scores.get((name, 1 if new > value else -1), 0.0)
+                    moves.append((-score, rng.random(), Move(((name, new),), level, score)))
+            if moves:
+                return min(moves, key=lambda m: (m[0], m[1]))[2]
+        # Every single step is used up: combine two coarse steps.
+        singles = [(name, new) for name, value in current.items() for new in _steps(value, 1)]
+        pairs = [p for p in itertools.combinations(singles, 2) if p[0][0] != p[1][0]]
+        rng.shuffle(pairs)
+        for pair in pairs:
+            if _key({**current, **dict(pair)}) not in tried:
+                return Move(tuple(pair), 4, 0.0)
+        return None

@@ -1,0 +1,249 @@
+"""The ``overnight`` command: parses arguments and calls into the loop, the journal and the reports."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import importlib.util
+from pathlib import Path
+from types import FrameType
+
+import git
+from rich.console import Console
+
+from .agents import AgentError, make_agent
+from .config import CONFIG_NAME, ConfigError, Config, load_config
+from .journal import Journal
+from .lock import WorkspaceBusy
+from .loop import Loop, LoopError
+from .workspace import WorkspaceError
+
+# What `overnight init` copies into a new workspace: (package, file, destination).
+_TEMPLATE = (
+    ("overnight.template", "program.md", "program.md"),
+    ("overnight.template", "overnight.toml", CONFIG_NAME),
+    ("overnight.trainer", "prepare.py", "trainer/prepare.py"),
+    ("overnight.trainer", "train.py", "trainer/train.py"),
+    ("overnight.trainer", "README.md", "trainer/README.md"),
+)
+
+
+def _template_file(package: str, name: str) -> Path:
+    """A file shipped with Overnight. The template packages are namespace packages (the repository
+    root is one), which importlib.resources cannot read in an editable install, so look on their path."""
+    spec = importlib.util.find_spec(package)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / name
+        if candidate.is_file():
+            return candidate
+    raise CliError(f"this Overnight installation lacks {package}/{name}: reinstall it")
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 1."""
+
+
+def _root(given: str | None) -> Path:
+    if given:
+        return Path(given).resolve()
+    try:
+        top = git.Repo(Path.cwd(), search_parent_directories=True).working_tree_dir
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        top = None
+    return Path(top or Path.cwd()).resolve()
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(_root(args.workspace))
+
+
+def _journal(cfg: Config) -> Journal:
+    if not cfg.journal_path.exists():
+        raise CliError(f"no journal in {cfg.state_dir}: nothing has run here yet (start with `overnight run`)")
+    return Journal(cfg.journal_path)
+
+
+def _tag(journal: Journal, tag: str | None) -> str:
+    if tag is not None:
+        if journal.session(tag) is None:
+            known = ", ".join(s.tag for s in journal.sessions()) or "none"
+            raise CliError(f"no session {tag!r} in the journal (sessions: {known})")
+        return tag
+    latest = journal.latest_session()
+    if latest is None:
+        raise CliError("the journal has no sessions yet: start one with `overnight run`")
+    return latest.tag
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .live import LiveView
+
+    cfg = _config(args).with_overrides(
+        agent=args.agent, budget=args.budget, baseline_runs=args.baseline_runs, clock=args.clock,
+        replay_file=str(Path(args.replay_file).resolve()) if args.replay_file else None,
+    )
+    agent = make_agent(cfg)
+    view = LiveView(console, agent=agent.name, budget=cfg.budget)
+    loop = Loop(cfg, agent, listener=view)
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if loop.stop_requested.is_set():
+            raise KeyboardInterrupt  # a second Ctrl-C: the user really means it
+        console.print("[yellow]stopping: the run in flight is killed and will re-run on the next start "
+                      "(Ctrl-C again to force)[/]")
+        loop.stop()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with view:
+            summary = loop.run(max_experiments=args.max_experiments, tag=args.tag)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    best = f"{summary.best:.4f}" if summary.best is not None else "—"
+    console.print(
+        f"[bold]session {summary.tag}[/]: {summary.experiments} experiments, {summary.kept} kept, best val_bpb {best}. "
+        f"See `overnight results` and `overnight plot`."
+    )
+    return 0
+
+
+def cmd_results(args: argparse.Namespace, console: Console) -> int:
+    from . import report
+
+    cfg = _config(args)
+    journal = _journal(cfg)
+    try:
+        tag = _tag(journal, args.tag)
+        table = report.rows(journal, tag)
+    finally:
+        journal.close()
+    if args.format == "tsv":
+        sys.stdout.write(report.to_tsv(table))
+    elif args.format == "json":
+        sys.stdout.write(report.to_json(table) + "\n")
+    else:
+        console.print(report.to_table(table, title=f"session {tag}"))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    from . import report
+
+    cfg = _config(args)
+    journal = _journal(cfg)
+    try:
+        exp = journal.experiment(args.id)
+        if exp is None:
+            raise CliError(f"no experiment #{args.id} in the journal")
+        console.print(report.show(exp, journal.runs(exp.id)))
+    finally:
+        journal.close()
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace, console: Console) -> int:
+    from . import report
+
+    cfg = _config(args)
+    journal = _journal(cfg)
+    try:
+        tag = _tag(journal, args.tag)
+        out = report.plot(journal, tag, Path(args.output))
+    finally:
+        journal.close()
+    console.print(f"wrote {out}")
+    return 0
+
+
+def cmd_init(args: argparse.Namespace, console: Console) -> int:
+    target = Path(args.dir).resolve()
+    existing = [dest for _, _, dest in _TEMPLATE if (target / dest).exists()]
+    if existing and not args.force:
+        raise CliError(f"{target} already has {', '.join(existing)}; use --force to overwrite")
+    for package, name, dest in _TEMPLATE:
+        path = target / dest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_template_file(package, name), path)
+    try:
+        repo = git.Repo(target)
+        created = False
+    except git.InvalidGitRepositoryError:
+        repo = git.Repo.init(target)
+        created = True
+    repo.git.add("--", *[dest for _, _, dest in _TEMPLATE])
+    if created or repo.is_dirty(index=True, working_tree=False):
+        repo.git.commit(
+            "-m", "overnight init: research workspace", env={
+                "GIT_AUTHOR_NAME": "Overnight", "GIT_AUTHOR_EMAIL": "overnight@localhost",
+                "GIT_COMMITTER_NAME": "Overnight", "GIT_COMMITTER_EMAIL": "overnight@localhost",
+            },
+        )
+    console.print(f"initialised an Overnight workspace in {target}\n  next: cd {target} && overnight run")
+    return 0
+
+
+# -- parsing ----------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="overnight", description="Autonomous ML experiments overnight, with you in charge.",
+    )
+    parser.add_argument("-C", "--workspace", help="the workspace (default: the git repository around the current directory)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the experiment loop in the foreground")
+    run.add_argument("--agent", choices=("sweep", "replay", "claude"), help="who proposes experiments (default: config, sweep)")
+    run.add_argument("--budget", type=float, help="seconds of training per run (default: config, 60)")
+    run.add_argument("--max-experiments", type=int, help="stop after this many experiments (default: run until stopped)")
+    run.add_argument("--tag", help="session tag: resumes it if it exists (default: the latest session, or today's date)")
+    run.add_argument("--baseline-runs", type=int, help="baseline runs that measure the noise floor (default: config, 3)")
+    run.add_argument("--replay-file", help="proposals for --agent replay (JSON Lines)")
+    run.add_argument("--clock", choices=("auto", "cpu", "wall"), help="the budget clock (default: config, auto)")
+    run.set_defaults(func=cmd_run)
+
+    results = sub.add_parser("results", help="the journal's experiments")
+    results.add_argument("--format", choices=("table", "tsv", "json"), default="table")
+    results.add_argument("--tag", help="session (default: the latest)")
+    results.set_defaults(func=cmd_results)
+
+    show = sub.add_parser("show", help="one experiment: diff, metrics, decision and evidence")
+    show.add_argument("id", type=int)
+    show.set_defaults(func=cmd_show)
+
+    plot = sub.add_parser("plot", help="plot val_bpb per experiment to a PNG")
+    plot.add_argument("-o", "--output", default="progress.png")
+    plot.add_argument("--tag", help="session (default: the latest)")
+    plot.set_defaults(func=cmd_plot)
+
+    init = sub.add_parser("init", help="set up a new workspace (training script, harness, program, config)")
+    init.add_argument("dir")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(func=cmd_init)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    if getattr(args, "max_experiments", None) is not None and args.max_experiments < 0:
+        err.print("[red]error:[/] --max-experiments must be 0 or more")
+        return 2
+    try:
+        return int(args.func(args, console))
+    except (CliError, ConfigError, WorkspaceError, WorkspaceBusy, LoopError, AgentError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

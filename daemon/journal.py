@@ -1,0 +1,349 @@
+"""The journal: every session, experiment, run and piece of human feedback, in SQLite.
+
+One writer (the loop), WAL mode, and every state change in its own transaction, so a kill -9
+at any moment leaves a consistent journal that loses at most the run in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+SCHEMA_VERSION = 1
+
+# Decisions an experiment can end with; "running" and "interrupted" are in-flight states.
+FINAL_STATUSES = ("keep", "discard", "crash", "timeout", "invalid")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    tag TEXT PRIMARY KEY,
+    branch TEXT NOT NULL,
+    base_commit TEXT NOT NULL,
+    frozen_hashes TEXT NOT NULL,
+    config TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    id INTEGER PRIMARY KEY,
+    tag TEXT NOT NULL REFERENCES sessions(tag),
+    kind TEXT NOT NULL,                 -- baseline | experiment
+    status TEXT NOT NULL,               -- running | interrupted | keep | discard | crash | timeout | invalid
+    parent_commit TEXT NOT NULL,
+    commit_sha TEXT,
+    ref TEXT,
+    description TEXT NOT NULL,
+    hypothesis TEXT NOT NULL DEFAULT '',
+    reasoning TEXT NOT NULL DEFAULT '',
+    diff TEXT NOT NULL DEFAULT '',
+    agent TEXT NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}',    -- agent-specific JSON (the sweep's config, ...)
+    val_bpb REAL,
+    holdout_bpb REAL,
+    decided_by TEXT,
+    decision_reason TEXT,
+    evidence TEXT,                      -- JSON: the numbers behind the decision
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    finished REAL
+);
+CREATE INDEX IF NOT EXISTS experiments_tag ON experiments(tag, id);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,               -- ok | crash | timeout
+    val_bpb REAL,
+    holdout_bpb REAL,
+    steps INTEGER,
+    tokens INTEGER,
+    tokens_per_s REAL,
+    n_params INTEGER,
+    device TEXT,
+    peak_mem_mb REAL,
+    train_seconds REAL,
+    wall_seconds REAL,
+    eval_seconds REAL,
+    curve BLOB,                         -- msgpack [[step, elapsed, train_loss], ...]
+    error TEXT,
+    log_path TEXT,
+    log_tail TEXT,
+    started REAL NOT NULL,
+    finished REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_experiment ON runs(experiment_id);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    tag TEXT NOT NULL,
+    kind TEXT NOT NULL,                 -- reject | redirect | pause
+    experiment_id INTEGER,
+    text TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class Session:
+    tag: str
+    branch: str
+    base_commit: str
+    frozen_hashes: dict[str, str]
+    config: dict[str, Any]
+    created: float
+
+
+@dataclass
+class Run:
+    experiment_id: int
+    seed: int
+    status: str
+    started: float
+    finished: float
+    val_bpb: float | None = None
+    holdout_bpb: float | None = None
+    steps: int | None = None
+    tokens: int | None = None
+    tokens_per_s: float | None = None
+    n_params: int | None = None
+    device: str | None = None
+    peak_mem_mb: float | None = None
+    train_seconds: float | None = None
+    wall_seconds: float | None = None
+    eval_seconds: float | None = None
+    curve: list[tuple[int, float, float]] = field(default_factory=list)
+    error: str | None = None
+    log_path: str | None = None
+    log_tail: str | None = None
+    id: int | None = None
+
+
+@dataclass
+class Experiment:
+    id: int
+    tag: str
+    kind: str
+    status: str
+    parent_commit: str
+    commit_sha: str | None
+    ref: str | None
+    description: str
+    hypothesis: str
+    reasoning: str
+    diff: str
+    agent: str
+    meta: dict[str, Any]
+    val_bpb: float | None
+    holdout_bpb: float | None
+    decided_by: str | None
+    decision_reason: str | None
+    evidence: dict[str, Any] | None
+    error: str | None
+    attempts: int
+    created: float
+    finished: float | None
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+_RUN_COLUMNS = (
+    "experiment_id", "seed", "status", "val_bpb", "holdout_bpb", "steps", "tokens", "tokens_per_s",
+    "n_params", "device", "peak_mem_mb", "train_seconds", "wall_seconds", "eval_seconds", "curve",
+    "error", "log_path", "log_tail", "started", "finished",
+)
+
+
+class Journal:
+    """The SQLite journal of one workspace. Not thread-safe: one writer, the loop's thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        # isolation_level=None: transactions are explicit (see _tx), so nothing is half-written.
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        # executescript commits on its own, so the schema is created outside _tx; it is idempotent.
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row["value"]) > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} was written by a newer Overnight (schema {row['value']} > {SCHEMA_VERSION})"
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def create_session(self, session: Session) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions(tag, branch, base_commit, frozen_hashes, config, created) VALUES (?,?,?,?,?,?)",
+                (session.tag, session.branch, session.base_commit, json.dumps(session.frozen_hashes),
+                 json.dumps(session.config), session.created),
+            )
+
+    def session(self, tag: str) -> Session | None:
+        row = self._db.execute("SELECT * FROM sessions WHERE tag=?", (tag,)).fetchone()
+        return None if row is None else _session(row)
+
+    def latest_session(self) -> Session | None:
+        row = self._db.execute("SELECT * FROM sessions ORDER BY created DESC, rowid DESC LIMIT 1").fetchone()
+        return None if row is None else _session(row)
+
+    def sessions(self) -> list[Session]:
+        return [_session(r) for r in self._db.execute("SELECT * FROM sessions ORDER BY created")]
+
+    # -- experiments ------------------------------------------------------------------------------
+
+    def start_experiment(
+        self, *, tag: str, kind: str, parent_commit: str, description: str, agent: str,
+        hypothesis: str = "", reasoning: str = "", meta: dict[str, Any] | None = None,
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO experiments(tag, kind, status, parent_commit, description, hypothesis, reasoning,"
+                " agent, meta, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (tag, kind, "running", parent_commit, description, hypothesis, reasoning, agent,
+                 json.dumps(meta or {}), time.time()),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def set_commit(self, exp_id: int, commit_sha: str, ref: str, diff: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE experiments SET commit_sha=?, ref=?, diff=? WHERE id=?", (commit_sha, ref, diff, exp_id))
+
+    def mark_attempt(self, exp_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE experiments SET attempts=attempts+1, status='running' WHERE id=?", (exp_id,))
+
+    def set_status(self, exp_id: int, status: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE experiments SET status=? WHERE id=?", (status, exp_id))
+
+    def finish_experiment(
+        self, exp_id: int, *, status: str, decided_by: str, reason: str,
+        evidence: dict[str, Any] | None = None, val_bpb: float | None = None,
+        holdout_bpb: float | None = None, error: str | None = None,
+    ) -> None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"not a final status: {status}")
+        with self._tx() as db:
+            db.execute(
+                "UPDATE experiments SET status=?, decided_by=?, decision_reason=?, evidence=?, val_bpb=?,"
+                " holdout_bpb=?, error=?, finished=? WHERE id=?",
+                (status, decided_by, reason, json.dumps(evidence) if evidence is not None else None,
+                 val_bpb, holdout_bpb, error, time.time(), exp_id),
+            )
+
+    def experiment(self, exp_id: int) -> Experiment | None:
+        row = self._db.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
+        return None if row is None else _experiment(row)
+
+    def experiments(self, tag: str | None = None) -> list[Experiment]:
+        if tag is None:
+            rows = self._db.execute("SELECT * FROM experiments ORDER BY id")
+        else:
+            rows = self._db.execute("SELECT * FROM experiments WHERE tag=? ORDER BY id", (tag,))
+        return [_experiment(r) for r in rows]
+
+    def unfinished(self, tag: str) -> list[Experiment]:
+        rows = self._db.execute(
+            "SELECT * FROM experiments WHERE tag=? AND status IN ('running', 'interrupted') ORDER BY id", (tag,)
+        )
+        return [_experiment(r) for r in rows]
+
+    def incumbent(self, tag: str) -> Experiment | None:
+        """The newest kept experiment (or baseline) of a session: the state the branch stands on."""
+        row = self._db.execute(
+            "SELECT * FROM experiments WHERE tag=? AND status='keep' ORDER BY id DESC LIMIT 1", (tag,)
+        ).fetchone()
+        return None if row is None else _experiment(row)
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def add_run(self, run: Run) -> int:
+        values = {c: getattr(run, c) for c in _RUN_COLUMNS}
+        values["curve"] = msgpack.packb([list(p) for p in run.curve])
+        with self._tx() as db:
+            cur = db.execute(
+                f"INSERT INTO runs({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
+                tuple(values[c] for c in _RUN_COLUMNS),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def runs(self, exp_id: int) -> list[Run]:
+        rows = self._db.execute("SELECT * FROM runs WHERE experiment_id=? ORDER BY id", (exp_id,))
+        return [_run(r) for r in rows]
+
+    def delete_runs(self, exp_id: int) -> None:
+        """Drop the runs of an experiment that is about to be re-run from scratch after an interruption."""
+        with self._tx() as db:
+            db.execute("DELETE FROM runs WHERE experiment_id=?", (exp_id,))
+
+    # -- feedback ---------------------------------------------------------------------------------
+
+    def add_feedback(self, tag: str, kind: str, text: str, experiment_id: int | None = None) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO feedback(tag, kind, experiment_id, text, created) VALUES (?,?,?,?,?)",
+                (tag, kind, experiment_id, text, time.time()),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def feedback(self, tag: str) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT * FROM feedback WHERE tag=? ORDER BY id", (tag,))
+        return [dict(r) for r in rows]
+
+
+def _session(row: sqlite3.Row) -> Session:
+    return Session(
+        tag=row["tag"], branch=row["branch"], base_commit=row["base_commit"],
+        frozen_hashes=json.loads(row["frozen_hashes"]), config=json.loads(row["config"]), created=row["created"],
+    )
+
+
+def _experiment(row: sqlite3.Row) -> Experiment:
+    values = dict(row)
+    values["meta"] = json.loads(values["meta"] or "{}")
+    values["evidence"] = json.loads(values["evidence"]) if values["evidence"] else None
+    return Experiment(**values)
+
+
+def _run(row: sqlite3.Row) -> Run:
+    values = dict(row)
+    values["curve"] = [tuple(p) for p in msgpack.unpackb(values["curve"])] if values["curve"] else []
+    return Run(**values)

@@ -1,0 +1,384 @@
+"""The experiment loop: propose → validate → commit → run → evaluate → decide → record → notify.
+
+One ``Loop`` owns one workspace session (a tag). Every step that changes state is written to the
+journal before the next one starts, so the loop can be killed at any moment and resumed: an
+experiment that was in flight is re-run from its commit, and the worktree is reset to the last
+kept state. Listeners (the terminal view, later the daemon's clients) get events; nothing in here
+knows who listens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .agents import Agent, AgentError, Context, Proposal
+from .config import Config
+from .decide import judge, noise_sigma
+from .executor import RunOutcome, RunRequest, execute, resolve_clock, resolve_command
+from .journal import Experiment, Journal, Run, Session
+from .lock import WorkspaceLock
+from .workspace import InvalidProposal, Workspace, branch_name, experiment_ref
+
+# An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
+# in case it is the experiment itself that takes the machine down.
+_MAX_ATTEMPTS = 2
+# The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
+_MAX_AGENT_FAILURES = 3
+
+
+class LoopError(RuntimeError):
+    """The loop cannot go on (no data, a crashing baseline): the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    data: dict[str, Any]
+
+
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class Summary:
+    tag: str
+    experiments: int
+    kept: int
+    best: float | None
+    stopped: str
+
+
+def default_tag() -> str:
+    return dt.date.today().strftime("%b%d").lower()
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class Loop:
+    def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None) -> None:
+        self.cfg = cfg
+        self.agent = agent
+        self.listener = listener or (lambda event: None)
+        self.stop_requested = threading.Event()
+        self.journal: Journal | None = None
+        self.ws: Workspace | None = None
+        self.session: Session | None = None
+        self.clock = "cpu"
+
+    # -- public -----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop as soon as possible: the run in flight is killed and re-run on the next start."""
+        self.stop_requested.set()
+
+    def run(self, max_experiments: int | None = None, tag: str | None = None) -> Summary:
+        lock = WorkspaceLock(self.cfg.state_dir)
+        ws = Workspace(self.cfg)  # before the lock: a non-repo gets its clear message first
+        with lock:
+            self.journal = Journal(self.cfg.journal_path)
+            try:
+                self.ws = ws
+                return self._run(max_experiments, tag)
+            finally:
+                self.journal.close()
+
+    # -- the session ------------------------------------------------------------------------------
+
+    def _emit(self, kind: str, **data: Any) -> None:
+        self.listener(Event(kind, data))
+
+    def _open_session(self, tag: str | None) -> Session:
+        assert self.journal is not None and self.ws is not None
+        if tag is None:
+            latest = self.journal.latest_session()
+            tag = latest.tag if latest else default_tag()
+        session = self.journal.session(tag)
+        if session is None:
+            base = self.ws.open(tag)
+            config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.cfg).items()}
+            session = Session(tag, branch_name(tag), base, self.ws.frozen_hashes(), config, time.time())
+            self.journal.create_session(session)
+            self._emit("session", tag=tag, resumed=False, worktree=str(self.ws.wt_path), branch=session.branch)
+        else:
+            self.ws.open(tag)
+            incumbent = self.journal.incumbent(tag)
+            # Whatever a killed run left in the worktree goes: the journal's last kept commit is the truth.
+            self.ws.reset_to(incumbent.commit_sha if incumbent and incumbent.commit_sha else session.base_commit)
+            self._emit("session", tag=tag, resumed=True, worktree=str(self.ws.wt_path), branch=session.branch)
+        return session
+
+    def _run(self, max_experiments: int | None, tag: str | None) -> Summary:
+        assert self.journal is not None and self.ws is not None
+        self.session = session = self._open_session(tag)
+        self.clock = resolve_clock(self.cfg.clock)
+        self._prepare_data()
+        for exp in self.journal.unfinished(session.tag):
+            self._recover(exp)
+        if self.stop_requested.is_set():
+            return self._summary("stopped by the user")
+        if self.journal.incumbent(session.tag) is None:
+            self._baseline()
+        if self.stop_requested.is_set():
+            return self._summary("stopped by the user")
+        done = 0
+        agent_failures = 0
+        while max_experiments is None or done < max_experiments:
+            if self.stop_requested.is_set():
+                return self._summary("stopped by the user")
+            self._emit("state", state="proposing", message=f"{self.agent.name} is proposing")
+            try:
+                proposal = self.agent.propose(self._context())
+            except AgentError as exc:
+                raise LoopError(str(exc)) from None
+            except Exception as exc:  # an agent bug must not kill a night of experiments
+                agent_failures += 1
+                self._emit("message", level="error", text=f"the agent failed: {exc!r}")
+                if agent_failures >= _MAX_AGENT_FAILURES:
+                    return self._summary(f"the agent failed {agent_failures} times in a row: {exc}")
+                continue
+            agent_failures = 0
+            if proposal is None:
+                return self._summary(f"the {self.agent.name} agent has nothing more to propose")
+            self._experiment(proposal)
+            done += 1
+        return self._summary(f"reached --max-experiments {max_experiments}")
+
+    def _summary(self, stopped: str) -> Summary:
+        assert self.journal is not None and self.session is not None
+        exps = [e for e in self.journal.experiments(self.session.tag) if e.kind == "experiment"]
+        incumbent = self.journal.incumbent(self.session.tag)
+        summary = Summary(
+            tag=self.session.tag, experiments=len(exps), kept=sum(e.status == "keep" for e in exps),
+            best=incumbent.val_bpb if incumbent else None, stopped=stopped,
+        )
+        self._emit("state", state="stopped", message=stopped)
+        return summary
+
+    def _prepare_data(self) -> None:
+        """Build or verify the corpus once per start, before any run (the harness owns the data)."""
+        assert self.ws is not None
+        self._emit("state", state="preparing", message="preparing the data (harness: prepare.py)")
+        proc = subprocess.run(
+            resolve_command(self.cfg.prepare), cwd=self.ws.wt_path / self.cfg.workdir,
+            capture_output=True, text=True, stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-3:]
+            raise LoopError("the harness could not prepare the data:\n  " + "\n  ".join(detail))
+
+    # -- experiments ------------------------------------------------------------------------------
+
+    def _context(self) -> Context:
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        incumbent = self.journal.incumbent(self.session.tag)
+        assert incumbent is not None
+        program_path = self.ws.wt_path / self.cfg.program
+        return Context(
+            program=program_path.read_text(encoding="utf-8") if program_path.is_file() else "",
+            files=self.ws.editable_files(),
+            incumbent=incumbent,
+            history=self.journal.experiments(self.session.tag),
+            feedback=self.journal.feedback(self.session.tag),
+            sigma=self._sigma(),
+        )
+
+    def _sigma(self) -> float:
+        assert self.journal is not None and self.session is not None
+        baselines = [e for e in self.journal.experiments(self.session.tag) if e.kind == "baseline" and e.status == "keep"]
+        runs = [r.val_bpb for r in self.journal.runs(baselines[-1].id) if r.val_bpb is not None] if baselines else []
+        return noise_sigma(runs, self.cfg.min_sigma)
+
+    def _baseline(self) -> None:
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        head = self.ws.head()
+        exp_id = self.journal.start_experiment(
+            tag=self.session.tag, kind="baseline", parent_commit=head, agent="loop",
+            description=f"baseline ({self.cfg.baseline_runs} runs: the noise floor)",
+        )
+        self._commit_ref(exp_id, head, head)
+        self._run_baseline(exp_id)
+
+    def _run_baseline(self, exp_id: int) -> None:
+        assert self.journal is not None and self.session is not None
+        self.journal.mark_attempt(exp_id)
+        exp = self.journal.experiment(exp_id)
+        assert exp is not None
+        self._emit("experiment_started", experiment=exp, runs_planned=self.cfg.baseline_runs)
+        values = []
+        for k in range(self.cfg.baseline_runs):
+            outcome = self._one_run(exp, k)
+            if outcome is None:
+                return
+            if outcome.status != "ok" or outcome.val_bpb is None:
+                self._finish(exp, "timeout" if outcome.status == "timeout" else "crash", reason=f"baseline run {k + 1} failed",
+                             error=outcome.error)
+                raise LoopError(
+                    f"the baseline run failed ({outcome.status}): {outcome.error}\n"
+                    f"  log: {self._log_path(exp_id, k)}\n"
+                    "  The unmodified training script must run before anything can be compared with it."
+                )
+            values.append(outcome.val_bpb)
+        sigma = noise_sigma(values, self.cfg.min_sigma)
+        holdouts = [r.holdout_bpb for r in self.journal.runs(exp_id) if r.holdout_bpb is not None]
+        self._finish(
+            exp, "keep",
+            reason=f"baseline: {statistics.fmean(values):.4f} ± {sigma:.4f} over {len(values)} runs",
+            evidence={"runs": values, "mean": statistics.fmean(values), "sigma": sigma,
+                      "raw_stdev": statistics.stdev(values), "min_sigma": self.cfg.min_sigma},
+            val_bpb=statistics.fmean(values),
+            holdout_bpb=statistics.fmean(holdouts) if holdouts else None,
+        )
+
+    def _experiment(self, proposal: Proposal) -> None:
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        parent = self.ws.head()
+        exp_id = self.journal.start_experiment(
+            tag=self.session.tag, kind="experiment", parent_commit=parent, description=proposal.description,
+            agent=self.agent.name, hypothesis=proposal.hypothesis, reasoning=proposal.reasoning, meta=proposal.meta,
+        )
+        try:
+            changed = self.ws.apply(proposal.edit)
+        except InvalidProposal as exc:
+            exp = self.journal.experiment(exp_id)
+            assert exp is not None
+            self._finish(exp, "invalid", reason="the proposal was refused before any run", error=str(exc))
+            return
+        commit = self.ws.commit(f"#{exp_id}: {proposal.description}", changed)
+        self._commit_ref(exp_id, parent, commit)
+        self._run_candidate(exp_id)
+
+    def _commit_ref(self, exp_id: int, parent: str, commit: str) -> None:
+        """Make the experiment's commit reachable under its own ref before anything runs."""
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        ref = experiment_ref(self.session.tag, exp_id)
+        self.ws.set_ref(ref, commit)
+        self.journal.set_commit(exp_id, commit, ref, self.ws.diff(parent, commit) if parent != commit else "")
+
+    def _run_candidate(self, exp_id: int) -> None:
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        self.journal.mark_attempt(exp_id)
+        exp = self.journal.experiment(exp_id)
+        assert exp is not None and exp.commit_sha is not None
+        changed = self.ws.changed_frozen(self.session.frozen_hashes)
+        if changed:
+            self.ws.reset_to(exp.parent_commit)
+            self._finish(exp, "invalid", reason="frozen harness files differ from the session's",
+                         error=f"frozen file(s) changed: {', '.join(changed)}")
+            return
+        incumbent = self.journal.incumbent(self.session.tag)
+        assert incumbent is not None
+        inc_values = [r.val_bpb for r in self.journal.runs(incumbent.id) if r.val_bpb is not None]
+        sigma = self._sigma()
+        self._emit("experiment_started", experiment=exp, runs_planned=1 + self.cfg.confirm_runs)
+        values: list[float] = []
+        holdouts: list[float] = []
+        for k in range(1 + self.cfg.confirm_runs):
+            outcome = self._one_run(exp, k)
+            if outcome is None:
+                return
+            if outcome.status != "ok" or outcome.val_bpb is None:
+                self.ws.reset_to(exp.parent_commit)
+                status = "timeout" if outcome.status == "timeout" else "crash"
+                self._finish(exp, status, reason=f"run {k + 1} {status}", error=outcome.error)
+                return
+            values.append(outcome.val_bpb)
+            if outcome.holdout_bpb is not None:
+                holdouts.append(outcome.holdout_bpb)
+            verdict = judge(inc_values, values, sigma=sigma, keep_sigma=self.cfg.keep_sigma,
+                            direction=self.cfg.direction, confirm_runs=self.cfg.confirm_runs)
+            if not verdict.confirm:
+                break
+            self._emit("message", level="info", text=f"#{exp.id} {verdict.reason}")
+        evidence = {**verdict.evidence, "incumbent_id": incumbent.id}
+        if not verdict.keep:
+            self.ws.reset_to(exp.parent_commit)
+        self._finish(
+            exp, "keep" if verdict.keep else "discard", reason=verdict.reason, evidence=evidence,
+            val_bpb=statistics.fmean(values), holdout_bpb=statistics.fmean(holdouts) if holdouts else None,
+        )
+
+    def _log_path(self, exp_id: int, k: int) -> Path:
+        assert self.session is not None
+        return self.cfg.state_dir / "runs" / self.session.tag / f"{exp_id}-{k}.log"
+
+    def _one_run(self, exp: Experiment, k: int) -> RunOutcome | None:
+        """One training run of an experiment, recorded. None when the user stopped it."""
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        seed = exp.id * 100 + k
+        log_path = self._log_path(exp.id, k)
+        model_out = log_path.with_suffix(".pt2")
+        request = RunRequest(
+            cwd=self.ws.wt_path / self.cfg.workdir, command=self.cfg.run, evaluate=self.cfg.evaluate,
+            budget=self.cfg.budget, clock=self.clock, grace=self.cfg.grace,
+            memory_limit_gb=self.cfg.memory_limit_gb, seed=seed, threads=_threads(),
+            model_out=model_out, log_path=log_path,
+        )
+        self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=self.cfg.budget, clock=self.clock)
+        started = time.time()
+        outcome = execute(
+            request, on_frame=lambda frame: self._emit("progress", experiment_id=exp.id, run=k, frame=frame),
+            stop=self.stop_requested,
+        )
+        model_out.unlink(missing_ok=True)  # a few MB per run; the commit is what reproduces it
+        if outcome.status == "interrupted":
+            # Not a result: the journal keeps the experiment in flight and the next start re-runs it.
+            self.journal.set_status(exp.id, "interrupted")
+            self.journal.delete_runs(exp.id)
+            self.ws.reset_to(exp.parent_commit)
+            self._emit("message", level="info", text=f"#{exp.id} interrupted; it re-runs on the next start")
+            return None
+        self.journal.add_run(Run(
+            experiment_id=exp.id, seed=seed, status=outcome.status, started=started, finished=time.time(),
+            val_bpb=outcome.val_bpb, holdout_bpb=outcome.holdout_bpb, steps=outcome.steps, tokens=outcome.tokens,
+            tokens_per_s=outcome.tokens_per_s, n_params=outcome.n_params, device=outcome.device,
+            peak_mem_mb=outcome.peak_mem_mb, train_seconds=outcome.train_seconds, wall_seconds=outcome.wall_seconds,
+            eval_seconds=outcome.eval_seconds, curve=outcome.curve, error=outcome.error, log_path=str(log_path),
+            log_tail=outcome.log_tail,
+        ))
+        self._emit("run_finished", experiment_id=exp.id, run=k, outcome=outcome)
+        return outcome
+
+    def _finish(self, exp: Experiment, status: str, *, reason: str, error: str | None = None,
+                evidence: dict[str, Any] | None = None, val_bpb: float | None = None,
+                holdout_bpb: float | None = None, decided_by: str = "keep rule") -> None:
+        assert self.journal is not None
+        if status in ("crash", "timeout", "invalid") and decided_by == "keep rule":
+            decided_by = "loop"
+        self.journal.finish_experiment(
+            exp.id, status=status, decided_by=decided_by, reason=reason, evidence=evidence,
+            val_bpb=val_bpb, holdout_bpb=holdout_bpb, error=error,
+        )
+        final = self.journal.experiment(exp.id)
+        self._emit("experiment_finished", experiment=final)
+
+    def _recover(self, exp: Experiment) -> None:
+        """An experiment left in flight by a kill or a Ctrl-C: run it again from its commit."""
+        assert self.journal is not None and self.ws is not None
+        self.journal.delete_runs(exp.id)
+        if exp.commit_sha is None:
+            self._finish(exp, "crash", reason="interrupted before its commit was made",
+                         error="the loop stopped while applying this proposal", decided_by="recovery")
+            return
+        if exp.attempts >= _MAX_ATTEMPTS:
+            self.ws.reset_to(exp.parent_commit)
+            self._finish(exp, "crash", reason=f"interrupted {exp.attempts} times",
+                         error="the loop stopped during every run of this experiment; given up", decided_by="recovery")
+            return
+        self._emit("message", level="info", text=f"resuming #{exp.id} ({exp.description}) from its commit")
+        self.ws.reset_to(exp.commit_sha)
+        if exp.kind == "baseline":
+            self._run_baseline(exp.id)
+        else:
+            self._run_candidate(exp.id)

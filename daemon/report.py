@@ -1,0 +1,213 @@
+"""What the journal says, for people: the results table (table / TSV / JSON), one experiment, the plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from .journal import Experiment, Journal, Run
+
+STATUS_STYLE = {
+    "keep": "bold green", "discard": "dim", "crash": "red", "timeout": "red", "invalid": "yellow",
+    "running": "cyan", "interrupted": "magenta",
+}
+
+# autoresearch's results.tsv columns, in its order.
+TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    kind: str
+    commit: str
+    val_bpb: float | None
+    delta: float | None  # against the incumbent it was compared with
+    holdout_bpb: float | None
+    memory_gb: float | None
+    status: str
+    description: str
+    runs: int
+    steps: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def rows(journal: Journal, tag: str) -> list[Row]:
+    out = []
+    for exp in journal.experiments(tag):
+        runs = journal.runs(exp.id)
+        peaks = [r.peak_mem_mb for r in runs if r.peak_mem_mb is not None]
+        steps = [r.steps for r in runs if r.steps is not None]
+        delta = None
+        if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
+            delta = exp.val_bpb - exp.evidence["incumbent_mean"]
+        out.append(Row(
+            id=exp.id, kind=exp.kind, commit=(exp.commit_sha or "")[:7], val_bpb=exp.val_bpb, delta=delta,
+            holdout_bpb=exp.holdout_bpb, memory_gb=max(peaks) / 1024 if peaks else None, status=exp.status,
+            description=exp.description, runs=len(runs), steps=round(sum(steps) / len(steps)) if steps else None,
+        ))
+    return out
+
+
+def to_tsv(table: list[Row]) -> str:
+    lines = ["\t".join(TSV_COLUMNS)]
+    for r in table:
+        # autoresearch writes 0.000000 for a run without a metric (a crash).
+        val = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "0.000000"
+        mem = f"{r.memory_gb:.1f}" if r.memory_gb is not None else "0.0"
+        lines.append("\t".join((r.commit, val, mem, r.status, r.description.replace("\t", " ").replace("\n", " "))))
+    return "\n".join(lines) + "\n"
+
+
+def to_json(table: list[Row]) -> str:
+    return json.dumps([r.as_dict() for r in table], indent=2)
+
+
+def to_table(table: list[Row], title: str = "") -> Table:
+    t = Table(title=title, title_justify="left", expand=False)
+    t.add_column("#", justify="right")
+    t.add_column("commit")
+    t.add_column("val_bpb", justify="right")
+    t.add_column("Δ", justify="right")
+    t.add_column("holdout", justify="right")
+    t.add_column("mem GB", justify="right")
+    t.add_column("steps", justify="right")
+    t.add_column("status")
+    t.add_column("description", overflow="fold")
+    for r in table:
+        delta = Text(f"{r.delta:+.4f}", style="green" if r.delta < 0 else "red") if r.delta is not None else Text("")
+        t.add_row(
+            str(r.id), r.commit, f"{r.val_bpb:.4f}" if r.val_bpb is not None else "—", delta,
+            f"{r.holdout_bpb:.4f}" if r.holdout_bpb is not None else "—",
+            f"{r.memory_gb:.2f}" if r.memory_gb is not None else "—", str(r.steps or "—"),
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")), r.description,
+        )
+    return t
+
+
+def show(exp: Experiment, runs: list[Run]) -> Group:
+    """Everything about one experiment: decision and evidence, runs, diff, errors."""
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("experiment", f"#{exp.id} ({exp.kind}, session {exp.tag})")
+    head.add_row("description", exp.description)
+    if exp.hypothesis:
+        head.add_row("hypothesis", exp.hypothesis)
+    if exp.reasoning:
+        head.add_row("reasoning", exp.reasoning)
+    head.add_row("status", Text(exp.status, style=STATUS_STYLE.get(exp.status, "")))
+    head.add_row("decided by", f"{exp.decided_by or '—'}: {exp.decision_reason or ''}")
+    if exp.val_bpb is not None:
+        head.add_row("val_bpb", f"{exp.val_bpb:.4f}" + (f"   (holdout {exp.holdout_bpb:.4f})" if exp.holdout_bpb else ""))
+    head.add_row("commit", f"{exp.commit_sha or '—'}  {exp.ref or ''}")
+    head.add_row("parent", exp.parent_commit)
+    head.add_row("agent", exp.agent)
+    if exp.error:
+        head.add_row("error", Text(exp.error, style="red"))
+    parts: list[Any] = [head]
+    if exp.evidence:
+        ev = Table(title="evidence", title_justify="left", show_header=False)
+        for key, value in exp.evidence.items():
+            ev.add_row(key, _fmt(value))
+        parts.append(ev)
+    if runs:
+        rt = Table(title="runs", title_justify="left")
+        for col in ("seed", "status", "val_bpb", "holdout", "steps", "tok/s", "train s", "wall s", "peak MB"):
+            rt.add_column(col, justify="right")
+        for r in runs:
+            rt.add_row(str(r.seed), r.status, _fmt(r.val_bpb), _fmt(r.holdout_bpb), _fmt(r.steps),
+                       _fmt(r.tokens_per_s, 0), _fmt(r.train_seconds, 1), _fmt(r.wall_seconds, 1), _fmt(r.peak_mem_mb, 0))
+        parts.append(rt)
+    if exp.diff:
+        parts.append(Panel(Syntax(exp.diff, "diff", theme="ansi_dark", word_wrap=True), title="diff", title_align="left"))
+    failed = [r for r in runs if r.status != "ok" and r.log_tail]
+    if failed:
+        tail = "\n".join(failed[-1].log_tail.strip().splitlines()[-15:])
+        parts.append(Panel(tail, title=f"end of the log ({failed[-1].log_path})", title_align="left"))
+    return Group(*parts)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+    if isinstance(value, list):
+        return ", ".join(_fmt(v, digits) for v in value)
+    return str(value)
+
+
+def plot(journal: Journal, tag: str, out: Path) -> Path:
+    """val_bpb per experiment, kept ones marked, the running best as a step line, the noise band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    exps = journal.experiments(tag)
+    baseline = next((e for e in exps if e.kind == "baseline" and e.val_bpb is not None), None)
+    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
+    xs: dict[str, list[int]] = {}
+    ys: dict[str, list[float]] = {}
+    for i, e in enumerate(exps):
+        if e.val_bpb is not None:
+            xs.setdefault(e.status, []).append(i)
+            ys.setdefault(e.status, []).append(e.val_bpb)
+    valued = [e.val_bpb for e in exps if e.val_bpb is not None]
+    if baseline is not None and baseline.evidence:
+        sigma = baseline.evidence.get("sigma", 0.0)
+        ax.axhspan(baseline.val_bpb - sigma, baseline.val_bpb + sigma, color="tab:blue", alpha=0.08,
+                   label=f"baseline ± σ ({sigma:.4f})")
+    if "discard" in xs:
+        ax.scatter(xs["discard"], ys["discard"], s=22, color="0.6", label="discarded", zorder=2)
+    if "keep" in xs:
+        ax.scatter(xs["keep"], ys["keep"], s=60, color="tab:green", edgecolor="black", linewidth=0.6,
+                   label="kept", zorder=4)
+    failed = [i for i, e in enumerate(exps) if e.status in ("crash", "timeout", "invalid")]
+    if failed and valued:
+        top = max(valued)
+        ax.scatter(failed, [top] * len(failed), marker="x", color="tab:red", s=30,
+                   label="crash / timeout / invalid", zorder=3)
+    best_x, best_y, best = [], [], math.inf
+    for i, e in enumerate(exps):
+        if e.status == "keep" and e.val_bpb is not None:
+            best = e.val_bpb if e.kind == "baseline" else min(best, e.val_bpb)
+        if math.isfinite(best):
+            best_x.append(i)
+            best_y.append(best)
+    if best_x:
+        ax.step(best_x, best_y, where="post", color="tab:green", linewidth=1.8, label="incumbent (running best)", zorder=3)
+    for i, e in enumerate(exps):
+        if e.status == "keep" and e.kind == "experiment" and e.val_bpb is not None:
+            label = e.description if len(e.description) <= 38 else e.description[:36] + "…"
+            ax.annotate(f"#{e.id} {label}", (i, e.val_bpb), textcoords="offset points", xytext=(6, 8),
+                        fontsize=7.5, rotation=12, color="darkgreen")
+    n = sum(e.kind == "experiment" for e in exps)
+    kept = sum(e.kind == "experiment" and e.status == "keep" for e in exps)
+    ax.set_title(f"Overnight session '{tag}': {n} experiments, {kept} kept")
+    ax.set_xlabel("experiment (in order)")
+    ax.set_ylabel("val_bpb (lower is better)")
+    ax.grid(True, alpha=0.3)
+    if xs or failed:
+        ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def console() -> Console:
+    return Console()

@@ -1,0 +1,247 @@
+"""Git for the loop: its own worktree and branch, one commit per experiment, a ref for every commit.
+
+The user's working copy is never written. The loop works in ``.overnight/worktrees/<tag>`` on the
+branch ``overnight/<tag>``; kept experiments advance the branch, the rest are reset away, and every
+experiment's commit stays reachable under ``refs/overnight/<tag>/<id>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from .config import Config
+
+# Commits are made by the loop, not by the user: a fixed identity, so a machine with no
+# user.name configured (a fresh CI box) can still run the loop.
+_IDENTITY = {
+    "GIT_AUTHOR_NAME": "Overnight",
+    "GIT_AUTHOR_EMAIL": "overnight@localhost",
+    "GIT_COMMITTER_NAME": "Overnight",
+    "GIT_COMMITTER_EMAIL": "overnight@localhost",
+}
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace is not usable (not a git repo, no commits, missing files)."""
+
+
+class InvalidProposal(ValueError):
+    """A proposal that cannot be applied: it does not apply, touches a file it may not, or does not parse."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A proposal's change to the workspace: a unified diff, or whole new file contents."""
+
+    patch: str | None = None
+    files: tuple[tuple[str, str], ...] = ()
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def branch_name(tag: str) -> str:
+    return f"overnight/{tag}"
+
+
+def experiment_ref(tag: str, exp_id: int) -> str:
+    return f"refs/overnight/{tag}/{exp_id}"
+
+
+class Workspace:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        try:
+            self.repo = git.Repo(cfg.root)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise WorkspaceError(
+                f"{cfg.root} is not a git repository. Overnight keeps every experiment as a commit: "
+                f"run `git init && git add -A && git commit -m start` there first."
+            ) from None
+        if not self.repo.head.is_valid():
+            raise WorkspaceError(f"{cfg.root} has no commits yet: commit your files first (git add -A && git commit).")
+        for rel in (*cfg.editable, *cfg.frozen):
+            if not (cfg.root / rel).is_file():
+                raise WorkspaceError(f"{rel} is declared in {cfg.root / 'overnight.toml'} but does not exist")
+        self.worktree: Path | None = None
+        self._wt: git.Repo | None = None
+
+    # -- the session's worktree -------------------------------------------------------------------
+
+    def worktree_path(self, tag: str) -> Path:
+        return self.cfg.state_dir / "worktrees" / tag
+
+    def _ensure_state_dir(self) -> None:
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        ignore = self.cfg.state_dir / ".gitignore"
+        if not ignore.exists():
+            # The journal, logs and worktrees are Overnight's, not the user's: keep them out of `git status`.
+            ignore.write_text("*\n")
+
+    def open(self, tag: str, start_commit: str | None = None) -> str:
+        """Check out the session's branch in its worktree, creating both if needed.
+
+        Returns the commit the branch stands on. A new session starts from the user's HEAD plus
+        the working-copy versions of the declared files (the user's current code is authoritative).
+        """
+        self._ensure_state_dir()
+        path = self.worktree_path(tag)
+        branch = branch_name(tag)
+        self.repo.git.worktree("prune")
+        exists = branch in [h.name for h in self.repo.heads]
+        if not exists:
+            self.repo.create_head(branch, start_commit or self.repo.head.commit.hexsha)
+        if path.exists() and not (path / ".git").exists():
+            shutil.rmtree(path)  # a half-created worktree from a killed start
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.repo.git.worktree("add", str(path), branch)
+        self.worktree = path
+        self._wt = git.Repo(path)
+        if not exists:
+            self._adopt_working_copy()
+        return self.head()
+
+    def _adopt_working_copy(self) -> None:
+        changed = []
+        for rel in (*self.cfg.editable, *self.cfg.frozen, self.cfg.program):
+            src = self.cfg.root / rel
+            if not src.is_file():
+                continue
+            dst = self.wt_path / rel
+            if not dst.is_file() or dst.read_bytes() != src.read_bytes():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                changed.append(rel)
+        if changed:
+            self.wt.git.add("--", *changed)
+            self.wt.git.commit("-m", "overnight: start from the working copy", env=_IDENTITY)
+
+    @property
+    def wt(self) -> git.Repo:
+        if self._wt is None:
+            raise WorkspaceError("no session worktree is open")
+        return self._wt
+
+    @property
+    def wt_path(self) -> Path:
+        if self.worktree is None:
+            raise WorkspaceError("no session worktree is open")
+        return self.worktree
+
+    def head(self) -> str:
+        return self.wt.head.commit.hexsha
+
+    def reset_to(self, commit: str) -> None:
+        """Put the worktree exactly at ``commit``: tracked changes reverted, untracked files removed."""
+        self.wt.git.reset("--hard", commit)
+        self.wt.git.clean("-fd")
+
+    def frozen_hashes(self) -> dict[str, str]:
+        return {rel: sha256_file(self.wt_path / rel) for rel in self.cfg.frozen}
+
+    def read(self, rel: str) -> str:
+        return (self.wt_path / rel).read_text(encoding="utf-8")
+
+    def editable_files(self) -> dict[str, str]:
+        return {rel: self.read(rel) for rel in self.cfg.editable}
+
+    # -- proposals --------------------------------------------------------------------------------
+
+    def apply(self, edit: Edit) -> list[str]:
+        """Apply a proposal's edit to the worktree; raise InvalidProposal and leave it clean if it can't."""
+        try:
+            if edit.patch is not None:
+                changed = self._apply_patch(edit.patch)
+            else:
+                changed = self._write_files(edit.files)
+            if not changed:
+                raise InvalidProposal("the proposal changes nothing")
+            self._check_syntax(changed)
+        except InvalidProposal:
+            self.reset_to(self.head())
+            raise
+        return changed
+
+    def _check_allowed(self, paths: list[str]) -> None:
+        for rel in paths:
+            if rel in self.cfg.frozen:
+                raise InvalidProposal(f"{rel} is a frozen harness file: proposals may not change it")
+            if rel not in self.cfg.editable:
+                raise InvalidProposal(
+                    f"{rel} is not an editable file (editable: {', '.join(self.cfg.editable)})"
+                )
+
+    def _apply_patch(self, patch: str) -> list[str]:
+        if not patch.strip():
+            raise InvalidProposal("the patch is empty")
+        if not patch.endswith("\n"):
+            patch += "\n"
+        with tempfile.NamedTemporaryFile("w", suffix=".patch", dir=self.cfg.state_dir, delete=False) as fh:
+            fh.write(patch)
+            patch_file = fh.name
+        try:
+            try:
+                numstat = self.wt.git.apply("--numstat", patch_file)
+            except git.GitCommandError as exc:
+                raise InvalidProposal(f"malformed patch: {_git_message(exc)}") from None
+            paths = [line.split("\t", 2)[2] for line in numstat.splitlines() if line.count("\t") >= 2]
+            paths = [p.split(" => ")[-1].strip("{}") for p in paths]
+            self._check_allowed(paths)
+            try:
+                self.wt.git.apply("--check", patch_file)
+                self.wt.git.apply(patch_file)
+            except git.GitCommandError as exc:
+                raise InvalidProposal(f"the patch does not apply: {_git_message(exc)}") from None
+        finally:
+            Path(patch_file).unlink(missing_ok=True)
+        return paths
+
+    def _write_files(self, files: tuple[tuple[str, str], ...]) -> list[str]:
+        self._check_allowed([rel for rel, _ in files])
+        changed = []
+        for rel, content in files:
+            path = self.wt_path / rel
+            if path.read_text(encoding="utf-8") != content:
+                path.write_text(content, encoding="utf-8")
+                changed.append(rel)
+        return changed
+
+    def _check_syntax(self, paths: list[str]) -> None:
+        for rel in paths:
+            if not rel.endswith(".py"):
+                continue
+            source = (self.wt_path / rel).read_text(encoding="utf-8")
+            try:
+                compile(source, rel, "exec")
+            except SyntaxError as exc:
+                raise InvalidProposal(f"{rel}:{exc.lineno}: syntax error: {exc.msg}") from None
+
+    def commit(self, message: str, paths: list[str]) -> str:
+        self.wt.git.add("--", *paths)
+        self.wt.git.commit("-m", message, env=_IDENTITY)
+        return self.head()
+
+    def set_ref(self, ref: str, commit: str) -> None:
+        self.repo.git.update_ref(ref, commit)
+
+    def diff(self, parent: str, commit: str) -> str:
+        return self.wt.git.diff(parent, commit)
+
+    def changed_frozen(self, expected: dict[str, str]) -> list[str]:
+        """Frozen files whose content differs from the session's recorded hashes."""
+        current = self.frozen_hashes()
+        return [rel for rel, digest in expected.items() if current.get(rel) != digest]
+
+
+def _git_message(exc: git.GitCommandError) -> str:
+    text = (exc.stderr or str(exc)).strip()
+    text = text.removeprefix("stderr:").strip().strip("'").strip()
+    return " ".join(text.split())[:500]
