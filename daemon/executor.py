@@ -69,6 +69,17 @@ class RunOutcome:
     log_tail: str = ""
 
 
+def _child_setup() -> None:
+    """In the training process before exec: its own process group (so the whole tree can be
+    killed) and, on Linux, death with its parent, so a kill -9 of the loop leaves no orphan run."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def resolve_command(command: tuple[str, ...]) -> list[str]:
     return [sys.executable if part == "{python}" else part for part in command]
 
@@ -179,7 +190,7 @@ def execute(
         try:
             proc = subprocess.Popen(
                 resolve_command(req.command), cwd=req.cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True,
+                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), preexec_fn=_child_setup,
             )
         except OSError as exc:
             os.close(read_fd)

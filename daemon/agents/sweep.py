@@ -140,7 +140,8 @@ class SweepAgent:
         parts = []
         for name, new in move.changes:
             old = current[name]
-            ratio = f" (×{new / old:.3g})" if old and not (isinstance(old, int) and abs(old) < _SMALL_INT) else ""
+            scaled = old and not (isinstance(old, int) and abs(old) < _SMALL_INT) and not 0.5 <= old < 1.0
+            ratio = f" (×{new / old:.3g})" if scaled else ""
             parts.append(f"{name} {format_value(old)} → {format_value(new)}{ratio}")
         directions = {name: (1 if new > current[name] else -1) for name, new in move.changes}
         return Proposal(
