@@ -75,22 +75,20 @@ def to_json(table: list[Row]) -> str:
 
 
 def to_table(table: list[Row], title: str = "") -> Table:
+    """The human table; holdout and steps are in JSON and `overnight show`, to leave room for descriptions."""
     t = Table(title=title, title_justify="left", expand=False)
     t.add_column("#", justify="right")
     t.add_column("commit")
     t.add_column("val_bpb", justify="right")
     t.add_column("Δ", justify="right")
-    t.add_column("holdout", justify="right")
     t.add_column("mem GB", justify="right")
-    t.add_column("steps", justify="right")
     t.add_column("status")
-    t.add_column("description", overflow="fold")
+    t.add_column("description", overflow="fold", min_width=24, ratio=1)
     for r in table:
         delta = Text(f"{r.delta:+.4f}", style="green" if r.delta < 0 else "red") if r.delta is not None else Text("")
         t.add_row(
             str(r.id), r.commit, f"{r.val_bpb:.4f}" if r.val_bpb is not None else "—", delta,
-            f"{r.holdout_bpb:.4f}" if r.holdout_bpb is not None else "—",
-            f"{r.memory_gb:.2f}" if r.memory_gb is not None else "—", str(r.steps or "—"),
+            f"{r.memory_gb:.2f}" if r.memory_gb is not None else "—",
             Text(r.status, style=STATUS_STYLE.get(r.status, "")), r.description,
         )
     return t

@@ -45,7 +45,7 @@ def write_config(root: Path, **values: object) -> None:
 
 
 def git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip("\n")
 
 
 def commit_all(root: Path, message: str = "test setup") -> None:

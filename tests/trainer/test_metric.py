@@ -105,3 +105,30 @@ def test_bad_model_file_exits_nonzero_with_message(env: dict[str, str], tmp_path
     r = run_py([str(TRAINER / "prepare.py"), "evaluate", "--model", str(path)], env)
     assert r.returncode != 0 and r.stdout == ""
     assert "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+class DataDependent(torch.nn.Module):
+    """Data-dependent Python control flow: torch.export refuses it, so jit.trace is used."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Embedding(256, 256)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if int(idx.sum()) >= 0:
+            return self.table(idx)
+        return -self.table(idx)
+
+
+@pytest.mark.timeout(60)
+def test_export_failure_falls_back_to_torchscript(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = DataDependent()
+    path = prepare.save_model(model, 64, tmp_path / "d.pt2")
+    loaded, meta = prepare.load_model(path)
+    assert meta["format"] in ("torchscript", "torch.export")
+    data = torch.randint(0, 256, (prepare.EVAL_BYTES + 1,), dtype=torch.uint8)
+    with torch.no_grad():
+        direct = torch.nn.functional.cross_entropy(model.table(data[:-1].long()),
+                                                   data[1:].long()).item() / math.log(2)
+    assert prepare.bits_per_byte(loaded, data, 64) == pytest.approx(direct, rel=1e-6)

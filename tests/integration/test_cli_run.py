@@ -1,0 +1,139 @@
+"""`overnight run` as a user runs it, in a subprocess: kill -9 and resume, one loop per workspace, bad data."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ..conftest import git
+
+OVERNIGHT = [sys.executable, "-m", "overnight.daemon.cli"]
+
+
+def _replay(root: Path, n: int) -> None:
+    """n harmless proposals (comment-only edits): each is a real run that will be discarded."""
+    train = (root / "trainer" / "train.py").read_text()
+    lines = [
+        json.dumps({"description": f"note {i}", "files": {"trainer/train.py": train + f"\n# note {i}\n"}})
+        for i in range(n)
+    ]
+    (root / "proposals.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _statuses(root: Path) -> list[tuple[int, str, str, int]]:
+    path = root / ".overnight" / "journal.db"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT id, kind, status, attempts FROM experiments ORDER BY id").fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _start(root: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*OVERNIGHT, "run", "--agent", "replay", *args], cwd=root, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+
+
+@pytest.mark.timeout(400)
+def test_kill_9_mid_run_then_resume(make_workspace: Callable[..., Path]) -> None:
+    root = make_workspace(budget=4.0, replay_file="proposals.jsonl")
+    _replay(root, 2)
+    proc = _start(root, "--max-experiments", "2")
+
+    # Kill the loop while the first real experiment (#2, after the baseline #1) is training.
+    def training() -> bool:
+        rows = _statuses(root)
+        return any(r[1] == "experiment" and r[2] == "running" for r in rows) and any(
+            "train.py" in " ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)
+        )
+
+    _wait(training, 200, "an experiment in flight")
+    children = psutil.Process(proc.pid).children(recursive=True)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # The training run dies with the loop: no orphan keeps the CPU busy.
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    assert _statuses(root)[-1][2] == "running"
+
+    # A second start resumes the same session: the interrupted experiment is re-run from its commit.
+    out = subprocess.run([*OVERNIGHT, "run", "--agent", "replay", "--max-experiments", "1"], cwd=root,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "resuming session" in out.stdout and "resuming #2" in out.stdout
+    rows = _statuses(root)
+    assert [(r[0], r[1]) for r in rows] == [(1, "baseline"), (2, "experiment"), (3, "experiment")]
+    assert all(r[2] in ("keep", "discard") for r in rows)
+    assert rows[1][3] == 2  # two attempts: the killed one and the re-run
+    db = sqlite3.connect(root / ".overnight" / "journal.db")
+    (tag,), = db.execute("SELECT tag FROM sessions").fetchall()
+    db.close()
+    assert git(root, "rev-parse", f"refs/overnight/{tag}/2")
+    assert git(root / ".overnight" / "worktrees" / tag, "status", "--porcelain") == ""
+
+
+@pytest.mark.timeout(300)
+def test_one_loop_per_workspace(make_workspace: Callable[..., Path]) -> None:
+    root = make_workspace(budget=4.0, replay_file="proposals.jsonl")
+    _replay(root, 1)
+    first = _start(root, "--max-experiments", "1")
+    try:
+        _wait(lambda: bool(_statuses(root)), 120, "the first loop to start")
+        second = subprocess.run([*OVERNIGHT, "run"], cwd=root, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        assert "one loop per workspace" in second.stderr and str(first.pid) in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        out, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, out
+    assert "stopped by the user" in out
+    # Ctrl-C left the experiment in flight marked as such, for the next start to re-run.
+    assert _statuses(root)[-1][2] in ("interrupted", "keep")
+
+
+@pytest.mark.timeout(120)
+def test_corrupt_data_gets_a_clear_message(make_workspace: Callable[..., Path], corpus_dir: Path, tmp_path: Path) -> None:
+    root = make_workspace()
+    data = tmp_path / "data"
+    shutil.copytree(corpus_dir, data)
+    val = data / "val.bin"
+    val.write_bytes(b"\0" * val.stat().st_size)
+    env = {**os.environ, "OVERNIGHT_DATA_DIR": str(data)}
+    out = subprocess.run([*OVERNIGHT, "run"], cwd=root, capture_output=True, text=True, timeout=100, env=env)
+    assert out.returncode == 1
+    assert "could not prepare the data" in out.stderr and "val.bin" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_not_a_git_repository(tmp_path: Path) -> None:
+    out = subprocess.run([*OVERNIGHT, "-C", str(tmp_path), "run"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "not a git repository" in out.stderr and "Traceback" not in out.stderr
