@@ -32,6 +32,8 @@ from .workspace import InvalidProposal, Workspace, branch_name, experiment_ref
 # An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
 # in case it is the experiment itself that takes the machine down.
 _MAX_ATTEMPTS = 2
+# Settings that change what the metric means: a session is only resumed with the same ones.
+_MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "metric", "direction", "editable", "frozen")
 # The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
 _MAX_AGENT_FAILURES = 3
 
@@ -112,12 +114,29 @@ class Loop:
             self.journal.create_session(session)
             self._emit("session", tag=tag, resumed=False, worktree=str(self.ws.wt_path), branch=session.branch)
         else:
+            self._check_comparable(session)
             self.ws.open(tag)
             incumbent = self.journal.incumbent(tag)
             # Whatever a killed run left in the worktree goes: the journal's last kept commit is the truth.
             self.ws.reset_to(incumbent.commit_sha if incumbent and incumbent.commit_sha else session.base_commit)
             self._emit("session", tag=tag, resumed=True, worktree=str(self.ws.wt_path), branch=session.branch)
         return session
+
+    def _check_comparable(self, session: Session) -> None:
+        """A resumed session must measure the same way, or its old results mean nothing next to new ones."""
+        differ = []
+        for key in _MEASUREMENT_KEYS:
+            before, now = session.config.get(key), getattr(self.cfg, key)
+            if isinstance(before, list):
+                before = tuple(before)
+            if before is not None and before != now:
+                differ.append(f"{key} was {before!r}, now {now!r}")
+        if differ:
+            raise LoopError(
+                f"session {session.tag!r} measured its experiments differently ({'; '.join(differ)}). "
+                f"Results under different settings cannot be compared: start a new session with --tag NEW, "
+                f"or resume with the session's settings."
+            )
 
     def _run(self, max_experiments: int | None, tag: str | None) -> Summary:
         assert self.journal is not None and self.ws is not None

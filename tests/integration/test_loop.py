@@ -21,7 +21,7 @@ from overnight.daemon.agents.replay import ReplayAgent
 from overnight.daemon.cli import main
 from overnight.daemon.config import load_config
 from overnight.daemon.journal import Journal
-from overnight.daemon.loop import Loop, Summary
+from overnight.daemon.loop import Loop, LoopError, Summary
 
 from ..conftest import git
 
@@ -209,3 +209,9 @@ def test_a_session_resumes_with_the_same_tag_and_numbering(session: Session, mak
     summary = Loop(cfg, ReplayAgent.from_file(session.root / "proposals.jsonl")).run()
     assert summary.tag == session.summary.tag
     assert summary.experiments == session.summary.experiments
+
+
+def test_resuming_with_another_budget_is_refused(session: Session) -> None:
+    cfg = load_config(session.root).with_overrides(budget=7.0)
+    with pytest.raises(LoopError, match="budget was 2.0, now 7.0"):
+        Loop(cfg, ReplayAgent.from_file(session.root / "proposals.jsonl")).run()
