@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 import signal
 import sys
-import importlib.util
 from pathlib import Path
 from types import FrameType
 
@@ -14,7 +14,7 @@ import git
 from rich.console import Console
 
 from .agents import AgentError, make_agent
-from .config import CONFIG_NAME, ConfigError, Config, load_config
+from .config import CONFIG_NAME, Config, ConfigError, load_config
 from .journal import Journal
 from .lock import WorkspaceBusy
 from .loop import Loop, LoopError

@@ -132,7 +132,7 @@ def show(exp: Experiment, runs: list[Run]) -> Group:
         parts.append(Panel(Syntax(exp.diff, "diff", theme="ansi_dark", word_wrap=True), title="diff", title_align="left"))
     failed = [r for r in runs if r.status != "ok" and r.log_tail]
     if failed:
-        tail = "\n".join(failed[-1].log_tail.strip().splitlines()[-15:])
+        tail = "\n".join((failed[-1].log_tail or "").strip().splitlines()[-15:])
         parts.append(Panel(tail, title=f"end of the log ({failed[-1].log_path})", title_align="left"))
     return Group(*parts)
 

@@ -233,7 +233,7 @@ class Workspace:
         self.repo.git.update_ref(ref, commit)
 
     def diff(self, parent: str, commit: str) -> str:
-        return self.wt.git.diff(parent, commit)
+        return str(self.wt.git.diff(parent, commit))
 
     def changed_frozen(self, expected: dict[str, str]) -> list[str]:
         """Frozen files whose content differs from the session's recorded hashes."""

@@ -34,7 +34,7 @@ def _proposal(entry: Any, where: str) -> Proposal:
         isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())
     ):
         raise AgentError(f"{where}: \"files\" must map paths to file contents")
-    edit = Edit(patch=patch) if patch is not None else Edit(files=tuple(files.items()))
+    edit = Edit(patch=patch) if patch is not None else Edit(files=tuple((files or {}).items()))
     return Proposal(
         description=description.strip(),
         edit=edit,
