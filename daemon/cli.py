@@ -230,8 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console(stderr=False)
-    err = Console(stderr=True)
+    # Piped output (a log, CI, grep) keeps each message on one line instead of wrapping at 80 columns.
+    console = Console(soft_wrap=not sys.stdout.isatty())
+    err = Console(stderr=True, soft_wrap=True)
     if getattr(args, "max_experiments", None) is not None and args.max_experiments < 0:
         err.print("[red]error:[/] --max-experiments must be 0 or more")
         return 2

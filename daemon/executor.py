@@ -184,6 +184,8 @@ def execute(
         "OVERNIGHT_THREADS": str(req.threads),
         "OVERNIGHT_MODEL_OUT": str(req.model_out),
         "PYTHONUNBUFFERED": "1",
+        # Spin-waiting OpenMP threads would burn CPU time that the cpu budget clock charges.
+        "OMP_WAIT_POLICY": "PASSIVE",
     }
     started = time.monotonic()
     with req.log_path.open("wb") as log:

@@ -7,9 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
 import prepare
+import pytest
 from conftest import TRAINER, run_py
 
 
@@ -68,7 +67,12 @@ def test_corrupt_or_missing_data_exits_2_with_clear_message(data_dir: Path, tmp_
     assert expected in err and "prepare.py" in err
     if damage != "no_manifest":
         assert "--rebuild" in err
-    prepare.build("sympy", directory=d)  # a plain build repairs it
+    if damage == "no_manifest":
+        prepare.build("sympy", directory=d)  # nothing there: a plain build builds it
+    else:
+        with pytest.raises(prepare.HarnessError, match="--rebuild"):
+            prepare.build("sympy", directory=d)  # damage is reported, never silently rebuilt
+        prepare.build("sympy", directory=d, rebuild=True)
     assert len(prepare.load_split("val", d)) == val.stat().st_size
 
 

@@ -6,10 +6,9 @@ import json
 import math
 from pathlib import Path
 
+import prepare
 import pytest
 import torch
-
-import prepare
 from conftest import TRAINER, run_py
 
 

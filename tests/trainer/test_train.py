@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import msgpack
-import pytest
-
 import prepare
+import pytest
 from conftest import TRAINER, run_py
 
 
