@@ -53,7 +53,8 @@ class Config:
     workdir: str = "trainer"
     run: tuple[str, ...] = ("{python}", "train.py")
     evaluate: tuple[str, ...] = ("{python}", "prepare.py", "evaluate")
-    prepare: tuple[str, ...] = ("{python}", "prepare.py")
+    # Builds or verifies the data; its last stdout line may be {"data_dir", "manifest_sha256"} (JSON).
+    prepare: tuple[str, ...] = ("{python}", "prepare.py", "--json")
     # Seconds of training per run, measured by the harness's budget clock.
     budget: float = 60.0
     # "cpu": process CPU time per thread (steady on a drifting VM); "wall"; "auto": wall on CUDA.

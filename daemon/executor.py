@@ -9,6 +9,7 @@ harness on the model the run saved: a number ``train.py`` prints is never read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -48,6 +49,10 @@ class RunRequest:
     threads: int
     model_out: Path
     log_path: Path
+    # The harness's data, pinned by the loop: the run is pointed at it, and its manifest must still
+    # hash the same after the run (a run that rewrites the data and its manifest is caught here).
+    data_dir: str | None = None
+    manifest_sha256: str | None = None
 
 
 @dataclass
@@ -67,6 +72,7 @@ class RunOutcome:
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     error: str | None = None
     log_tail: str = ""
+    data_changed: bool = False
 
 
 def _child_setup() -> None:
@@ -166,6 +172,20 @@ def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _data_env(req: RunRequest) -> dict[str, str]:
+    return {"OVERNIGHT_DATA_DIR": req.data_dir} if req.data_dir else {}
+
+
+def _manifest_unchanged(req: RunRequest) -> bool:
+    if req.data_dir is None or req.manifest_sha256 is None:
+        return True
+    try:
+        digest = hashlib.sha256((Path(req.data_dir) / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
+        return False
+    return digest == req.manifest_sha256
+
+
 def execute(
     req: RunRequest,
     on_frame: Callable[[Frame], None] = lambda frame: None,
@@ -183,6 +203,7 @@ def execute(
         "OVERNIGHT_SEED": str(req.seed),
         "OVERNIGHT_THREADS": str(req.threads),
         "OVERNIGHT_MODEL_OUT": str(req.model_out),
+        **_data_env(req),
         "PYTHONUNBUFFERED": "1",
         # Spin-waiting OpenMP threads would burn CPU time that the cpu budget clock charges.
         "OMP_WAIT_POLICY": "PASSIVE",
@@ -205,6 +226,9 @@ def execute(
     reader.join(timeout=5)
     wall = time.monotonic() - started
     outcome = _summarise(reader.frames, status, error, peak_mb, wall, req, proc.returncode)
+    if not _manifest_unchanged(req):
+        outcome.status, outcome.data_changed = "crash", True
+        outcome.error = f"the harness's data in {req.data_dir} changed during the run: a run may not write it"
     if outcome.status == "ok":
         _evaluate(req, outcome)
     outcome.log_tail = _tail(req.log_path)
@@ -287,7 +311,7 @@ def _evaluate(req: RunRequest, out: RunOutcome) -> None:
     try:
         proc = subprocess.run(
             command, cwd=req.cwd, capture_output=True, text=True, timeout=max(120.0, req.budget),
-            env={**os.environ, "OVERNIGHT_THREADS": str(req.threads)}, stdin=subprocess.DEVNULL,
+            env={**os.environ, "OVERNIGHT_THREADS": str(req.threads), **_data_env(req)}, stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
         out.status, out.error = "crash", "the harness evaluation timed out"

@@ -203,6 +203,17 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    # -- small facts ----------------------------------------------------------------------------
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                       (key, value))
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row["value"])
+
     # -- sessions -------------------------------------------------------------------------------
 
     def create_session(self, session: Session) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import statistics
 import subprocess
@@ -78,6 +79,8 @@ class Loop:
         self.ws: Workspace | None = None
         self.session: Session | None = None
         self.clock = "cpu"
+        self.data_dir: str | None = None
+        self.manifest_sha256: str | None = None
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -196,6 +199,23 @@ class Loop:
         if proc.returncode != 0:
             detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-3:]
             raise LoopError("the harness could not prepare the data:\n  " + "\n  ".join(detail))
+        try:
+            pinned = json.loads(proc.stdout.strip().splitlines()[-1])
+            self.data_dir, self.manifest_sha256 = str(pinned["data_dir"]), str(pinned["manifest_sha256"])
+        except (IndexError, ValueError, KeyError, TypeError):
+            self._emit("message", level="warning",
+                       text="the harness does not report its data manifest: the data is not pinned for this session")
+            return
+        assert self.journal is not None and self.session is not None
+        key = f"data_manifest:{self.session.tag}"
+        recorded = self.journal.meta(key)
+        if recorded is None:
+            self.journal.set_meta(key, self.manifest_sha256)
+        elif recorded != self.manifest_sha256:
+            raise LoopError(
+                f"the data in {self.data_dir} is not the data session {self.session.tag!r} was measured on "
+                "(its manifest changed): results would not compare. Start a new session with --tag NEW."
+            )
 
     # -- experiments ------------------------------------------------------------------------------
 
@@ -342,7 +362,7 @@ class Loop:
             cwd=self.ws.wt_path / self.cfg.workdir, command=self.cfg.run, evaluate=self.cfg.evaluate,
             budget=self.cfg.budget, clock=self.clock, grace=self.cfg.grace,
             memory_limit_gb=self.cfg.memory_limit_gb, seed=seed, threads=_threads(),
-            model_out=model_out, log_path=log_path,
+            model_out=model_out, log_path=log_path, data_dir=self.data_dir, manifest_sha256=self.manifest_sha256,
         )
         self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=self.cfg.budget, clock=self.clock)
         started = time.time()
@@ -367,6 +387,10 @@ class Loop:
             log_tail=outcome.log_tail,
         ))
         self._emit("run_finished", experiment_id=exp.id, run=k, outcome=outcome)
+        if outcome.data_changed:
+            self.ws.reset_to(exp.parent_commit)
+            self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
+            raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
         return outcome
 
     def _finish(self, exp: Experiment, status: str, *, reason: str, error: str | None = None,

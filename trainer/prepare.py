@@ -749,6 +749,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-bytes", type=int, default=None,
                     help="fineweb: stop after this many corpus bytes")
     ap.add_argument("--rebuild", action="store_true", help="rebuild even if the data verifies")
+    ap.add_argument("--json", action="store_true",
+                    help="end with one JSON line {data_dir, manifest_sha256} for the daemon, which "
+                         "pins the manifest for the session and re-checks it before every evaluation")
     args = ap.parse_args(argv)
     directory = data_dir(args.corpus)
     t0 = time.perf_counter()
@@ -764,6 +767,9 @@ def main(argv: list[str] | None = None) -> int:
     for s in SPLITS:
         f = files[f"{s}.bin"]
         print(f"  {s + '.bin':12s} {f['bytes']:>12,d} bytes  sha256 {f['sha256'][:16]}…")
+    if args.json:
+        digest = hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()
+        print(json.dumps({"data_dir": str(directory), "manifest_sha256": digest}), flush=True)
     return 0
 
 
