@@ -168,6 +168,11 @@ def _tail(path: Path) -> str:
         return ""
 
 
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
 def _finite(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
@@ -226,6 +231,11 @@ def execute(
     reader.join(timeout=5)
     wall = time.monotonic() - started
     outcome = _summarise(reader.frames, status, error, peak_mb, wall, req, proc.returncode)
+    if outcome.status == "crash" and outcome.error and outcome.error.startswith("the run exited"):
+        # Say why, not only that: the last line of a traceback names the exception.
+        last = _last_line(_tail(req.log_path))
+        if last:
+            outcome.error += f": {last}"
     if not _manifest_unchanged(req):
         outcome.status, outcome.data_changed = "crash", True
         outcome.error = f"the harness's data in {req.data_dir} changed during the run: a run may not write it"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
@@ -147,65 +147,75 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _metric(exps: list[Experiment]) -> list[float]:
+    return [e.val_bpb if e.val_bpb is not None else math.nan for e in exps]
+
+
 def plot(journal: Journal, tag: str, out: Path) -> Path:
-    """val_bpb per experiment, kept ones marked, the running best as a step line, the noise band."""
+    """val_bpb per experiment: kept ones marked, the incumbent as a step line, the bar a candidate
+    had to clear, the baseline's noise band, and failures along the top."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     exps = journal.experiments(tag)
-    baseline = next((e for e in exps if e.kind == "baseline" and e.val_bpb is not None), None)
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
-    xs: dict[str, list[int]] = {}
-    ys: dict[str, list[float]] = {}
-    for i, e in enumerate(exps):
-        if e.val_bpb is not None:
-            xs.setdefault(e.status, []).append(i)
-            ys.setdefault(e.status, []).append(e.val_bpb)
-    valued = [e.val_bpb for e in exps if e.val_bpb is not None]
-    if baseline is not None and baseline.evidence:
-        sigma = baseline.evidence.get("sigma", 0.0)
+    valued = [e for e in exps if e.val_bpb is not None]
+    baseline = next((e for e in exps if e.kind == "baseline" and e.status == "keep"), None)
+    if baseline is not None and baseline.evidence and baseline.val_bpb is not None:
+        sigma = float(baseline.evidence.get("sigma", 0.0))
         ax.axhspan(baseline.val_bpb - sigma, baseline.val_bpb + sigma, color="tab:blue", alpha=0.08,
-                   label=f"baseline ± σ ({sigma:.4f})")
-    if "discard" in xs:
-        ax.scatter(xs["discard"], ys["discard"], s=22, color="0.6", label="discarded", zorder=2)
-    if "keep" in xs:
-        ax.scatter(xs["keep"], ys["keep"], s=60, color="tab:green", edgecolor="black", linewidth=0.6,
-                   label="kept", zorder=4)
-    failed = [i for i, e in enumerate(exps) if e.status in ("crash", "timeout", "invalid")]
-    if failed and valued:
-        top = max(valued)
-        ax.scatter(failed, [top] * len(failed), marker="x", color="tab:red", s=30,
-                   label="crash / timeout / invalid", zorder=3)
-    best_x, best_y, best = [], [], math.inf
-    for i, e in enumerate(exps):
+                   label=f"baseline ± σ (σ = {sigma:.4f})")
+    discarded = [e for e in valued if e.status == "discard"]
+    kept = [e for e in valued if e.status == "keep"]
+    if discarded:
+        ax.scatter([e.id for e in discarded], _metric(discarded), s=24, color="0.55",
+                   label="discarded", zorder=3)
+    if kept:
+        ax.scatter([e.id for e in kept], _metric(kept), s=70, color="tab:green", edgecolor="black",
+                   linewidth=0.6, label="kept", zorder=5)
+    # The bar each candidate had to clear on its first run: incumbent mean minus the keep threshold.
+    bars = [(e.id, e.evidence["incumbent_mean"] - e.evidence["threshold"]) for e in exps
+            if e.evidence and "threshold" in e.evidence and "incumbent_mean" in e.evidence]
+    if bars:
+        ax.scatter([b[0] for b in bars], [b[1] for b in bars], marker="_", s=260, color="tab:orange",
+                   linewidth=1.6, label="keep bar: what the first run had to beat", zorder=4)
+    steps_x, steps_y, best = [], [], None
+    for e in exps:
         if e.status == "keep" and e.val_bpb is not None:
-            best = e.val_bpb if e.kind == "baseline" else min(best, e.val_bpb)
-        if math.isfinite(best):
-            best_x.append(i)
-            best_y.append(best)
-    if best_x:
-        ax.step(best_x, best_y, where="post", color="tab:green", linewidth=1.8, label="incumbent (running best)", zorder=3)
-    for i, e in enumerate(exps):
-        if e.status == "keep" and e.kind == "experiment" and e.val_bpb is not None:
-            label = e.description if len(e.description) <= 38 else e.description[:36] + "…"
-            ax.annotate(f"#{e.id} {label}", (i, e.val_bpb), textcoords="offset points", xytext=(6, 8),
-                        fontsize=7.5, rotation=12, color="darkgreen")
+            best = e.val_bpb
+        if best is not None:
+            steps_x.append(e.id)
+            steps_y.append(best)
+    if steps_x:
+        ax.step(steps_x, steps_y, where="post", color="tab:green", linewidth=1.8, label="incumbent", zorder=2)
+    failed = [e for e in exps if e.status in ("crash", "timeout", "invalid")]
+    if failed:
+        # Failures have no metric: mark them along the top edge of the axes.
+        ax.scatter([e.id for e in failed], [0.98] * len(failed), marker="x", color="tab:red", s=36,
+                   transform=ax.get_xaxis_transform(), label="crash / timeout / invalid", zorder=5, clip_on=False)
+    few = len(exps) <= 30
+    for e in exps:
+        if e.kind != "experiment" or e.val_bpb is None or not (few or e.status == "keep"):
+            continue
+        label = e.description if len(e.description) <= 34 else e.description[:32] + "…"
+        ax.annotate(f"#{e.id} {label}", (e.id, e.val_bpb), textcoords="offset points", xytext=(5, 6),
+                    fontsize=7, rotation=10, color="darkgreen" if e.status == "keep" else "0.4")
     n = sum(e.kind == "experiment" for e in exps)
-    kept = sum(e.kind == "experiment" and e.status == "keep" for e in exps)
-    ax.set_title(f"Overnight session '{tag}': {n} experiments, {kept} kept")
-    ax.set_xlabel("experiment (in order)")
+    n_kept = sum(e.kind == "experiment" and e.status == "keep" for e in exps)
+    ax.set_title(f"Overnight session '{tag}': {n} experiments, {n_kept} kept, {len(failed)} failed")
+    ax.set_xlabel("experiment #")
     ax.set_ylabel("val_bpb (lower is better)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
-    if xs or failed:
-        ax.legend(loc="upper right", fontsize=8)
+    if exps:
+        ax.set_xlim(min(e.id for e in exps) - 0.5, max(e.id for e in exps) + 1.5)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
     return out
 
-
-def console() -> Console:
-    return Console()
