@@ -12,6 +12,7 @@ from types import FrameType
 
 import git
 from rich.console import Console
+from rich.markup import escape
 
 from .agents import AgentError, make_agent
 from .config import CONFIG_NAME, Config, ConfigError, load_config
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, console))
     except (CliError, ConfigError, WorkspaceError, WorkspaceBusy, LoopError, AgentError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 1
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")

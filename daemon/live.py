@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -68,20 +69,22 @@ class LiveView:
     def _on_session(self, tag: str, resumed: bool, worktree: str, branch: str) -> None:
         self.tag = tag
         verb = "resuming" if resumed else "starting"
-        self.console.print(f"[bold]Overnight[/] {verb} session [bold]{tag}[/] on branch {branch}  (worktree {worktree})")
+        self.console.print(
+            f"[bold]Overnight[/] {verb} session [bold]{escape(tag)}[/] on branch {escape(branch)}  (worktree {escape(worktree)})"
+        )
 
     def _on_state(self, state: str, message: str) -> None:
         self.state, self.state_message = state, message
         if state in ("preparing", "stopped"):
-            self.console.print(f"[dim]{message}[/]" if state == "preparing" else f"[bold]stopped:[/] {message}")
+            self.console.print(f"[dim]{escape(message)}[/]" if state == "preparing" else f"[bold]stopped:[/] {escape(message)}")
 
     def _on_message(self, level: str, text: str) -> None:
         style = {"error": "red", "warning": "yellow"}.get(level, "dim")
-        self.console.print(f"[{style}]{text}[/]")
+        self.console.print(f"[{style}]{escape(text)}[/]")
 
     def _on_experiment_started(self, experiment: Experiment, runs_planned: int) -> None:
         self.current, self.runs_planned, self.state = experiment, runs_planned, "running"
-        self.console.print(f"[cyan]▶ #{experiment.id}[/] {experiment.description}")
+        self.console.print(f"[cyan]▶ #{experiment.id}[/] {escape(experiment.description)}")
 
     def _on_run_started(self, experiment_id: int, run: int, seed: int, budget: float, clock: str) -> None:
         self.run_index, self.frame, self.run_started, self.clock = run, {}, time.monotonic(), clock
@@ -159,7 +162,7 @@ class LiveView:
             t.add_column(col)
         for e in self.recent:
             t.add_row(str(e.id), f"{e.val_bpb:.4f}" if e.val_bpb is not None else "—",
-                      Text(e.status, style=STATUS_STYLE.get(e.status, "")), e.description[:70])
+                      Text(e.status, style=STATUS_STYLE.get(e.status, "")), Text(e.description[:70]))
         return t
 
 

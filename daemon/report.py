@@ -89,7 +89,7 @@ def to_table(table: list[Row], title: str = "") -> Table:
         t.add_row(
             str(r.id), r.commit, f"{r.val_bpb:.4f}" if r.val_bpb is not None else "—", delta,
             f"{r.memory_gb:.2f}" if r.memory_gb is not None else "—",
-            Text(r.status, style=STATUS_STYLE.get(r.status, "")), r.description,
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")), Text(r.description),
         )
     return t
 
@@ -100,13 +100,13 @@ def show(exp: Experiment, runs: list[Run]) -> Group:
     head.add_column(style="bold")
     head.add_column()
     head.add_row("experiment", f"#{exp.id} ({exp.kind}, session {exp.tag})")
-    head.add_row("description", exp.description)
+    head.add_row("description", Text(exp.description))
     if exp.hypothesis:
-        head.add_row("hypothesis", exp.hypothesis)
+        head.add_row("hypothesis", Text(exp.hypothesis))
     if exp.reasoning:
-        head.add_row("reasoning", exp.reasoning)
+        head.add_row("reasoning", Text(exp.reasoning))
     head.add_row("status", Text(exp.status, style=STATUS_STYLE.get(exp.status, "")))
-    head.add_row("decided by", f"{exp.decided_by or '—'}: {exp.decision_reason or ''}")
+    head.add_row("decided by", Text(f"{exp.decided_by or '—'}: {exp.decision_reason or ''}"))
     if exp.val_bpb is not None:
         head.add_row("val_bpb", f"{exp.val_bpb:.4f}" + (f"   (holdout {exp.holdout_bpb:.4f})" if exp.holdout_bpb else ""))
     head.add_row("commit", f"{exp.commit_sha or '—'}  {exp.ref or ''}")
@@ -118,7 +118,7 @@ def show(exp: Experiment, runs: list[Run]) -> Group:
     if exp.evidence:
         ev = Table(title="evidence", title_justify="left", show_header=False)
         for key, value in exp.evidence.items():
-            ev.add_row(key, _fmt(value))
+            ev.add_row(key, Text(_fmt(value)))
         parts.append(ev)
     if runs:
         rt = Table(title="runs", title_justify="left")
@@ -133,7 +133,7 @@ def show(exp: Experiment, runs: list[Run]) -> Group:
     failed = [r for r in runs if r.status != "ok" and r.log_tail]
     if failed:
         tail = "\n".join((failed[-1].log_tail or "").strip().splitlines()[-15:])
-        parts.append(Panel(tail, title=f"end of the log ({failed[-1].log_path})", title_align="left"))
+        parts.append(Panel(Text(tail), title=f"end of the log ({failed[-1].log_path})", title_align="left"))
     return Group(*parts)
 
 
