@@ -68,6 +68,8 @@ class RunOutcome:
     peak_mem_mb: float | None = None
     train_seconds: float | None = None
     wall_seconds: float = 0.0
+    startup_seconds: float | None = None
+    train_wall_seconds: float | None = None
     eval_seconds: float | None = None
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     error: str | None = None
@@ -108,6 +110,8 @@ class _FrameReader(threading.Thread):
         self.on_frame = on_frame
         self.frames: list[Frame] = []
         self.bad_frames = 0
+        # When the harness's start frame arrived (monotonic clock): start-up ends there.
+        self.started_at: float | None = None
 
     def run(self) -> None:
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=16 * 1024 * 1024)
@@ -120,6 +124,8 @@ class _FrameReader(threading.Thread):
                             self.bad_frames += 1
                             continue
                         self.frames.append(frame)
+                        if frame["type"] == "start" and self.started_at is None:
+                            self.started_at = time.monotonic()
                         try:
                             self.on_frame(frame)
                         except Exception:  # a listener's bug must not stop the run's supervision
@@ -231,6 +237,8 @@ def execute(
     reader.join(timeout=5)
     wall = time.monotonic() - started
     outcome = _summarise(reader.frames, status, error, peak_mb, wall, req, proc.returncode)
+    if reader.started_at is not None:
+        outcome.startup_seconds = reader.started_at - started
     if outcome.status == "crash" and outcome.error and outcome.error.startswith("the run exited"):
         # Say why, not only that: the last line of a traceback names the exception.
         last = _last_line(_tail(req.log_path))
@@ -296,6 +304,7 @@ def _summarise(
             out.steps = frame.get("steps") if isinstance(frame.get("steps"), int) else None
             out.tokens = frame.get("tokens") if isinstance(frame.get("tokens"), int) else None
             out.train_seconds = _finite(frame.get("elapsed"))
+            out.train_wall_seconds = _finite(frame.get("wall"))
             reported = _finite(frame.get("peak_mem_mb"))
             if reported is not None and out.device == "cuda":
                 out.peak_mem_mb = reported  # GPU memory is only visible from inside the process

@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     peak_mem_mb REAL,
     train_seconds REAL,
-    wall_seconds REAL,
+    wall_seconds REAL,                  -- the training process, start to exit
+    startup_seconds REAL,               -- process start until the harness's start frame
+    train_wall_seconds REAL,            -- the training loop in wall seconds (the budget clock may differ)
     eval_seconds REAL,
     curve BLOB,                         -- msgpack [[step, elapsed, train_loss], ...]
     error TEXT,
@@ -119,6 +121,8 @@ class Run:
     peak_mem_mb: float | None = None
     train_seconds: float | None = None
     wall_seconds: float | None = None
+    startup_seconds: float | None = None
+    train_wall_seconds: float | None = None
     eval_seconds: float | None = None
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     error: str | None = None
@@ -159,7 +163,8 @@ class Experiment:
 
 _RUN_COLUMNS = (
     "experiment_id", "seed", "status", "val_bpb", "holdout_bpb", "steps", "tokens", "tokens_per_s",
-    "n_params", "device", "peak_mem_mb", "train_seconds", "wall_seconds", "eval_seconds", "curve",
+    "n_params", "device", "peak_mem_mb", "train_seconds", "wall_seconds", "startup_seconds",
+    "train_wall_seconds", "eval_seconds", "curve",
     "error", "log_path", "log_tail", "started", "finished",
 )
 

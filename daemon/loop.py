@@ -383,6 +383,7 @@ class Loop:
             val_bpb=outcome.val_bpb, holdout_bpb=outcome.holdout_bpb, steps=outcome.steps, tokens=outcome.tokens,
             tokens_per_s=outcome.tokens_per_s, n_params=outcome.n_params, device=outcome.device,
             peak_mem_mb=outcome.peak_mem_mb, train_seconds=outcome.train_seconds, wall_seconds=outcome.wall_seconds,
+            startup_seconds=outcome.startup_seconds, train_wall_seconds=outcome.train_wall_seconds,
             eval_seconds=outcome.eval_seconds, curve=outcome.curve, error=outcome.error, log_path=str(log_path),
             log_tail=outcome.log_tail,
         ))
