@@ -19,6 +19,7 @@ from .config import CONFIG_NAME, Config, ConfigError, load_config
 from .journal import Journal
 from .lock import WorkspaceBusy
 from .loop import Loop, LoopError
+from .server.client import NoDaemon
 from .workspace import WorkspaceError
 
 # What `overnight init` copies into a new workspace: (package, file, destination).
@@ -109,6 +110,84 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     console.print(
         f"[bold]session {summary.tag}[/]: {summary.experiments} experiments, {summary.kept} kept, best val_bpb {best}. "
         f"See `overnight results` and `overnight plot`."
+    )
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
+    from .server import discovery
+    from .server.app import run_daemon, setup_logging
+    from .server.core import DaemonCore
+
+    cfg = _config(args).with_overrides(agent=args.agent, budget=args.budget)
+    running = discovery.read(cfg.state_dir)
+    if running is not None:
+        console.print(f"a daemon already runs for {cfg.root}: pid {running.pid}, port {running.port}")
+        return 0
+    if args.detach:
+        import subprocess
+        import time
+
+        argv = [sys.executable, "-m", "overnight.daemon.cli", "-C", str(cfg.root), "daemon"]
+        for flag, value in (("--agent", args.agent), ("--budget", args.budget), ("--port", args.port),
+                            ("--max-experiments", args.max_experiments)):
+            if value is not None:
+                argv += [flag, str(value)]
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        with (cfg.state_dir / "daemon.out").open("ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        deadline = time.monotonic() + 60
+        while (info := discovery.read(cfg.state_dir)) is None or info.pid != proc.pid:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise CliError(f"the daemon did not start; see {cfg.state_dir / 'daemon.log'}")
+            time.sleep(0.1)
+        console.print(f"daemon started: pid {info.pid}, 127.0.0.1:{info.port}; log {cfg.state_dir / 'daemon.log'}")
+        return 0
+    setup_logging(cfg)
+    run_daemon(cfg, DaemonCore(cfg, make_agent(cfg), max_experiments=args.max_experiments), port=args.port or 0)
+    return 0
+
+
+def _ask(cfg: Config, method: str, params: object) -> object:
+    """One request to the workspace's daemon, over the same protocol an editor uses."""
+    import asyncio
+
+    from .server.client import DaemonClient
+
+    async def go() -> object:
+        client = DaemonClient()
+        await client.connect_workspace(cfg.state_dir)
+        try:
+            return await client.request(method, params)
+        finally:
+            await client.close()
+
+    return asyncio.run(asyncio.wait_for(go(), timeout=60))
+
+
+def cmd_control(args: argparse.Namespace, console: Console) -> int:
+    from overnight.protocol import types as t
+
+    cfg = _config(args)
+    if args.command == "redirect":
+        result = _ask(cfg, t.OVERNIGHT_REDIRECT, t.RedirectParams(instruction=args.instruction))
+        console.print(f"recorded; the agent sees it from the next proposal on (feedback #{result.feedback_id})")  # type: ignore[attr-defined]
+        return 0
+    method, params = {
+        "status": (t.OVERNIGHT_STATUS, t.StatusParams()),
+        "pause": (t.OVERNIGHT_PAUSE, t.PauseParams(reason=getattr(args, "reason", None))),
+        "resume": (t.OVERNIGHT_RESUME, t.ResumeParams()),
+        "stop": (t.OVERNIGHT_STOP, t.StopParams(when=t.StopWhen.NOW if getattr(args, "now", False)
+                                                else t.StopWhen.AFTER_CURRENT)),
+    }[args.command]
+    status = _ask(cfg, method, params)
+    best = f"{status.best.val_bpb:.4f} (#{status.best.id})" if status.best else "—"  # type: ignore[attr-defined]
+    current = f"#{status.current.id} {status.current.description}" if status.current else "—"  # type: ignore[attr-defined]
+    console.print(
+        f"daemon: {status.state} · session {status.tag or '—'} · agent {status.agent} · budget {status.budget:g} s\n"  # type: ignore[attr-defined]
+        f"  experiments {status.experiments}, kept {status.kept}, best {best}\n"  # type: ignore[attr-defined]
+        f"  current {current}" + (f"\n  {escape(status.message)}" if status.message else "")  # type: ignore[attr-defined]
     )
     return 0
 
@@ -222,6 +301,27 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--tag", help="session (default: the latest)")
     plot.set_defaults(func=cmd_plot)
 
+    daemon = sub.add_parser("daemon", help="run the loop in a daemon that editors and the CLI attach to")
+    daemon.add_argument("--detach", action="store_true", help="start it in the background and return")
+    daemon.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (default: a free one)")
+    daemon.add_argument("--agent", choices=("sweep", "replay", "claude"))
+    daemon.add_argument("--budget", type=float)
+    daemon.add_argument("--max-experiments", type=int)
+    daemon.set_defaults(func=cmd_daemon)
+    for name, text in (("status", "ask the running daemon how the loop stands"),
+                       ("pause", "pause the loop after the experiment in flight"),
+                       ("resume", "resume a paused loop"),
+                       ("stop", "stop the loop after the experiment in flight (--now: at once)")):
+        p = sub.add_parser(name, help=text)
+        if name == "pause":
+            p.add_argument("--reason", help="why: recorded, and shown to the agent")
+        if name == "stop":
+            p.add_argument("--now", action="store_true", help="kill the run in flight (it re-runs on the next start)")
+        p.set_defaults(func=cmd_control)
+    redirect = sub.add_parser("redirect", help="an instruction for the agent, from the next proposal on")
+    redirect.add_argument("instruction")
+    redirect.set_defaults(func=cmd_control)
+
     init = sub.add_parser("init", help="set up a new workspace (training script, harness, program, config)")
     init.add_argument("dir")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -239,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args, console))
-    except (CliError, ConfigError, WorkspaceError, WorkspaceBusy, LoopError, AgentError) as exc:
+    except (CliError, ConfigError, WorkspaceError, WorkspaceBusy, LoopError, AgentError, NoDaemon) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 1
     except KeyboardInterrupt:

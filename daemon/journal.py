@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,12 +171,14 @@ _RUN_COLUMNS = (
 
 
 class Journal:
-    """The SQLite journal of one workspace. Not thread-safe: one writer, the loop's thread."""
+    """The SQLite journal of one workspace. One writer (the loop); the daemon's server reads from
+    another thread, so every statement runs under one lock on the shared connection."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # isolation_level=None: transactions are explicit (see _tx), so nothing is half-written.
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -197,13 +200,18 @@ class Journal:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def close(self) -> None:
         self._db.close()
@@ -216,8 +224,8 @@ class Journal:
                        (key, value))
 
     def meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row["value"])
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return str(rows[0]["value"]) if rows else None
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -230,15 +238,15 @@ class Journal:
             )
 
     def session(self, tag: str) -> Session | None:
-        row = self._db.execute("SELECT * FROM sessions WHERE tag=?", (tag,)).fetchone()
-        return None if row is None else _session(row)
+        rows = self._query("SELECT * FROM sessions WHERE tag=?", (tag,))
+        return _session(rows[0]) if rows else None
 
     def latest_session(self) -> Session | None:
-        row = self._db.execute("SELECT * FROM sessions ORDER BY created DESC, rowid DESC LIMIT 1").fetchone()
-        return None if row is None else _session(row)
+        rows = self._query("SELECT * FROM sessions ORDER BY created DESC, rowid DESC LIMIT 1")
+        return _session(rows[0]) if rows else None
 
     def sessions(self) -> list[Session]:
-        return [_session(r) for r in self._db.execute("SELECT * FROM sessions ORDER BY created")]
+        return [_session(r) for r in self._query("SELECT * FROM sessions ORDER BY created")]
 
     # -- experiments ------------------------------------------------------------------------------
 
@@ -284,28 +292,26 @@ class Journal:
             )
 
     def experiment(self, exp_id: int) -> Experiment | None:
-        row = self._db.execute("SELECT * FROM experiments WHERE id=?", (exp_id,)).fetchone()
-        return None if row is None else _experiment(row)
+        rows = self._query("SELECT * FROM experiments WHERE id=?", (exp_id,))
+        return _experiment(rows[0]) if rows else None
 
     def experiments(self, tag: str | None = None) -> list[Experiment]:
         if tag is None:
-            rows = self._db.execute("SELECT * FROM experiments ORDER BY id")
+            rows = self._query("SELECT * FROM experiments ORDER BY id")
         else:
-            rows = self._db.execute("SELECT * FROM experiments WHERE tag=? ORDER BY id", (tag,))
+            rows = self._query("SELECT * FROM experiments WHERE tag=? ORDER BY id", (tag,))
         return [_experiment(r) for r in rows]
 
     def unfinished(self, tag: str) -> list[Experiment]:
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT * FROM experiments WHERE tag=? AND status IN ('running', 'interrupted') ORDER BY id", (tag,)
         )
         return [_experiment(r) for r in rows]
 
     def incumbent(self, tag: str) -> Experiment | None:
         """The newest kept experiment (or baseline) of a session: the state the branch stands on."""
-        row = self._db.execute(
-            "SELECT * FROM experiments WHERE tag=? AND status='keep' ORDER BY id DESC LIMIT 1", (tag,)
-        ).fetchone()
-        return None if row is None else _experiment(row)
+        rows = self._query("SELECT * FROM experiments WHERE tag=? AND status='keep' ORDER BY id DESC LIMIT 1", (tag,))
+        return _experiment(rows[0]) if rows else None
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -321,8 +327,7 @@ class Journal:
             return cur.lastrowid
 
     def runs(self, exp_id: int) -> list[Run]:
-        rows = self._db.execute("SELECT * FROM runs WHERE experiment_id=? ORDER BY id", (exp_id,))
-        return [_run(r) for r in rows]
+        return [_run(r) for r in self._query("SELECT * FROM runs WHERE experiment_id=? ORDER BY id", (exp_id,))]
 
     def delete_runs(self, exp_id: int) -> None:
         """Drop the runs of an experiment that is about to be re-run from scratch after an interruption."""
@@ -341,8 +346,7 @@ class Journal:
             return cur.lastrowid
 
     def feedback(self, tag: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM feedback WHERE tag=? ORDER BY id", (tag,))
-        return [dict(r) for r in rows]
+        return [dict(r) for r in self._query("SELECT * FROM feedback WHERE tag=? ORDER BY id", (tag,))]
 
 
 def _session(row: sqlite3.Row) -> Session:

@@ -75,6 +75,13 @@ class Loop:
         self.agent = agent
         self.listener = listener or (lambda event: None)
         self.stop_requested = threading.Event()
+        # Control from other threads (the daemon's clients): pause between experiments, stop after one.
+        self._control = threading.Condition()
+        self.paused = False
+        self.pause_reason = ""
+        self.stop_after = False
+        self.state = "idle"
+        self.state_message = ""
         self.journal: Journal | None = None
         self.ws: Workspace | None = None
         self.session: Session | None = None
@@ -86,7 +93,46 @@ class Loop:
 
     def stop(self) -> None:
         """Stop as soon as possible: the run in flight is killed and re-run on the next start."""
-        self.stop_requested.set()
+        with self._control:
+            self.stop_requested.set()
+            self._control.notify_all()
+
+    def stop_after_current(self) -> None:
+        """Finish the experiment in flight, then stop."""
+        with self._control:
+            self.stop_after = True
+            self._control.notify_all()
+        self._emit("message", level="info", text="stopping after the current experiment")
+
+    def pause(self, reason: str = "") -> None:
+        """Pause before the next proposal; the experiment in flight finishes. The reason goes to the agent."""
+        with self._control:
+            self.paused, self.pause_reason = True, reason
+        if reason and self.journal is not None and self.session is not None:
+            self.journal.add_feedback(self.session.tag, "pause", reason)
+        if self.state in ("proposing", "idle"):
+            self._emit("state", state="paused", message=reason or "paused")
+        else:
+            self._emit("message", level="info", text="pausing after the current experiment")
+
+    def resume(self) -> None:
+        with self._control:
+            self.paused = False
+            self._control.notify_all()
+
+    def redirect(self, instruction: str) -> int:
+        """The human's instruction for the agent, in its context from the next proposal on."""
+        if self.journal is None or self.session is None:
+            raise LoopError("the loop has no session yet: redirect once it has started")
+        return self.journal.add_feedback(self.session.tag, "redirect", instruction)
+
+    def _wait_while_paused(self) -> None:
+        with self._control:
+            if not self.paused:
+                return
+        self._emit("state", state="paused", message=self.pause_reason or "paused")
+        with self._control:
+            self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after)
 
     def run(self, max_experiments: int | None = None, tag: str | None = None) -> Summary:
         lock = WorkspaceLock(self.cfg.state_dir)
@@ -102,6 +148,8 @@ class Loop:
     # -- the session ------------------------------------------------------------------------------
 
     def _emit(self, kind: str, **data: Any) -> None:
+        if kind == "state":
+            self.state, self.state_message = data["state"], data.get("message", "")
         self.listener(Event(kind, data))
 
     def _open_session(self, tag: str | None) -> Session:
@@ -157,8 +205,11 @@ class Loop:
         done = 0
         agent_failures = 0
         while max_experiments is None or done < max_experiments:
+            self._wait_while_paused()
             if self.stop_requested.is_set():
                 return self._summary("stopped by the user")
+            if self.stop_after:
+                return self._summary("stopped after the experiment in flight, as asked")
             self._emit("state", state="proposing", message=f"{self.agent.name} is proposing")
             try:
                 proposal = self.agent.propose(self._context())
@@ -254,6 +305,7 @@ class Loop:
         self.journal.mark_attempt(exp_id)
         exp = self.journal.experiment(exp_id)
         assert exp is not None
+        self._emit("state", state="baseline", message="measuring the noise floor")
         self._emit("experiment_started", experiment=exp, runs_planned=self.cfg.baseline_runs)
         values = []
         for k in range(self.cfg.baseline_runs):
@@ -320,6 +372,7 @@ class Loop:
         assert incumbent is not None
         inc_values = [r.val_bpb for r in self.journal.runs(incumbent.id) if r.val_bpb is not None]
         sigma = self._sigma()
+        self._emit("state", state="running", message=exp.description)
         self._emit("experiment_started", experiment=exp, runs_planned=1 + self.cfg.confirm_runs)
         values: list[float] = []
         holdouts: list[float] = []

@@ -157,3 +157,37 @@ def test_a_run_that_rewrites_the_data_is_caught(make_workspace: Callable[..., Pa
     assert out.returncode == 1, out.stdout + out.stderr
     assert "changed during the run" in out.stderr
     assert [r[2] for r in _statuses(root)] == ["keep", "crash"]
+
+
+@pytest.mark.timeout(300)
+def test_the_cli_as_a_second_client_of_a_detached_daemon(make_workspace: Callable[..., Path]) -> None:
+    root = make_workspace(replay_file="proposals.jsonl")
+    _replay(root, 5)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*OVERNIGHT, *args], cwd=root, capture_output=True, text=True, timeout=90)
+
+    none = cli("status")
+    assert none.returncode == 1 and "no Overnight daemon runs" in none.stderr
+    started = cli("daemon", "--detach", "--agent", "replay")
+    assert started.returncode == 0, started.stderr
+    assert "daemon started: pid" in started.stdout
+    again = cli("daemon", "--detach")
+    assert again.returncode == 0 and "already runs" in again.stdout
+    pid = json.loads((root / ".overnight" / "daemon.json").read_text())["pid"]
+    # `overnight run` on the same workspace is refused while the daemon's loop holds it.
+    _wait(lambda: bool(_statuses(root)), 60, "the daemon's loop to start")
+    busy = cli("run")
+    assert busy.returncode == 1 and "one loop per workspace" in busy.stderr
+    status = cli("status")
+    assert status.returncode == 0 and "agent replay" in status.stdout
+    assert cli("pause", "--reason", "reading the results").returncode == 0
+    redirect = cli("redirect", "try rotary embeddings")
+    assert redirect.returncode == 0 and "feedback #" in redirect.stdout
+    stop = cli("stop", "--now")
+    assert stop.returncode == 0
+    _wait(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 90,
+          "the daemon to exit")
+    assert not (root / ".overnight" / "daemon.json").exists()
+    log = (root / ".overnight" / "daemon.log").read_text()
+    assert "listening on 127.0.0.1:" in log and "loop stopped" in log

@@ -1,0 +1,162 @@
+"""The daemon's shared state: one loop (in its own thread), the journal for reads, the attached clients.
+
+Every connection's server object calls into this one core; loop events are translated into
+protocol notifications here and broadcast to every authenticated client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from overnight.protocol import types as t
+
+from ..agents import Agent
+from ..config import Config
+from ..journal import Experiment, Journal
+from ..loop import Event, Loop, LoopError
+
+log = logging.getLogger("overnight.daemon")
+
+Broadcast = Callable[[str, Any], None]
+
+
+def summary(exp: Experiment) -> t.ExperimentSummary:
+    delta = None
+    if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
+        delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
+    return t.ExperimentSummary(
+        id=exp.id, kind=t.ExperimentKind(exp.kind), status=t.Status(exp.status), description=exp.description,
+        val_bpb=exp.val_bpb, delta=delta, commit=exp.commit_sha, agent=exp.agent, created=exp.created,
+        finished=exp.finished,
+    )
+
+
+class DaemonCore:
+    def __init__(self, cfg: Config, agent: Agent, max_experiments: int | None = None, tag: str | None = None) -> None:
+        self.cfg = cfg
+        self.agent = agent
+        self.loop = Loop(cfg, agent, listener=self._on_event)
+        self.max_experiments = max_experiments
+        self.tag = tag
+        self.journal = Journal(cfg.journal_path)  # a reader of its own: WAL lets it read while the loop writes
+        self.current: Experiment | None = None
+        self.error: str | None = None
+        self.finished = threading.Event()
+        self._broadcast: Broadcast = lambda method, params: None
+        self._thread: threading.Thread | None = None
+
+    # -- the loop's thread ------------------------------------------------------------------------
+
+    def start(self, broadcast: Broadcast) -> None:
+        self._broadcast = broadcast
+        self._thread = threading.Thread(target=self._run, name="overnight-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            summary_ = self.loop.run(max_experiments=self.max_experiments, tag=self.tag)
+            log.info("loop stopped: %s", summary_.stopped)
+        except LoopError as exc:
+            self.error = str(exc)
+            log.error("loop stopped: %s", exc)
+            self._notify_state()
+        except Exception as exc:  # recorded as state for clients, never a silent dead thread
+            self.error = f"the loop failed: {exc!r}"
+            log.exception("loop failed")
+            self._notify_state()
+        finally:
+            self.finished.set()
+
+    def stop(self) -> None:
+        self.loop.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self.journal.close()
+
+    # -- events → notifications -------------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        data = event.data
+        if event.kind == "session" and self.tag is None:
+            self.tag = data["tag"]
+        if event.kind == "state":
+            self._notify_state()
+        elif event.kind == "experiment_started":
+            self.current = data["experiment"]
+            self._broadcast(t.OVERNIGHT_EXPERIMENT_STARTED, t.ExperimentStartedParams(
+                experiment=summary(data["experiment"]), runs_planned=data["runs_planned"]))
+        elif event.kind == "progress":
+            frame = data["frame"]
+            if frame.get("type") == "progress":
+                try:
+                    self._broadcast(t.OVERNIGHT_PROGRESS, t.RunProgress(
+                        experiment_id=data["experiment_id"], run=data["run"], step=int(frame["step"]),
+                        elapsed=float(frame["elapsed"]), budget=self.cfg.budget,
+                        train_loss=float(frame["train_loss"]),
+                        tokens_per_s=float(frame["tokens_per_s"]) if "tokens_per_s" in frame else None,
+                    ))
+                except (KeyError, TypeError, ValueError):
+                    pass  # a malformed frame is the run's problem, not the clients'
+        elif event.kind == "experiment_finished":
+            self.current = None
+            self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(data["experiment"])))
+
+    def _notify_state(self) -> None:
+        self._broadcast(t.OVERNIGHT_LOOP_STATE_CHANGED, self.status())
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def status(self) -> t.LoopStatus:
+        state = "error" if self.error else ("paused" if self.loop.paused and self.loop.state in ("proposing", "paused")
+                                            else self.loop.state)
+        exps = [e for e in self.journal.experiments(self.tag) if e.kind == "experiment"] if self.tag else []
+        incumbent = self.journal.incumbent(self.tag) if self.tag else None
+        baseline = next((e for e in self.journal.experiments(self.tag) if e.kind == "baseline" and e.status == "keep"),
+                        None) if self.tag else None
+        sigma = baseline.evidence.get("sigma") if baseline and baseline.evidence else None
+        return t.LoopStatus(
+            state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.cfg.budget,
+            clock=t.Clock(self.cfg.clock), sigma=sigma,
+            best=t.BestResult(id=incumbent.id, val_bpb=incumbent.val_bpb)
+            if incumbent and incumbent.val_bpb is not None else None,
+            current=summary(self.current) if self.current else None,
+            experiments=len(exps), kept=sum(e.status == "keep" for e in exps),
+            message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
+        )
+
+    def list_experiments(self, params: t.ListExperimentsParams) -> t.ExperimentList:
+        exps = list(reversed(self.journal.experiments(self.tag))) if self.tag else []
+        if params.status:
+            wanted = {s.value for s in params.status}
+            exps = [e for e in exps if e.status in wanted]
+        offset, limit = max(0, params.offset), max(0, min(params.limit, 1000))
+        return t.ExperimentList(total=len(exps), items=[summary(e) for e in exps[offset: offset + limit]])
+
+    def get_experiment(self, exp_id: int) -> t.ExperimentDetail | None:
+        exp = self.journal.experiment(exp_id)
+        if exp is None:
+            return None
+        runs = [
+            t.RunSummary(
+                run=i, seed=r.seed, status=t.RunStatus(r.status), val_bpb=r.val_bpb, holdout_bpb=r.holdout_bpb,
+                steps=r.steps, tokens=r.tokens, tokens_per_s=r.tokens_per_s, n_params=r.n_params, device=r.device,
+                peak_mem_mb=r.peak_mem_mb, train_seconds=r.train_seconds, wall_seconds=r.wall_seconds, error=r.error,
+                log_tail=r.log_tail, curve=[(int(s), float(e), float(loss)) for s, e, loss in r.curve],
+                started=r.started, finished=r.finished,
+            )
+            for i, r in enumerate(self.journal.runs(exp.id))
+        ]
+        return t.ExperimentDetail(
+            experiment=summary(exp), hypothesis=exp.hypothesis, reasoning=exp.reasoning, diff=exp.diff,
+            decision_reason=exp.decision_reason, decided_by=exp.decided_by, evidence=exp.evidence,
+            holdout_bpb=exp.holdout_bpb, error=exp.error, runs=runs,
+        )
+
+
+async def call_in_thread(fn: Callable[[], Any]) -> Any:
+    """Journal reads and loop control never block the event loop other clients share."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn)

@@ -1,0 +1,203 @@
+"""The daemon with real clients over real loopback TCP: the token check, several clients, control, exit.
+
+The daemon runs in a thread of the test process (its own event loop) on a real workspace whose loop
+runs real two-second training runs from a replayed agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pygls.exceptions import JsonRpcException
+
+from overnight.daemon.agents.replay import ReplayAgent
+from overnight.daemon.config import load_config
+from overnight.daemon.journal import Journal
+from overnight.daemon.server import discovery
+from overnight.daemon.server.app import Daemon
+from overnight.daemon.server.client import DaemonClient, NoDaemon
+from overnight.daemon.server.core import DaemonCore
+from overnight.protocol import types as t
+
+
+def _proposals(root: Path, n: int) -> None:
+    train = (root / "trainer" / "train.py").read_text()
+    lines = [json.dumps({"description": f"note {i}", "files": {"trainer/train.py": train + f"\n# note {i}\n"}})
+             for i in range(n)]
+    (root / "proposals.jsonl").write_text("\n".join(lines) + "\n")
+
+
+class Running:
+    def __init__(self, root: Path, daemon: Daemon, thread: threading.Thread) -> None:
+        self.root, self.daemon, self.thread = root, daemon, thread
+
+    @property
+    def info(self) -> discovery.Discovery:
+        info = discovery.read(self.root / ".overnight")
+        assert info is not None
+        return info
+
+
+@pytest.fixture
+def daemon(make_workspace: Callable[..., Path]) -> Iterator[Running]:
+    root = make_workspace(replay_file="proposals.jsonl")
+    _proposals(root, 3)
+    cfg = load_config(root)
+    core = DaemonCore(cfg, ReplayAgent.from_file(root / "proposals.jsonl"))
+    d = Daemon(cfg, core)
+    thread = threading.Thread(target=lambda: asyncio.run(d.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while discovery.read(root / ".overnight") is None:
+        assert time.monotonic() < deadline, "the daemon did not write its discovery file"
+        time.sleep(0.05)
+    yield Running(root, d, thread)
+    d.stop()
+    thread.join(timeout=90)
+    assert not thread.is_alive()
+    assert discovery.read(root / ".overnight") is None  # removed on the way out
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout=240))
+
+
+async def _raw(info: discovery.Discovery, payload: bytes) -> bytes:
+    """Send raw bytes, return whatever comes back before the daemon closes the connection."""
+    reader, writer = await asyncio.open_connection(info.host, info.port)
+    writer.write(payload)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message).encode()
+    return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+@pytest.mark.timeout(200)
+def test_discovery_file_is_private_and_on_loopback(daemon: Running) -> None:
+    path = discovery.path(daemon.root / ".overnight")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert daemon.info.host == "127.0.0.1" and daemon.info.port > 0
+    assert len(daemon.info.token) >= 32
+    with pytest.raises(ValueError, match="loopback"):
+        Daemon(load_config(daemon.root), daemon.daemon.core, host="0.0.0.0")
+
+
+@pytest.mark.timeout(200)
+def test_nothing_is_answered_before_the_token(daemon: Running) -> None:
+    info = daemon.info
+    # A custom request before initialize: the connection closes with no answer at all.
+    got = _run(_raw(info, _frame({"jsonrpc": "2.0", "id": 1, "method": "overnight/status", "params": {}})))
+    assert got == b""
+    # initialize with a wrong token: an error response, then the connection is closed.
+    bad = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "processId": None, "capabilities": {}, "initializationOptions": {"token": "nope", "protocolVersion": "1.0"}}}
+    got = _run(_raw(info, _frame(bad) + _frame({"jsonrpc": "2.0", "id": 2, "method": "overnight/status"})))
+    body = json.loads(got.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == t.ErrorCode.UNAUTHORIZED and body["id"] == 1
+    assert got.count(b"Content-Length") == 1  # the status request after it got nothing
+    # The right token but another major version: refused too.
+    old = json.loads(json.dumps(bad))
+    old["params"]["initializationOptions"] = {"token": info.token, "protocolVersion": "0.9"}
+    body = json.loads(_run(_raw(info, _frame(old))).split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == t.ErrorCode.VERSION_MISMATCH
+
+
+@pytest.mark.timeout(300)
+def test_two_clients_see_the_same_loop_and_one_leaving_does_not_stop_it(daemon: Running) -> None:
+    async def scenario() -> None:
+        a, b = DaemonClient(), DaemonClient()
+        await a.connect_workspace(daemon.root / ".overnight")
+        result = await b.connect_workspace(daemon.root / ".overnight")
+        assert result.server_info is not None and result.server_info.name == "overnight"
+        status = await a.request(t.OVERNIGHT_STATUS, t.StatusParams())
+        assert status.protocol_version == t.PROTOCOL_VERSION and status.agent == "replay"
+        # Both clients get the same broadcast as the baseline finishes.
+        deadline = time.monotonic() + 180
+        while not any(m == t.OVERNIGHT_EXPERIMENT_FINISHED for m, _ in b.notifications):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        finished_a = [p.experiment.id for m, p in a.notifications if m == t.OVERNIGHT_EXPERIMENT_FINISHED]
+        finished_b = [p.experiment.id for m, p in b.notifications if m == t.OVERNIGHT_EXPERIMENT_FINISHED]
+        assert finished_a[:1] == finished_b[:1] == [1]
+        assert any(m == t.OVERNIGHT_PROGRESS for m, _ in a.notifications)
+        # A leaves (shutdown + exit); B goes on being answered and the loop keeps running.
+        await a.close()
+        status = await b.request(t.OVERNIGHT_STATUS, t.StatusParams())
+        assert status.state != t.LoopState.STOPPED
+        # Pause from B: the loop finishes the experiment in flight and then waits.
+        await b.request(t.OVERNIGHT_PAUSE, t.PauseParams(reason="lunch"))
+        deadline = time.monotonic() + 120
+        while (await b.request(t.OVERNIGHT_STATUS, t.StatusParams())).state != t.LoopState.PAUSED:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+        done = (await b.request(t.OVERNIGHT_STATUS, t.StatusParams())).experiments
+        await asyncio.sleep(3)
+        assert (await b.request(t.OVERNIGHT_STATUS, t.StatusParams())).experiments == done  # nothing new while paused
+        redirect = await b.request(t.OVERNIGHT_REDIRECT, t.RedirectParams(instruction="try a smaller LR"))
+        # Experiments: paging and one in full.
+        page = await b.request(t.OVERNIGHT_EXPERIMENTS_LIST, t.ListExperimentsParams(offset=0, limit=1))
+        assert page.total >= 2 and len(page.items) == 1
+        detail = await b.request(t.OVERNIGHT_EXPERIMENTS_GET, t.GetExperimentParams(id=1))
+        assert detail.experiment.kind == t.ExperimentKind.BASELINE and len(detail.runs) == 2
+        assert detail.runs[0].curve
+        with pytest.raises(JsonRpcException) as missing:
+            await b.request(t.OVERNIGHT_EXPERIMENTS_GET, t.GetExperimentParams(id=999))
+        assert missing.value.code == t.ErrorCode.NOT_FOUND
+        await b.request(t.OVERNIGHT_RESUME, t.ResumeParams())
+        await b.close()
+        journal = Journal(daemon.root / ".overnight" / "journal.db")
+        kinds = [(f["kind"], f["text"]) for f in journal.feedback(journal.sessions()[0].tag)]
+        assert ("pause", "lunch") in kinds and ("redirect", "try a smaller LR") in kinds
+        assert redirect.feedback_id > 0
+
+    _run(scenario())
+    assert daemon.thread.is_alive()
+
+
+@pytest.mark.timeout(200)
+def test_bad_params_and_unknown_methods_get_errors_not_a_crash(daemon: Running) -> None:
+    info = daemon.info
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "processId": None, "capabilities": {}, "initializationOptions": {"token": info.token, "protocolVersion": "1.0"}}}
+
+    async def scenario() -> dict[int, dict[str, Any]]:
+        reader, writer = await asyncio.open_connection(info.host, info.port)
+        writer.write(_frame(init) + b"Content-Length: 5\r\n\r\n{bad}"  # malformed JSON: ignored
+                     + _frame({"jsonrpc": "2.0", "id": 2, "method": "overnight/experiments/get", "params": {"id": "one"}})
+                     + _frame({"jsonrpc": "2.0", "id": 3, "method": "overnight/noSuchMethod", "params": {}})
+                     + _frame({"jsonrpc": "2.0", "id": 4, "method": "overnight/status", "params": {}}))
+        await writer.drain()
+        replies: dict[int, dict[str, Any]] = {}
+        while len(replies) < 4:
+            header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            length = int(header.split(b":")[1].split(b"\r\n")[0])
+            message = json.loads(await reader.readexactly(length))
+            if "id" in message:
+                replies[message["id"]] = message
+        writer.close()
+        return replies
+
+    replies = _run(scenario())
+    assert replies[2]["error"]["code"] == -32602
+    assert replies[3]["error"]["code"] == -32601
+    assert replies[4]["result"]["agent"] == "replay"  # still answering after all that
+    assert daemon.thread.is_alive()
+
+
+def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(NoDaemon, match="no Overnight daemon runs"):
+        _run(DaemonClient().connect_workspace(tmp_path / ".overnight"))
