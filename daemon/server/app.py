@@ -6,11 +6,9 @@ import asyncio
 import logging
 import os
 import signal
-import threading
 from typing import Any
 
 from pygls.exceptions import JsonRpcException
-from pygls.io_ import run_async
 from pygls.lsp.server import LanguageServer
 
 from overnight.protocol import types as t
@@ -21,6 +19,7 @@ from ..config import Config
 from . import discovery
 from .auth import DaemonProtocol
 from .core import DaemonCore, call_in_thread
+from .framing import serve_connection
 
 log = logging.getLogger("overnight.daemon")
 
@@ -123,8 +122,7 @@ class Daemon:
             self._handlers.add(task)
         log.info("client connected (%d attached)", len(self.clients))
         try:
-            await run_async(stop_event=threading.Event(), reader=reader, protocol=ls.protocol, logger=log,
-                            error_handler=ls.report_server_error)
+            await serve_connection(reader, ls.protocol, MAX_MESSAGE_BYTES, log)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             log.info("client connection ended: %r", exc)
         finally:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pygls.exceptions import JsonRpcException
 
 from overnight.daemon.agents.replay import ReplayAgent
@@ -201,3 +203,70 @@ def test_bad_params_and_unknown_methods_get_errors_not_a_crash(daemon: Running) 
 def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NoDaemon, match="no Overnight daemon runs"):
         _run(DaemonClient().connect_workspace(tmp_path / ".overnight"))
+
+
+async def _session(info: discovery.Discovery, messages: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Authenticate on a raw connection, send messages, return the replies by id."""
+    reader, writer = await asyncio.open_connection(info.host, info.port)
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "processId": None, "capabilities": {}, "initializationOptions": {"token": info.token, "protocolVersion": "1.0"}}}
+    writer.write(b"".join(_frame(m) for m in [init, *messages]))
+    await writer.drain()
+    wanted = {0} | {m["id"] for m in messages if "id" in m}
+    replies: dict[int, dict[str, Any]] = {}
+    try:
+        while not wanted <= set(replies):
+            header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
+            length = int(header.split(b":")[1].split(b"\r\n")[0])
+            message = json.loads(await reader.readexactly(length))
+            if "id" in message and "method" not in message:
+                replies[message["id"]] = message
+    finally:
+        writer.close()
+    return replies
+
+
+@pytest.mark.timeout(200)
+def test_a_huge_message_closes_that_connection_only(daemon: Running) -> None:
+    info = daemon.info
+
+    async def huge() -> bytes:
+        reader, writer = await asyncio.open_connection(info.host, info.port)
+        writer.write(b"Content-Length: 999999999999\r\n\r\n" + b"x" * 1024)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(reader.read(), timeout=10)
+        finally:
+            writer.close()
+
+    assert _run(huge()) == b""  # closed, nothing buffered, nothing answered
+    replies = _run(_session(info, [{"jsonrpc": "2.0", "id": 1, "method": "overnight/status", "params": {}}]))
+    assert replies[1]["result"]["agent"] == "replay"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+# Every custom request except stop (a well-formed stop would end the session under test).
+_FUZZED = [m for m, info in t.METHODS.items()
+           if info.kind == "request" and info.direction == "clientToServer" and m != t.OVERNIGHT_STOP]
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=st.lists(st.tuples(st.sampled_from(_FUZZED),
+                                _JSON | st.dictionaries(st.sampled_from(["id", "offset", "limit", "status", "reason",
+                                                                         "instruction", "when", "seconds", "uri",
+                                                                         "hunkId"]), _JSON, max_size=4)),
+                      min_size=1, max_size=6))
+def test_fuzzed_params_get_a_result_or_an_error(daemon: Running, calls: list[tuple[str, Any]]) -> None:
+    messages = [{"jsonrpc": "2.0", "id": i + 1, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+    replies = _run(_session(daemon.info, messages))
+    for m in messages:
+        reply = replies[m["id"]]
+        assert ("result" in reply) != ("error" in reply), reply
+        if "error" in reply:
+            assert isinstance(reply["error"]["code"], int) and reply["error"]["message"]
+    assert daemon.thread.is_alive()
