@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import git
 from rich.console import Console
@@ -149,13 +150,13 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _ask(cfg: Config, method: str, params: object) -> object:
+def _ask(cfg: Config, method: str, params: object) -> Any:
     """One request to the workspace's daemon, over the same protocol an editor uses."""
     import asyncio
 
     from .server.client import DaemonClient
 
-    async def go() -> object:
+    async def go() -> Any:
         client = DaemonClient()
         await client.connect_workspace(cfg.state_dir)
         try:
@@ -172,7 +173,7 @@ def cmd_control(args: argparse.Namespace, console: Console) -> int:
     cfg = _config(args)
     if args.command == "redirect":
         result = _ask(cfg, t.OVERNIGHT_REDIRECT, t.RedirectParams(instruction=args.instruction))
-        console.print(f"recorded; the agent sees it from the next proposal on (feedback #{result.feedback_id})")  # type: ignore[attr-defined]
+        console.print(f"recorded; the agent sees it from the next proposal on (feedback #{result.feedback_id})")
         return 0
     method, params = {
         "status": (t.OVERNIGHT_STATUS, t.StatusParams()),
@@ -182,12 +183,12 @@ def cmd_control(args: argparse.Namespace, console: Console) -> int:
                                                 else t.StopWhen.AFTER_CURRENT)),
     }[args.command]
     status = _ask(cfg, method, params)
-    best = f"{status.best.val_bpb:.4f} (#{status.best.id})" if status.best else "—"  # type: ignore[attr-defined]
-    current = f"#{status.current.id} {status.current.description}" if status.current else "—"  # type: ignore[attr-defined]
+    best = f"{status.best.val_bpb:.4f} (#{status.best.id})" if status.best else "—"
+    current = f"#{status.current.id} {status.current.description}" if status.current else "—"
     console.print(
-        f"daemon: {status.state} · session {status.tag or '—'} · agent {status.agent} · budget {status.budget:g} s\n"  # type: ignore[attr-defined]
-        f"  experiments {status.experiments}, kept {status.kept}, best {best}\n"  # type: ignore[attr-defined]
-        f"  current {current}" + (f"\n  {escape(status.message)}" if status.message else "")  # type: ignore[attr-defined]
+        f"daemon: {status.state} · session {status.tag or '—'} · agent {status.agent} · budget {status.budget:g} s\n"
+        f"  experiments {status.experiments}, kept {status.kept}, best {best}\n"
+        f"  current {current}" + (f"\n  {escape(status.message)}" if status.message else "")
     )
     return 0
 
@@ -195,13 +196,9 @@ def cmd_control(args: argparse.Namespace, console: Console) -> int:
 def cmd_results(args: argparse.Namespace, console: Console) -> int:
     from . import report
 
-    cfg = _config(args)
-    journal = _journal(cfg)
-    try:
+    with _journal(_config(args)) as journal:
         tag = _tag(journal, args.tag)
         table = report.rows(journal, tag)
-    finally:
-        journal.close()
     if args.format == "tsv":
         sys.stdout.write(report.to_tsv(table))
     elif args.format == "json":
@@ -214,28 +211,19 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
     from . import report
 
-    cfg = _config(args)
-    journal = _journal(cfg)
-    try:
+    with _journal(_config(args)) as journal:
         exp = journal.experiment(args.id)
         if exp is None:
             raise CliError(f"no experiment #{args.id} in the journal")
         console.print(report.show(exp, journal.runs(exp.id)))
-    finally:
-        journal.close()
     return 0
 
 
 def cmd_plot(args: argparse.Namespace, console: Console) -> int:
     from . import report
 
-    cfg = _config(args)
-    journal = _journal(cfg)
-    try:
-        tag = _tag(journal, args.tag)
-        out = report.plot(journal, tag, Path(args.output))
-    finally:
-        journal.close()
+    with _journal(_config(args)) as journal:
+        out = report.plot(journal, _tag(journal, args.tag), Path(args.output))
     console.print(f"wrote {out}")
     return 0
 

@@ -216,6 +216,12 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- small facts ----------------------------------------------------------------------------
 
     def set_meta(self, key: str, value: str) -> None:

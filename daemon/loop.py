@@ -33,6 +33,10 @@ from .workspace import InvalidProposal, Workspace, branch_name, experiment_ref
 # An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
 # in case it is the experiment itself that takes the machine down.
 _MAX_ATTEMPTS = 2
+# What a run's outcome and its journal row share: copied field by field.
+_RUN_FIELDS = tuple(
+    sorted({f.name for f in dataclasses.fields(Run)} & {f.name for f in dataclasses.fields(RunOutcome)})
+)
 # Settings that change what the metric means: a session is only resumed with the same ones.
 _MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "metric", "direction", "editable", "frozen")
 # The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
@@ -431,15 +435,9 @@ class Loop:
             self.ws.reset_to(exp.parent_commit)
             self._emit("message", level="info", text=f"#{exp.id} interrupted; it re-runs on the next start")
             return None
-        self.journal.add_run(Run(
-            experiment_id=exp.id, seed=seed, status=outcome.status, started=started, finished=time.time(),
-            val_bpb=outcome.val_bpb, holdout_bpb=outcome.holdout_bpb, steps=outcome.steps, tokens=outcome.tokens,
-            tokens_per_s=outcome.tokens_per_s, n_params=outcome.n_params, device=outcome.device,
-            peak_mem_mb=outcome.peak_mem_mb, train_seconds=outcome.train_seconds, wall_seconds=outcome.wall_seconds,
-            startup_seconds=outcome.startup_seconds, train_wall_seconds=outcome.train_wall_seconds,
-            eval_seconds=outcome.eval_seconds, curve=outcome.curve, error=outcome.error, log_path=str(log_path),
-            log_tail=outcome.log_tail,
-        ))
+        measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
+        self.journal.add_run(Run(experiment_id=exp.id, seed=seed, started=started, finished=time.time(),
+                                 log_path=str(log_path), **measured))
         self._emit("run_finished", experiment_id=exp.id, run=k, outcome=outcome)
         if outcome.data_changed:
             self.ws.reset_to(exp.parent_commit)
