@@ -134,6 +134,8 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
                             ("--max-experiments", args.max_experiments)):
             if value is not None:
                 argv += [flag, str(value)]
+        if args.paused:
+            argv.append("--paused")
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         with (cfg.state_dir / "daemon.out").open("ab") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -146,7 +148,10 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
         console.print(f"daemon started: pid {info.pid}, 127.0.0.1:{info.port}; log {cfg.state_dir / 'daemon.log'}")
         return 0
     setup_logging(cfg)
-    run_daemon(cfg, DaemonCore(cfg, make_agent(cfg), max_experiments=args.max_experiments), port=args.port or 0)
+    core = DaemonCore(cfg, make_agent(cfg), max_experiments=args.max_experiments)
+    if args.paused:
+        core.loop.pause("started paused")
+    run_daemon(cfg, core, port=args.port or 0)
     return 0
 
 
@@ -295,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--agent", choices=("sweep", "replay", "claude"))
     daemon.add_argument("--budget", type=float)
     daemon.add_argument("--max-experiments", type=int)
+    daemon.add_argument("--paused", action="store_true", help="start paused: nothing runs until `overnight resume`")
     daemon.set_defaults(func=cmd_daemon)
     for name, text in (("status", "ask the running daemon how the loop stands"),
                        ("pause", "pause the loop after the experiment in flight"),

@@ -95,10 +95,11 @@ def resolve_command(command: tuple[str, ...]) -> list[str]:
 def resolve_clock(clock: str) -> str:
     if clock != "auto":
         return clock
-    # Importing torch costs a second or two; only "auto" needs to know whether CUDA is there.
-    import torch
-
-    return "wall" if torch.cuda.is_available() else "cpu"
+    # Asked in a child process: importing torch here would cost the long-lived daemon ~200 MB of
+    # memory for one boolean.
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return "wall" if probe.stdout.strip() == "True" else "cpu"
 
 
 class _FrameReader(threading.Thread):

@@ -308,6 +308,30 @@ class Journal:
             rows = self._query("SELECT * FROM experiments WHERE tag=? ORDER BY id", (tag,))
         return [_experiment(r) for r in rows]
 
+    def counts(self, tag: str) -> tuple[int, int]:
+        """(experiments, kept) of a session, baselines not counted: cheap enough for every status request."""
+        rows = self._query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(status='keep'), 0) AS kept FROM experiments"
+            " WHERE tag=? AND kind='experiment'", (tag,))
+        return int(rows[0]["n"]), int(rows[0]["kept"])
+
+    def baseline(self, tag: str) -> Experiment | None:
+        """The session's kept baseline: its evidence holds the noise σ."""
+        rows = self._query(
+            "SELECT * FROM experiments WHERE tag=? AND kind='baseline' AND status='keep' ORDER BY id DESC LIMIT 1", (tag,))
+        return _experiment(rows[0]) if rows else None
+
+    def page(self, tag: str, offset: int, limit: int, statuses: list[str] | None = None) -> tuple[int, list[Experiment]]:
+        """Newest first, filtered by status: (total matching, the page)."""
+        where, args = "tag=?", [tag]
+        if statuses:
+            where += f" AND status IN ({', '.join('?' * len(statuses))})"
+            args += statuses
+        total = int(self._query(f"SELECT COUNT(*) AS n FROM experiments WHERE {where}", tuple(args))[0]["n"])
+        rows = self._query(f"SELECT * FROM experiments WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                           (*args, limit, offset))
+        return total, [_experiment(r) for r in rows]
+
     def unfinished(self, tag: str) -> list[Experiment]:
         rows = self._query(
             "SELECT * FROM experiments WHERE tag=? AND status IN ('running', 'interrupted') ORDER BY id", (tag,)

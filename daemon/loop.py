@@ -202,6 +202,9 @@ class Loop:
             self._recover(exp)
         if self.stop_requested.is_set():
             return self._summary("stopped by the user")
+        self._wait_while_paused()  # a daemon started paused waits here, before any run
+        if self.stop_requested.is_set():
+            return self._summary("stopped by the user")
         if self.journal.incumbent(session.tag) is None:
             self._baseline()
         if self.stop_requested.is_set():

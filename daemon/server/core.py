@@ -113,10 +113,9 @@ class DaemonCore:
     def status(self) -> t.LoopStatus:
         state = "error" if self.error else ("paused" if self.loop.paused and self.loop.state in ("proposing", "paused")
                                             else self.loop.state)
-        exps = [e for e in self.journal.experiments(self.tag) if e.kind == "experiment"] if self.tag else []
+        n, kept = self.journal.counts(self.tag) if self.tag else (0, 0)
         incumbent = self.journal.incumbent(self.tag) if self.tag else None
-        baseline = next((e for e in self.journal.experiments(self.tag) if e.kind == "baseline" and e.status == "keep"),
-                        None) if self.tag else None
+        baseline = self.journal.baseline(self.tag) if self.tag else None
         sigma = baseline.evidence.get("sigma") if baseline and baseline.evidence else None
         return t.LoopStatus(
             state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.cfg.budget,
@@ -124,17 +123,16 @@ class DaemonCore:
             best=t.BestResult(id=incumbent.id, val_bpb=incumbent.val_bpb)
             if incumbent and incumbent.val_bpb is not None else None,
             current=summary(self.current) if self.current else None,
-            experiments=len(exps), kept=sum(e.status == "keep" for e in exps),
+            experiments=n, kept=kept,
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
         )
 
     def list_experiments(self, params: t.ListExperimentsParams) -> t.ExperimentList:
-        exps = list(reversed(self.journal.experiments(self.tag))) if self.tag else []
-        if params.status:
-            wanted = {s.value for s in params.status}
-            exps = [e for e in exps if e.status in wanted]
-        offset, limit = max(0, params.offset), max(0, min(params.limit, 1000))
-        return t.ExperimentList(total=len(exps), items=[summary(e) for e in exps[offset: offset + limit]])
+        if not self.tag:
+            return t.ExperimentList(total=0, items=[])
+        statuses = [s.value for s in params.status] if params.status else None
+        total, page = self.journal.page(self.tag, max(0, params.offset), max(0, min(params.limit, 1000)), statuses)
+        return t.ExperimentList(total=total, items=[summary(e) for e in page])
 
     def get_experiment(self, exp_id: int) -> t.ExperimentDetail | None:
         exp = self.journal.experiment(exp_id)

@@ -191,3 +191,18 @@ def test_the_cli_as_a_second_client_of_a_detached_daemon(make_workspace: Callabl
     assert not (root / ".overnight" / "daemon.json").exists()
     log = (root / ".overnight" / "daemon.log").read_text()
     assert "listening on 127.0.0.1:" in log and "loop stopped" in log
+
+
+@pytest.mark.timeout(200)
+def test_a_daemon_started_paused_runs_nothing_until_resumed(make_workspace: Callable[..., Path]) -> None:
+    root = make_workspace()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*OVERNIGHT, *args], cwd=root, capture_output=True, text=True, timeout=90)
+
+    assert cli("daemon", "--detach", "--paused").returncode == 0
+    _wait(lambda: "daemon: paused" in cli("status").stdout, 60, "the paused state")
+    time.sleep(2)
+    assert _statuses(root) == []  # not even the baseline
+    assert cli("stop", "--now").returncode == 0
+    _wait(lambda: not (root / ".overnight" / "daemon.json").exists(), 60, "the daemon to exit")
