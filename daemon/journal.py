@@ -315,6 +315,12 @@ class Journal:
             " WHERE tag=? AND kind='experiment'", (tag,))
         return int(rows[0]["n"]), int(rows[0]["kept"])
 
+    def stamp(self, tag: str) -> tuple[int, float]:
+        """Changes whenever an experiment of the session starts or finishes: a cache key for derived views."""
+        row = self._query("SELECT COUNT(*) AS n, COALESCE(MAX(finished), 0) AS last FROM experiments WHERE tag=?",
+                          (tag,))[0]
+        return int(row["n"]), float(row["last"])
+
     def baseline(self, tag: str) -> Experiment | None:
         """The session's kept baseline: its evidence holds the noise σ."""
         rows = self._query(

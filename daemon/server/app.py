@@ -6,8 +6,11 @@ import asyncio
 import logging
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
+from lsprotocol import types as lsp
+from pygls import uris
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 
@@ -82,6 +85,41 @@ def create_server(core: DaemonCore, token: str) -> LanguageServer:
         if detail is None:
             raise _NotFound(message=f"no experiment #{params.id}")
         return detail
+
+    def _rel(uri: str) -> str | None:
+        try:
+            return Path(uris.to_fs_path(uri) or "").resolve().relative_to(core.cfg.root).as_posix()
+        except ValueError:
+            return None
+
+    def _history(uri: str) -> tuple[list[str], dict[int, list[Any]]]:
+        rel = _rel(uri)
+        doc = ls.workspace.get_text_document(uri)
+        if rel is None:
+            return list(doc.lines), {}
+        return list(doc.lines), core.line_history(rel, doc.source)
+
+    @ls.feature(lsp.TEXT_DOCUMENT_INLAY_HINT)
+    async def inlay_hints(ls: LanguageServer, params: lsp.InlayHintParams) -> list[lsp.InlayHint]:
+        lines, history = await call_in_thread(lambda: _history(params.text_document.uri))
+        hints = []
+        for line in range(params.range.start.line, min(params.range.end.line + 1, len(lines))):
+            touches = history.get(line)
+            if touches:
+                more = f" +{len(touches) - 1}" if len(touches) > 1 else ""
+                hints.append(lsp.InlayHint(position=lsp.Position(line, len(lines[line].rstrip("\r\n"))),
+                                           label=f"{touches[0].label}{more}", padding_left=True))
+        return hints
+
+    @ls.feature(lsp.TEXT_DOCUMENT_HOVER)
+    async def hover(ls: LanguageServer, params: lsp.HoverParams) -> lsp.Hover | None:
+        _, history = await call_in_thread(lambda: _history(params.text_document.uri))
+        touches = history.get(params.position.line)
+        if not touches:
+            return None
+        rows = [f"- **{tch.label}** — {tch.description}" for tch in touches]
+        return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown,
+                                                    value="Experiments that touched this line:\n\n" + "\n".join(rows)))
 
     return ls
 

@@ -12,9 +12,12 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import git
+
 from overnight.protocol import types as t
 
 from ..agents import Agent
+from ..annotate import History, Touch, onto_buffer
 from ..config import Config
 from ..journal import Experiment, Journal
 from ..loop import Event, Loop, LoopError
@@ -48,6 +51,10 @@ class DaemonCore:
         self.finished = threading.Event()
         self._broadcast: Broadcast = lambda method, params: None
         self._thread: threading.Thread | None = None
+        self._repo = git.Repo(cfg.root)
+        self._history = History(self._repo)
+        self._history_key: tuple[str, str, tuple[int, float]] | None = None
+        self._history_cache: dict[int, list[Touch]] = {}
 
     # -- the loop's thread ------------------------------------------------------------------------
 
@@ -126,6 +133,22 @@ class DaemonCore:
             experiments=n, kept=kept,
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
         )
+
+    def line_history(self, rel: str, buffer_text: str) -> dict[int, list[Touch]]:
+        """Per-line experiment history of an editable file, mapped onto the client's buffer."""
+        if not self.tag or rel not in self.cfg.editable:
+            return {}
+        try:
+            head = self._repo.rev_parse(f"overnight/{self.tag}").hexsha
+        except (git.BadName, ValueError):
+            return {}
+        key = (head, rel, self.journal.stamp(self.tag))
+        if self._history_key != key:
+            # Recomputed when the branch or the journal moved; the file versions stay cached.
+            self._history_cache = self._history.lines(head, rel, self.journal.experiments(self.tag))
+            self._history_key = key
+        head_lines = self._history.version(head, rel) or []
+        return onto_buffer(self._history_cache, head_lines, buffer_text.splitlines())
 
     def list_experiments(self, params: t.ListExperimentsParams) -> t.ExperimentList:
         if not self.tag:

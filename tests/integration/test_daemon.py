@@ -270,3 +270,40 @@ def test_fuzzed_params_get_a_result_or_an_error(daemon: Running, calls: list[tup
         if "error" in reply:
             assert isinstance(reply["error"]["code"], int) and reply["error"]["message"]
     assert daemon.thread.is_alive()
+
+
+@pytest.mark.timeout(300)
+def test_inlay_hints_and_hover_carry_each_lines_history_onto_the_live_buffer(daemon: Running) -> None:
+    from lsprotocol import types as lsp
+
+    async def scenario() -> None:
+        c = DaemonClient()
+        await c.connect_workspace(daemon.root / ".overnight")
+        deadline = time.monotonic() + 240
+        while not any(m == t.OVERNIGHT_EXPERIMENT_FINISHED and p.experiment.kind == t.ExperimentKind.EXPERIMENT
+                      for m, p in c.notifications):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.3)
+        path = daemon.root / "trainer" / "train.py"
+        # The user's buffer differs from the branch: two lines typed at the top, not saved.
+        buffer = "# my notes\n# more notes\n" + path.read_text()
+        uri = path.as_uri()
+        c.client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+            text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=buffer)))
+        n = buffer.count("\n") + 1
+        hints = await c.client.text_document_inlay_hint_async(lsp.InlayHintParams(
+            text_document=lsp.TextDocumentIdentifier(uri=uri),
+            range=lsp.Range(lsp.Position(0, 0), lsp.Position(n, 0))))
+        assert hints, "no line carries a history"
+        lines = buffer.splitlines()
+        for hint in hints:
+            assert hint.position.line >= 2  # nothing on the user's own new lines
+            assert hint.position.character == len(lines[hint.position.line])
+            assert str(hint.label).startswith("#") and any(s in str(hint.label) for s in ("keep", "discard"))
+        hover = await c.client.text_document_hover_async(lsp.HoverParams(
+            text_document=lsp.TextDocumentIdentifier(uri=uri), position=hints[0].position))
+        assert hover is not None and "Experiments that touched this line" in hover.contents.value
+        assert "note" in hover.contents.value  # the experiment's description
+        await c.close()
+
+    _run(scenario())

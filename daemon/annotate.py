@@ -1,0 +1,104 @@
+"""Per-line metric history: which experiments touched each line of an editable file, and what they did.
+
+Computed from the session branch's history and mapped onto the client's buffer, which may differ:
+- a kept experiment touched the lines it added or changed, found in its own version of the file;
+- any other experiment touched the incumbent's lines it would have changed (or the line where it
+  would have inserted), found in its parent's version;
+and every version is aligned to the branch head, then the head to the buffer, line by line
+(difflib: equal runs map one to one, a same-length replaced run maps line to line, so a line whose
+value a later experiment changed still carries its history).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import git
+
+from .journal import Experiment
+
+
+@dataclass(frozen=True)
+class Touch:
+    experiment_id: int
+    status: str
+    delta: float | None  # candidate − incumbent val_bpb: negative is better
+    description: str
+
+    @property
+    def label(self) -> str:
+        delta = f" {self.delta:+.3f}".replace("-", "−") if self.delta is not None else ""
+        return f"#{self.experiment_id}{delta} {self.status}"
+
+
+def align(old: list[str], new: list[str]) -> dict[int, int]:
+    """Line i of ``old`` → line j of ``new`` where the line survived (or was edited in place)."""
+    mapping: dict[int, int] = {}
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old, b=new, autojunk=False).get_opcodes():
+        if op == "equal" or (op == "replace" and i2 - i1 == j2 - j1):
+            for k in range(i2 - i1):
+                mapping[i1 + k] = j1 + k
+    return mapping
+
+
+def touched(before: list[str], after: list[str]) -> tuple[set[int], set[int]]:
+    """(lines of ``before`` that the change touched, lines of ``after`` that it wrote)."""
+    old: set[int] = set()
+    new: set[int] = set()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=after, autojunk=False).get_opcodes():
+        if op == "equal":
+            continue
+        old.update(range(i1, i2) if i2 > i1 else [max(0, i1 - 1)])  # a pure insertion anchors on the line above
+        new.update(range(j1, j2))
+    return old, new
+
+
+class History:
+    """Line histories of one session branch; file versions are read once per commit and cached."""
+
+    def __init__(self, repo: git.Repo) -> None:
+        self.repo = repo
+        self._versions: dict[tuple[str, str], list[str] | None] = {}
+
+    def version(self, rev: str, rel: str) -> list[str] | None:
+        key = (rev, rel)
+        if key not in self._versions:
+            try:
+                self._versions[key] = str(self.repo.git.show(f"{rev}:{rel}")).splitlines()
+            except git.GitCommandError:
+                self._versions[key] = None
+        return self._versions[key]
+
+    def lines(self, head: str, rel: str, experiments: list[Experiment]) -> dict[int, list[Touch]]:
+        """Head line → the experiments that touched it, newest first."""
+        head_lines = self.version(head, rel)
+        if head_lines is None:
+            return {}
+        result: dict[int, list[Touch]] = {}
+        for exp in experiments:
+            if exp.kind != "experiment" or not exp.is_final or not exp.commit_sha or rel not in exp.diff:
+                continue
+            before, after = self.version(exp.parent_commit, rel), self.version(exp.commit_sha, rel)
+            if before is None or after is None:
+                continue
+            old, new = touched(before, after)
+            if exp.status == "keep":
+                source, lines = after, new
+            else:
+                source, lines = before, old
+            to_head = align(source, head_lines)
+            delta = None
+            if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
+                delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
+            touch = Touch(exp.id, exp.status, delta, exp.description)
+            for line in sorted(lines):
+                if line in to_head:
+                    result.setdefault(to_head[line], []).insert(0, touch)
+        return result
+
+
+def onto_buffer(history: dict[int, list[Touch]], head_lines: list[str], buffer_lines: list[str]) -> dict[int, list[Touch]]:
+    """Move head-line histories onto the client's buffer (which the user may have edited)."""
+    to_buffer = align(head_lines, buffer_lines)
+    return {to_buffer[line]: touches for line, touches in history.items() if line in to_buffer}
