@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -285,8 +286,13 @@ def test_inlay_hints_and_hover_carry_each_lines_history_onto_the_live_buffer(dae
             assert time.monotonic() < deadline
             await asyncio.sleep(0.3)
         path = daemon.root / "trainer" / "train.py"
-        # The user's buffer differs from the branch: two lines typed at the top, not saved.
-        buffer = "# my notes\n# more notes\n" + path.read_text()
+        # The user's buffer differs from the branch: two lines typed at the top, not saved. (It starts
+        # from the branch's version: a kept note exists only there, and lines the user does not have
+        # carry nothing.)
+        tag = (await c.request(t.OVERNIGHT_STATUS, t.StatusParams())).tag
+        head = subprocess.run(["git", "show", f"overnight/{tag}:trainer/train.py"], cwd=daemon.root,
+                              capture_output=True, text=True, check=True).stdout
+        buffer = "# my notes\n# more notes\n" + head
         uri = path.as_uri()
         c.client.text_document_did_open(lsp.DidOpenTextDocumentParams(
             text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=buffer)))
