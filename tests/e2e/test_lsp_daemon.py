@@ -402,29 +402,56 @@ async def test_set_budget_starts_a_new_session(daemon: Daemon) -> None:
         assert stopped.tag == f"{old.tag}-3s"
 
 
+async def _bridge_session(daemon: Daemon, messages: list[dict[str, Any]], answers: int) -> dict[int, Any]:
+    """Raw JSON-RPC through `overnight attach` (what no typed client would send): id → reply."""
+    bridge = await asyncio.create_subprocess_exec(*OVERNIGHT, "attach", cwd=str(daemon.root),
+                                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert bridge.stdin is not None and bridge.stdout is not None
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "processId": None, "capabilities": {},
+        "initializationOptions": {"token": daemon.token, "protocolVersion": t.PROTOCOL_VERSION}}}
+    for message in (init, *messages):
+        body = json.dumps(message).encode()
+        bridge.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await bridge.stdin.drain()
+    replies: dict[int, Any] = {}
+    while len(replies) < answers + 1:
+        header = await asyncio.wait_for(bridge.stdout.readuntil(b"\r\n\r\n"), 60)
+        length = int(header.split(b"Content-Length:")[1].split(b"\r\n")[0])
+        reply = json.loads(await bridge.stdout.readexactly(length))
+        if "id" in reply and "method" not in reply:
+            replies[reply["id"]] = reply
+    bridge.kill()
+    await bridge.wait()
+    return replies
+
+
 async def test_bad_messages_get_errors_and_the_daemon_goes_on(daemon: Daemon) -> None:
+    replies = await _bridge_session(daemon, [
+        {"jsonrpc": "2.0", "id": 1, "method": t.OVERNIGHT_EXPERIMENTS_GET, "params": {"id": "seven"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "overnight/noSuchMethod", "params": {}},
+        {"jsonrpc": "2.0", "id": 3, "method": t.OVERNIGHT_SET_BUDGET, "params": {"seconds": 5.0, "tag": "../../etc"}},
+        {"jsonrpc": "2.0", "id": 4, "method": t.OVERNIGHT_SUGGESTIONS_ACCEPT, "params": {"id": 7}},
+    ], answers=4)
+    assert replies[1]["error"]["code"] == -32602 and replies[2]["error"]["code"] == -32601
+    assert replies[3]["error"]["code"] == t.ErrorCode.INVALID_STATE and "tag" in replies[3]["error"]["message"]
+    assert replies[4]["error"]["code"] == -32602
+    # A client that vanishes mid-request: the daemon answers into the void and goes on.
+    bridge = await asyncio.create_subprocess_exec(*OVERNIGHT, "attach", cwd=str(daemon.root),
+                                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert bridge.stdin is not None
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "processId": None, "capabilities": {},
+        "initializationOptions": {"token": daemon.token, "protocolVersion": t.PROTOCOL_VERSION}}}
+    ask = {"jsonrpc": "2.0", "id": 2, "method": t.OVERNIGHT_EXPERIMENTS_LIST, "params": {"offset": 0, "limit": 1000}}
+    for message in (init, ask):
+        body = json.dumps(message).encode()
+        bridge.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await bridge.stdin.drain()
+    bridge.kill()
+    await bridge.wait()
     async with attached(daemon) as ed:
-        with pytest.raises(JsonRpcException) as wrong_type:
-            await ed.lsp.protocol.send_request_async(t.OVERNIGHT_EXPERIMENTS_GET, {"id": "seven"})
-        assert wrong_type.value.code == -32602
-        with pytest.raises(JsonRpcException) as unknown:
-            await ed.lsp.protocol.send_request_async("overnight/noSuchMethod", {})
-        assert unknown.value.code == -32601
-        # A client that vanishes mid-request: the daemon answers into the void and goes on.
-        bridge = await asyncio.create_subprocess_exec(*OVERNIGHT, "attach", cwd=str(daemon.root),
-                                                      stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        assert bridge.stdin is not None and bridge.stdout is not None
-        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "processId": None, "capabilities": {},
-            "initializationOptions": {"token": daemon.token, "protocolVersion": t.PROTOCOL_VERSION}}}
-        ask = {"jsonrpc": "2.0", "id": 2, "method": t.OVERNIGHT_EXPERIMENTS_LIST, "params": {"offset": 0, "limit": 1000}}
-        for message in (init, ask):
-            body = json.dumps(message).encode()
-            bridge.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        await bridge.stdin.drain()
-        bridge.kill()
-        await bridge.wait()
         status = await ed.ask(t.OVERNIGHT_STATUS, t.StatusParams())
         assert status.protocol_version == t.PROTOCOL_VERSION
-        log = (daemon.root / ".overnight" / "daemon.log").read_text()
-        assert "Traceback" not in log
+    log = (daemon.root / ".overnight" / "daemon.log").read_text()
+    assert "Traceback" not in log
