@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agents import Agent, AgentError, Context, Proposal
+from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .config import Config
 from .decide import judge, noise_sigma
 from .executor import RunOutcome, RunRequest, execute, resolve_clock, resolve_command
@@ -92,6 +92,11 @@ class Loop:
         self.clock = "cpu"
         self.data_dir: str | None = None
         self.manifest_sha256: str | None = None
+        # The optional hooks an agent may take (agents/base.py): streamed thoughts, the stop flag.
+        # (setattr: the Agent protocol does not declare them, so that simple agents need not have them.)
+        for hook, value in (("on_thought", self._thought), ("stop_event", self.stop_requested)):
+            if hasattr(agent, hook):
+                setattr(agent, hook, value)
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -220,6 +225,9 @@ class Loop:
             self._emit("state", state="proposing", message=f"{self.agent.name} is proposing")
             try:
                 proposal = self.agent.propose(self._context())
+            except AgentPaused as exc:
+                self._agent_paused(exc)
+                continue
             except AgentError as exc:
                 raise LoopError(str(exc)) from None
             except Exception as exc:  # an agent bug must not kill a night of experiments
@@ -231,9 +239,40 @@ class Loop:
             agent_failures = 0
             if proposal is None:
                 return self._summary(f"the {self.agent.name} agent has nothing more to propose")
-            self._experiment(proposal)
+            self._experiment(proposal, prefetch=max_experiments is None or done + 1 < max_experiments)
             done += 1
         return self._summary(f"reached --max-experiments {max_experiments}")
+
+    def _agent_paused(self, exc: AgentPaused) -> None:
+        """The agent cannot propose for now: pause with its reason. An outage (retry_in) is probed and the
+        loop resumes by itself once the agent's API answers; otherwise the human resumes it."""
+        with self._control:
+            self.paused, self.pause_reason = True, str(exc)
+        self._emit("state", state="paused", message=str(exc))
+        probe = getattr(self.agent, "probe", None)
+        while exc.retry_in is not None:
+            with self._control:
+                if self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after,
+                                          timeout=exc.retry_in):
+                    return
+            if probe is None or probe():
+                with self._control:
+                    self.paused = False
+                self._emit("message", level="info", text=f"the {self.agent.name} agent can work again: resuming")
+                return
+
+    def _thought(self, text: str, done: bool) -> None:
+        self._emit("thought", text=text, done=done, experiment_id=None)
+
+    def _prefetch(self, parent: str) -> None:
+        """Let a pipelining agent prepare the next proposal while this experiment trains, against the
+        incumbent (the parent), with this experiment in the history as running."""
+        prefetch = getattr(self.agent, "prefetch", None)
+        if prefetch is None:
+            return
+        assert self.ws is not None
+        files = {rel: self.ws.wt.git.show(f"{parent}:{rel}", strip_newline_in_stdout=False) for rel in self.cfg.editable}
+        prefetch(dataclasses.replace(self._context(), files=files))
 
     def _summary(self, stopped: str) -> Summary:
         assert self.journal is not None and self.session is not None
@@ -339,7 +378,7 @@ class Loop:
             holdout_bpb=statistics.fmean(holdouts) if holdouts else None,
         )
 
-    def _experiment(self, proposal: Proposal) -> None:
+    def _experiment(self, proposal: Proposal, prefetch: bool = False) -> None:
         assert self.journal is not None and self.ws is not None and self.session is not None
         parent = self.ws.head()
         exp_id = self.journal.start_experiment(
@@ -347,6 +386,8 @@ class Loop:
             agent=self.agent.name, hypothesis=proposal.hypothesis, reasoning=proposal.reasoning, meta=proposal.meta,
         )
         try:
+            if proposal.invalid:
+                raise InvalidProposal(proposal.invalid)
             changed = self.ws.apply(proposal.edit)
         except InvalidProposal as exc:
             exp = self.journal.experiment(exp_id)
@@ -355,6 +396,8 @@ class Loop:
             return
         commit = self.ws.commit(f"#{exp_id}: {proposal.description}", changed)
         self._commit_ref(exp_id, parent, commit)
+        if prefetch:
+            self._prefetch(parent)
         self._run_candidate(exp_id)
 
     def _commit_ref(self, exp_id: int, parent: str, commit: str) -> None:

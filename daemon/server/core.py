@@ -111,6 +111,9 @@ class DaemonCore:
         elif event.kind == "experiment_finished":
             self.current = None
             self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(data["experiment"])))
+        elif event.kind == "thought":
+            self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(
+                experiment_id=data.get("experiment_id"), text=data["text"], done=data["done"]))
 
     def _notify_state(self) -> None:
         self._broadcast(t.OVERNIGHT_LOOP_STATE_CHANGED, self.status())
