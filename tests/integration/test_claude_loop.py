@@ -117,7 +117,7 @@ def test_the_session_ran_every_proposal(session: Session) -> None:
     assert [s[:2] for s in statuses[:3]] == [(1, "keep"), (2, "keep"), (3, "crash")], statuses
     assert [e.status for e in session.exps[3:]] == ["crash", "invalid", "crash", "crash"]
     assert session.summary.stopped == "reached --max-experiments 6"
-    assert session.requests == 18  # every scripted answer consumed; nothing asked twice, nothing left over
+    assert session.requests == 17  # every scripted answer consumed; nothing asked twice, nothing left over
 
 
 def test_kept_proposal_carries_plan_hypothesis_and_cost(session: Session) -> None:
