@@ -74,8 +74,11 @@ def _threads() -> int:
 
 
 class Loop:
-    def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None) -> None:
+    def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None, resumable: bool = True) -> None:
         self.cfg = cfg
+        # False where no one can resume a pause (`overnight run` in a terminal, no daemon): an agent's
+        # pause that only a human lifts (the spending cap) stops the loop with its reason instead.
+        self.resumable = resumable
         self.agent = agent
         self.listener = listener or (lambda event: None)
         self.stop_requested = threading.Event()
@@ -226,6 +229,10 @@ class Loop:
             try:
                 proposal = self.agent.propose(self._context())
             except AgentPaused as exc:
+                if self.stop_requested.is_set():
+                    return self._summary("stopped by the user")
+                if exc.retry_in is None and not self.resumable:
+                    return self._summary(str(exc))
                 self._agent_paused(exc)
                 continue
             except AgentError as exc:

@@ -1,5 +1,7 @@
 """The Claude agent in a real loop: real two-second training runs, the real SDK, a fake Messages API.
 
+One module-scoped session serves every test (it is the slow part: about ten real runs).
+
 One session walks through what an API-driven night meets: a 429 before the first answer, a kept
 proposal, a prepared (pipelined) proposal rebased onto the kept incumbent, a repair turn, an answer
 still invalid after its repair, a 500 and a cut stream retried, and an outage that pauses the loop
@@ -76,7 +78,7 @@ def _claude_config(root: Path, url: str, **extra: object) -> None:
 def session(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic, key: None) -> Session:
     root = tmp_path_factory.mktemp("claude") / "ws"
     assert main(["init", str(root)]) == 0
-    write_config(root, agent="claude", grace=60.0)  # a loaded CI box: runs are slow, not broken
+    write_config(root, agent="claude", grace=60.0, confirm_runs=0)  # grace: a loaded CI box is slow, not broken
     _claude_config(root, fake.url)
     train = root / TRAIN
     train.write_text(train.read_text().replace(GOOD_LR, BAD_LR, 1))
@@ -170,7 +172,8 @@ def test_results_show_tokens_and_dollars(session: Session, capsys: pytest.Captur
     assert "$" in out and "hit ratio" in out and "prompt tokens" in out
 
 
-def test_the_spending_cap_pauses_the_loop(session: Session, fake: FakeAnthropic) -> None:
+def test_the_spending_cap_pauses_the_loop(session: Session, fake: FakeAnthropic,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     toml = session.root / "overnight.toml"
     toml.write_text(toml.read_text().split("[claude]")[0])
     _claude_config(session.root, fake.url, spending_cap_usd=1e-6)
@@ -190,3 +193,9 @@ def test_the_spending_cap_pauses_the_loop(session: Session, fake: FakeAnthropic)
     paused = [e.data["message"] for e in events if e.kind == "state" and e.data["state"] == "paused"]
     assert paused and "spending cap is reached" in paused[0] and "spending_cap_usd" in paused[0]
     assert summary.stopped == "stopped by the user" and len(fake.requests) == before
+    # In a terminal (`overnight run`, no daemon) nobody can resume it: the run stops with the reason.
+    capsys.readouterr()
+    assert main(["-C", str(session.root), "run", "--max-experiments", "1"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "stopped: the Claude agent's spending cap is reached" in out and "spending_cap_usd" in out
+    assert len(fake.requests) == before
