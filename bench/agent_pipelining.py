@@ -39,8 +39,8 @@ from overnight.daemon.agents.cost import Usage  # noqa: E402
 from overnight.daemon.cli import main as cli  # noqa: E402
 from overnight.daemon.config import load_config  # noqa: E402
 from overnight.daemon.loop import Event, Loop  # noqa: E402
-from tests.agents.test_claude_agent import context, exp  # noqa: E402
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, edit, propose  # noqa: E402
+from tests.fakes.context import context, exp  # noqa: E402
 
 TRAIN = "trainer/train.py"
 MATH = "import math  # noqa: E402"

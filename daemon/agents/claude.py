@@ -263,14 +263,28 @@ class ClaudeAgent:
             model=self.c.model, max_tokens=self.c.max_tokens, extra_body=extra,
             system=req.system, tools=req.tools, messages=messages,  # type: ignore[arg-type]
         ) as stream:
-            for event in stream:
-                if event.type == "text":
-                    self._thought(event.text, False)
-            msg = stream.get_final_message()
+            try:
+                for event in stream:
+                    if event.type == "text":
+                        self._thought(event.text, False)
+                msg = stream.get_final_message()
+            except Exception:
+                self._charge_partial(stream)
+                raise
         self._thought("", True)
         if msg.stop_reason is None:
+            self.carry = self.carry + usage_of(self.c.model, msg.usage)
             raise StreamDropped("the stream ended before message_stop")
         return msg, usage_of(self.c.model, msg.usage)
+
+    def _charge_partial(self, stream: Any) -> None:
+        """A request that failed after its message_start (a cut stream, malformed tool input) was billed:
+        its tokens go onto the next recorded proposal (and count toward the spending cap now)."""
+        try:
+            snapshot = stream.current_message_snapshot
+        except AssertionError:  # no message_start yet: nothing was billed
+            return
+        self.carry = self.carry + usage_of(self.c.model, snapshot.usage)
 
     def _thought(self, text: str, done: bool) -> None:
         if self.on_thought is not None:

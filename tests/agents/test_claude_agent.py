@@ -7,42 +7,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from overnight.daemon.agents import AgentError, AgentPaused, Context, make_agent
+from overnight.daemon.agents import AgentError, AgentPaused, make_agent
 from overnight.daemon.agents.claude import ClaudeAgent
 from overnight.daemon.agents.cost import Usage, price, usage_of
 from overnight.daemon.agents.pipeline import PipelinedAgent
 from overnight.daemon.agents.prompt import build
 from overnight.daemon.agents.tools import SearchReplace, ToolCall, apply_edits, check_answer
 from overnight.daemon.config import ClaudeConfig, Config
-from overnight.daemon.journal import Experiment
 
 from ..fakes.anthropic_server import Error, FakeAnthropic, Hang, Reply, edit, propose
-
-TRAIN = "trainer/train.py"
-SOURCE = "import math\nLR = 3e-3\nWEIGHT_DECAY = 0.1\n\n\ndef main():\n    return math.pi\n"
-
-
-def exp(id_: int, status: str = "discard", kind: str = "experiment", description: str = "something",
-        val: float | None = 2.0, **kw: Any) -> Experiment:
-    values: dict[str, Any] = dict(
-        id=id_, tag="t", kind=kind, status=status, parent_commit="p", commit_sha="c", ref=None,
-        description=description, hypothesis="", reasoning="", diff="", agent="claude", meta={}, val_bpb=val,
-        holdout_bpb=None, decided_by=None, decision_reason=None, evidence=None, error=None, attempts=1,
-        created=0.0, finished=None)
-    values.update(kw)
-    return Experiment(**values)
-
-
-def context(**kw: Any) -> Context:
-    base = exp(1, "keep", "baseline", "baseline", 2.5, evidence={"sigma": 0.004})
-    values: dict[str, Any] = dict(program="Lower val_bpb.", files={TRAIN: SOURCE}, incumbent=base,
-                                  history=[base], feedback=[], sigma=0.004)
-    values.update(kw)
-    return Context(**values)
+from ..fakes.context import SOURCE, TRAIN, context, exp
 
 
 @pytest.fixture
@@ -151,8 +128,11 @@ def test_transient_failures_are_retried_with_backoff(fake: FakeAnthropic, agent:
     assert agent.propose(context()).description == "LR 3e-3 → 6e-3"
     assert time.monotonic() - t0 < 5
     fake.add(Reply(text="cut", drop_after=3), Error(500), Reply(text="x", tools=[("edit", {})], raw_tool_json='{"path": ]'), GOOD)
-    assert agent.propose(context()).description == "LR 3e-3 → 6e-3"
+    p = agent.propose(context())
+    assert p.description == "LR 3e-3 → 6e-3"
     assert len(fake.requests) == 8
+    # The cut stream and the malformed answer had begun (message_start): billed, so counted; the 500 was not.
+    assert Usage.from_dict(p.meta["usage"]).requests == 3
 
 
 def test_an_outage_pauses_and_the_probe_sees_the_api_back(fake: FakeAnthropic, agent: ClaudeAgent) -> None:
