@@ -147,7 +147,17 @@ def _section(cls: type, raw: Any, key: str) -> Any:
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for k, v in raw.items():
+        default = getattr(defaults, k)
+        # An unset (None) default takes a number: [claude] temperature.
+        expected = (int, float) if default is None or isinstance(default, float) else type(default)
+        if isinstance(v, list) and isinstance(default, tuple):
+            v = tuple(v)
+        if isinstance(v, bool) is not isinstance(default, bool) or not isinstance(v, expected):
+            raise ConfigError(f"[{key}] {k} must be {'float' if default is None else type(default).__name__}, got {v!r}")
+        values[k] = v
     return cls(**values)
 
 
