@@ -142,7 +142,9 @@ class Loop:
         with self._control:
             if not self.paused:
                 return
-        self._emit("state", state="paused", message=self.pause_reason or "paused")
+        message = self.pause_reason or "paused"
+        if (self.state, self.state_message) != ("paused", message):  # the agent's pause announced it already
+            self._emit("state", state="paused", message=message)
         with self._control:
             self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after)
 

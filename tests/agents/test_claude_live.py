@@ -10,7 +10,7 @@ import pytest
 from overnight.daemon.agents.claude import ClaudeAgent
 from overnight.daemon.config import Config
 
-from .test_claude_agent import context
+from ..fakes.context import context
 
 REPO = Path(__file__).resolve().parents[2]
 
