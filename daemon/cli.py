@@ -93,7 +93,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     )
     agent = make_agent(cfg)
     view = LiveView(console, agent=agent.name, budget=cfg.budget)
-    loop = Loop(cfg, agent, listener=view)
+    loop = Loop(cfg, agent, listener=view, resumable=False)  # no daemon: nobody can `overnight resume` it
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
         if loop.stop_requested.is_set():

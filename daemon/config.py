@@ -32,12 +32,32 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class ClaudeConfig:
-    """Settings of the Claude agent (its own issue); kept here so the config file has one shape."""
+    """The Claude agent: ``[claude]`` in overnight.toml. The key comes from ANTHROPIC_API_KEY, never from the file."""
 
-    model: str = "claude-sonnet-4-5"
+    # The default model, named here and nowhere else.
+    model: str = "claude-sonnet-5-5"
     max_tokens: int = 8192
-    temperature: float = 1.0
+    # Unset: the model's default. The SDK no longer has a parameter for it (current models fix their
+    # sampling); when set it is sent as a raw request field, for the models that still take it.
+    temperature: float | None = None
+    # Dollars of API use per session; when reached the loop pauses until the human resumes it.
     spending_cap_usd: float = 20.0
+    # Empty: the SDK's default (or ANTHROPIC_BASE_URL): a proxy, or the tests' fake server.
+    base_url: str = ""
+    # Seconds without a byte from the API before a request is given up and retried.
+    timeout_s: float = 120.0
+    # Retries of one request (429, 529, 5xx, timeouts, dropped streams, malformed tool input), with
+    # exponential back-off and jitter; then the loop pauses and probes every probe_interval_s.
+    max_retries: int = 5
+    retry_base_s: float = 2.0
+    retry_max_s: float = 60.0
+    probe_interval_s: float = 60.0
+    # Turns in which an invalid answer is sent back with its errors before it is recorded as invalid.
+    repair_turns: int = 2
+    # Prepare the next proposal while an experiment trains, so the GPU does not wait for the model.
+    pipeline: bool = True
+    # Experiments shown line by line in the prompt; older ones are condensed.
+    recent: int = 25
 
 
 @dataclass(frozen=True)
@@ -127,7 +147,17 @@ def _section(cls: type, raw: Any, key: str) -> Any:
     unknown = set(raw) - known
     if unknown:
         raise ConfigError(f"unknown key(s) in [{key}]: {', '.join(sorted(unknown))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for k, v in raw.items():
+        default = getattr(defaults, k)
+        # An unset (None) default takes a number: [claude] temperature.
+        expected = (int, float) if default is None or isinstance(default, float) else type(default)
+        if isinstance(v, list) and isinstance(default, tuple):
+            v = tuple(v)
+        if isinstance(v, bool) is not isinstance(default, bool) or not isinstance(v, expected):
+            raise ConfigError(f"[{key}] {k} must be {'float' if default is None else type(default).__name__}, got {v!r}")
+        values[k] = v
     return cls(**values)
 
 

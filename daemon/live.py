@@ -43,6 +43,8 @@ class LiveView:
         self.recent: list[Experiment] = []
         self.best: Experiment | None = None
         self.sigma: float | None = None
+        self.thought = ""
+        self._thought_done = False
         self._live: Live | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -74,9 +76,22 @@ class LiveView:
         )
 
     def _on_state(self, state: str, message: str) -> None:
+        if state == "paused" and (self.state, self.state_message) != (state, message):
+            self.console.print(f"[yellow bold]paused:[/] {escape(message)}")
         self.state, self.state_message = state, message
+        if state == "proposing":
+            self.thought = ""
         if state in ("preparing", "stopped"):
             self.console.print(f"[dim]{escape(message)}[/]" if state == "preparing" else f"[bold]stopped:[/] {escape(message)}")
+
+    def _on_thought(self, text: str, done: bool, experiment_id: int | None) -> None:
+        # The agent's plan as it streams: the live panel shows its last line; a finished plan is printed
+        # once, dimmed, above the panel when no live panel shows it (a pipe, CI).
+        self.thought = "" if self._thought_done else self.thought
+        self.thought += text
+        self._thought_done = done
+        if done and self.thought.strip() and self._live is None:
+            self.console.print(f"[dim]agent: {escape(' '.join(self.thought.split())[:300])}[/]")
 
     def _on_message(self, level: str, text: str) -> None:
         style = {"error": "red", "warning": "yellow"}.get(level, "dim")
@@ -114,6 +129,9 @@ class LiveView:
                 parts.append(self._current())
             elif self.state_message:
                 parts.append(Text(self.state_message, style="dim"))
+            last = next((line for line in reversed(self.thought.splitlines()) if line.strip()), "")
+            if last:
+                parts.append(Text(f"agent: {last[:160]}", style="italic dim"))
             if self.recent:
                 parts.append(self._recent())
             return Group(*parts)

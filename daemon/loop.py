@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .agents import Agent, AgentError, Context, Proposal
+from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .config import Config
 from .decide import judge, noise_sigma
 from .executor import RunOutcome, RunRequest, execute, resolve_clock, resolve_command
@@ -79,8 +79,11 @@ def _threads() -> int:
 
 
 class Loop:
-    def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None) -> None:
+    def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None, resumable: bool = True) -> None:
         self.cfg = cfg
+        # False where no one can resume a pause (`overnight run` in a terminal, no daemon): an agent's
+        # pause that only a human lifts (the spending cap) stops the loop with its reason instead.
+        self.resumable = resumable
         self.agent = agent
         self.listener = listener or (lambda event: None)
         self.stop_requested = threading.Event()
@@ -101,6 +104,11 @@ class Loop:
         # a new budget (a new session).
         self._sync_paths: set[str] = set()
         self._next_session: tuple[float, str] | None = None
+        # The optional hooks an agent may take (agents/base.py): streamed thoughts, the stop flag.
+        # (setattr: the Agent protocol does not declare them, so that simple agents need not have them.)
+        for hook, value in (("on_thought", self._thought), ("stop_event", self.stop_requested)):
+            if hasattr(agent, hook):
+                setattr(agent, hook, value)
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -174,7 +182,9 @@ class Loop:
         with self._control:
             if not self.paused:
                 return
-        self._emit("state", state="paused", message=self.pause_reason or "paused")
+        message = self.pause_reason or "paused"
+        if (self.state, self.state_message) != ("paused", message):  # the agent's pause announced it already
+            self._emit("state", state="paused", message=message)
         with self._control:
             self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after
                                    or self._sync_paths)
@@ -284,6 +294,13 @@ class Loop:
             self._emit("state", state="proposing", message=f"{self.agent.name} is proposing")
             try:
                 proposal = self.agent.propose(self._context())
+            except AgentPaused as exc:
+                if self.stop_requested.is_set():
+                    return self._summary("stopped by the user")
+                if exc.retry_in is None and not self.resumable:
+                    return self._summary(str(exc))
+                self._agent_paused(exc)
+                continue
             except AgentError as exc:
                 raise LoopError(str(exc)) from None
             except Exception as exc:  # an agent bug must not kill a night of experiments
@@ -295,7 +312,7 @@ class Loop:
             agent_failures = 0
             if proposal is None:
                 return self._summary(f"the {self.agent.name} agent has nothing more to propose")
-            self._experiment(proposal)
+            self._experiment(proposal, prefetch=max_experiments is None or done + 1 < max_experiments)
             done += 1
         return self._summary(f"reached --max-experiments {max_experiments}")
 
@@ -375,6 +392,37 @@ class Loop:
             self._run_baseline(baseline)
         else:
             self._emit("message", level="info", text=f"took your change to {names}")
+
+    def _agent_paused(self, exc: AgentPaused) -> None:
+        """The agent cannot propose for now: pause with its reason. An outage (retry_in) is probed and the
+        loop resumes by itself once the agent's API answers; otherwise the human resumes it."""
+        with self._control:
+            self.paused, self.pause_reason = True, str(exc)
+        self._emit("state", state="paused", message=str(exc))
+        probe = getattr(self.agent, "probe", None)
+        while exc.retry_in is not None:
+            with self._control:
+                if self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after,
+                                          timeout=exc.retry_in):
+                    return
+            if probe is None or probe():
+                with self._control:
+                    self.paused = False
+                self._emit("message", level="info", text=f"the {self.agent.name} agent can work again: resuming")
+                return
+
+    def _thought(self, text: str, done: bool) -> None:
+        self._emit("thought", text=text, done=done, experiment_id=None)
+
+    def _prefetch(self, parent: str) -> None:
+        """Let a pipelining agent prepare the next proposal while this experiment trains, against the
+        incumbent (the parent), with this experiment in the history as running."""
+        prefetch = getattr(self.agent, "prefetch", None)
+        if prefetch is None:
+            return
+        assert self.ws is not None
+        files = {rel: self.ws.wt.git.show(f"{parent}:{rel}", strip_newline_in_stdout=False) for rel in self.cfg.editable}
+        prefetch(dataclasses.replace(self._context(), files=files))
 
     def _summary(self, stopped: str) -> Summary:
         assert self.journal is not None and self.session is not None
@@ -485,7 +533,7 @@ class Loop:
             holdout_bpb=statistics.fmean(holdouts) if holdouts else None,
         )
 
-    def _experiment(self, proposal: Proposal) -> None:
+    def _experiment(self, proposal: Proposal, prefetch: bool = False) -> None:
         assert self.journal is not None and self.ws is not None and self.session is not None
         parent = self.ws.head()
         exp_id = self.journal.start_experiment(
@@ -493,6 +541,8 @@ class Loop:
             agent=self.agent.name, hypothesis=proposal.hypothesis, reasoning=proposal.reasoning, meta=proposal.meta,
         )
         try:
+            if proposal.invalid:
+                raise InvalidProposal(proposal.invalid)
             changed = self.ws.apply(proposal.edit)
         except InvalidProposal as exc:
             exp = self.journal.experiment(exp_id)
@@ -501,6 +551,8 @@ class Loop:
             return
         commit = self.ws.commit(f"#{exp_id}: {proposal.description}", changed)
         self._commit_ref(exp_id, parent, commit)
+        if prefetch:
+            self._prefetch(parent)
         self._run_candidate(exp_id)
 
     def _commit_ref(self, exp_id: int, parent: str, commit: str) -> None:

@@ -14,6 +14,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from .agents.cost import Usage
 from .journal import Experiment, Journal, Run
 
 STATUS_STYLE = {
@@ -38,6 +39,11 @@ class Row:
     description: str
     runs: int
     steps: int | None
+    # The agent's API use for this proposal (the Claude agent records it; other agents have none).
+    input_tokens: int | None = None
+    cached_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -52,7 +58,11 @@ def rows(journal: Journal, tag: str) -> list[Row]:
         delta = None
         if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
             delta = exp.val_bpb - exp.evidence["incumbent_mean"]
+        usage = exp.meta.get("usage") if isinstance(exp.meta.get("usage"), dict) else None
+        u = Usage.from_dict(usage) if usage else None
         out.append(Row(
+            input_tokens=u.prompt_tokens if u else None, cached_tokens=u.cache_read_input_tokens if u else None,
+            output_tokens=u.output_tokens if u else None, cost_usd=u.cost_usd if u else None,
             id=exp.id, kind=exp.kind, commit=(exp.commit_sha or "")[:7], val_bpb=exp.val_bpb, delta=delta,
             holdout_bpb=exp.holdout_bpb, memory_gb=max(peaks) / 1024 if peaks else None, status=exp.status,
             description=exp.description, runs=len(runs), steps=round(sum(steps) / len(steps)) if steps else None,
@@ -83,15 +93,40 @@ def to_table(table: list[Row], title: str = "") -> Table:
     t.add_column("Δ", justify="right")
     t.add_column("mem GB", justify="right")
     t.add_column("status")
+    costed = any(r.cost_usd is not None for r in table)
+    if costed:
+        t.add_column("tokens in/cached/out", justify="right")
+        t.add_column("$", justify="right")
     t.add_column("description", overflow="fold", min_width=24, ratio=1)
     for r in table:
+        cost = [_tokens(r), f"{r.cost_usd:.3f}" if r.cost_usd is not None else ""] if costed else []
         delta = Text(f"{r.delta:+.4f}", style="green" if r.delta < 0 else "red") if r.delta is not None else Text("")
         t.add_row(
             str(r.id), r.commit, f"{r.val_bpb:.4f}" if r.val_bpb is not None else "—", delta,
             f"{r.memory_gb:.2f}" if r.memory_gb is not None else "—",
-            Text(r.status, style=STATUS_STYLE.get(r.status, "")), Text(r.description),
+            Text(r.status, style=STATUS_STYLE.get(r.status, "")), *cost, Text(r.description),
         )
+    if costed:
+        t.caption = agent_totals(table)
+        t.caption_justify = "left"
     return t
+
+
+def _tokens(r: Row) -> str:
+    if r.input_tokens is None:
+        return ""
+    return f"{r.input_tokens:,}/{r.cached_tokens or 0:,}/{r.output_tokens or 0:,}"
+
+
+def agent_totals(table: list[Row]) -> str:
+    """The agent's bill for the session: tokens, the prompt cache's hit ratio, dollars."""
+    prompt = sum(r.input_tokens or 0 for r in table)
+    cached = sum(r.cached_tokens or 0 for r in table)
+    out = sum(r.output_tokens or 0 for r in table)
+    dollars = sum(r.cost_usd or 0.0 for r in table)
+    ratio = f"{cached / prompt:.0%}" if prompt else "—"
+    return (f"agent: {prompt:,} prompt tokens ({cached:,} from the cache: {ratio} hit ratio), "
+            f"{out:,} output tokens, ${dollars:.2f}")
 
 
 def show(exp: Experiment, runs: list[Run]) -> Group:

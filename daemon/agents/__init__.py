@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import Config
-from .base import Agent, AgentError, Context, Proposal
+from .base import Agent, AgentError, AgentPaused, Context, Proposal
 
 
 def make_agent(cfg: Config) -> Agent:
@@ -17,11 +17,13 @@ def make_agent(cfg: Config) -> Agent:
 
         return ReplayAgent.from_file(cfg.root / cfg.replay_file)
     if cfg.agent == "claude":
-        raise AgentError(
-            "the claude agent is not available in this version yet: use --agent sweep (no API key needed) "
-            "or --agent replay"
-        )
+        from .claude import ClaudeAgent
+        from .pipeline import PipelinedAgent
+
+        claude = ClaudeAgent.from_config(cfg)
+        claude.check()
+        return PipelinedAgent(claude) if cfg.claude.pipeline else claude
     raise AgentError(f"unknown agent {cfg.agent!r}")
 
 
-__all__ = ["Agent", "AgentError", "Context", "Proposal", "make_agent"]
+__all__ = ["Agent", "AgentError", "AgentPaused", "Context", "Proposal", "make_agent"]

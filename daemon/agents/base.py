@@ -13,6 +13,18 @@ class AgentError(RuntimeError):
     """The agent cannot work at all (a missing file, a missing key): the loop stops with this message."""
 
 
+class AgentPaused(RuntimeError):
+    """The agent cannot propose for now (its API is down, its spending cap is reached): the loop pauses.
+
+    With ``retry_in`` seconds the loop probes again after that long (``agent.probe()`` when the agent
+    has one) and resumes by itself once the agent can work; without, it waits for the human to resume.
+    """
+
+    def __init__(self, reason: str, retry_in: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_in = retry_in
+
+
 @dataclass(frozen=True)
 class Proposal:
     description: str
@@ -21,6 +33,9 @@ class Proposal:
     reasoning: str = ""
     # Agent-specific facts stored with the experiment (the sweep records the config it tried).
     meta: dict[str, Any] = field(default_factory=dict)
+    # Set when the agent's answer failed its own validation (after repair turns): the loop records the
+    # experiment as invalid with this error, without applying anything.
+    invalid: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,11 @@ class Context:
 
 
 class Agent(Protocol):
+    """What the loop calls. Optional hooks an agent may also have, which the loop uses when present:
+    ``on_thought`` (a callback the loop sets: streamed plan text), ``stop_event`` (the loop sets its stop
+    flag, to cut waits short), ``probe() -> bool`` (is the agent's API answering again) and
+    ``prefetch(ctx)`` (prepare the next proposal while the current experiment trains)."""
+
     name: str
 
     def propose(self, ctx: Context) -> Proposal | None:

@@ -150,6 +150,9 @@ class DaemonCore:
             self._changed()
         elif event.kind == "rebased":
             self._changed()
+        elif event.kind == "thought":
+            self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(
+                experiment_id=data.get("experiment_id"), text=data["text"], done=data["done"]))
 
     def _notify_state(self) -> None:
         self._broadcast(t.OVERNIGHT_LOOP_STATE_CHANGED, self.status())

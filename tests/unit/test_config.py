@@ -31,6 +31,8 @@ def test_the_repositorys_own_config_loads() -> None:
         ("editable = ['../outside.py']", "inside the workspace"),
         ("budget = ", "overnight.toml"),
         ("[sweep]\nwhat = 1", "unknown key(s) in [sweep]"),
+        ("[claude]\nspending_cap_usd = '20'", "[claude] spending_cap_usd must be float"),
+        ("[claude]\npipeline = 1", "[claude] pipeline must be bool"),
     ],
 )
 def test_bad_config_gets_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
@@ -44,3 +46,19 @@ def test_overrides_are_validated(tmp_path: Path) -> None:
     assert cfg.with_overrides(budget=5.0, agent=None).budget == 5.0
     with pytest.raises(ConfigError):
         cfg.with_overrides(budget=0.0)
+
+
+def test_the_templates_commented_claude_section_shows_the_defaults() -> None:
+    import tomllib
+    from dataclasses import fields
+
+    from overnight.daemon.config import ClaudeConfig
+
+    text = (Path(__file__).resolve().parents[2] / "overnight.toml").read_text()
+    lines = text.split("# [claude]\n", 1)[1].splitlines()
+    shown = tomllib.loads("\n".join(line[2:].split("  #")[0] for line in lines if line.startswith("# ")))
+    defaults = ClaudeConfig()
+    assert set(shown) == {f.name for f in fields(ClaudeConfig)}
+    for key, value in shown.items():
+        if key != "temperature":  # unset by default: the template shows a value one may set
+            assert value == getattr(defaults, key), key
