@@ -92,6 +92,19 @@ CREATE TABLE IF NOT EXISTS feedback (
     text TEXT NOT NULL,
     created REAL NOT NULL
 );
+-- The user's decisions on suggestion hunks, by the hunk's content key (see threeway.py): a decision
+-- sticks to the change itself, across re-anchoring and newer suggestions that still carry it.
+CREATE TABLE IF NOT EXISTS hunk_decisions (
+    tag TEXT NOT NULL,
+    path TEXT NOT NULL,
+    hunk_key TEXT NOT NULL,
+    state TEXT NOT NULL,                -- accepted | rejected
+    reason TEXT NOT NULL DEFAULT '',
+    suggestion_id TEXT NOT NULL,
+    experiment_ids TEXT NOT NULL,       -- JSON list
+    created REAL NOT NULL,
+    PRIMARY KEY (tag, path, hunk_key)
+);
 """
 
 
@@ -383,6 +396,31 @@ class Journal:
 
     def feedback(self, tag: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM feedback WHERE tag=? ORDER BY id", (tag,))]
+
+
+    # -- suggestion decisions ---------------------------------------------------------------------
+
+    def decide_hunks(self, tag: str, path: str, keys: list[str], state: str, *, suggestion_id: str,
+                     experiment_ids: list[int], reason: str = "") -> None:
+        """Record accept/reject of hunks; a reject's reason also becomes feedback the agent reads."""
+        now = time.time()
+        with self._tx() as db:
+            for key in keys:
+                db.execute(
+                    "INSERT OR REPLACE INTO hunk_decisions(tag, path, hunk_key, state, reason, suggestion_id,"
+                    " experiment_ids, created) VALUES (?,?,?,?,?,?,?,?)",
+                    (tag, path, key, state, reason, suggestion_id, json.dumps(experiment_ids), now),
+                )
+            if state == "rejected":
+                ids = ", ".join(f"#{i}" for i in experiment_ids) or "the loop's change"
+                text = f"the user rejected the change from {ids} in {path}" + (f": {reason}" if reason else " (no reason given)")
+                db.execute("INSERT INTO feedback(tag, kind, experiment_id, text, created) VALUES (?,?,?,?,?)",
+                           (tag, "reject", experiment_ids[-1] if experiment_ids else None, text, now))
+
+    def hunk_decisions(self, tag: str, path: str) -> dict[str, str]:
+        """Hunk key → accepted | rejected."""
+        rows = self._query("SELECT hunk_key, state FROM hunk_decisions WHERE tag=? AND path=?", (tag, path))
+        return {str(r["hunk_key"]): str(r["state"]) for r in rows}
 
 
 def _session(row: sqlite3.Row) -> Session:

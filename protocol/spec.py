@@ -228,6 +228,8 @@ STRUCTS: tuple[Struct, ...] = (
         f("range", "Range", "The text it replaces, in the user's buffer (empty range: an insertion)."),
         f("oldText", "string", "The text in that range now (lets a client detect a stale anchor)."),
         f("newText", "string", "The replacement."),
+        opt("experimentIds", "integer[]", "The kept experiments that wrote these lines, oldest first."),
+        opt("evidence", "string", "What the newest of them did to the metric (`#17: 2.4120 → 2.3801 bpb, 3.1σ`)."),
     )),
     Struct("Suggestion", "Kept experiments, turned into hunks against one of the user's files.", (
         f("id", "string", "Stable id, unique within the daemon."),

@@ -1,0 +1,165 @@
+"""Kept experiments → suggestions: hunks against the user's current version of each editable file.
+
+A suggestion is derived, not stored: the three-way merge (threeway.py) of the user's base version,
+the user's text now, and the incumbent's version gives the pending hunks, each attributed to the
+kept experiments that wrote its lines. Only the user's decisions are stored (journal
+``hunk_decisions``), keyed by the hunk's content, so they survive re-anchoring.
+
+A suggestion's id names the file and the incumbent it comes from: a newer keep replaces it with a
+new suggestion, and clients drop the old one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import git
+
+from .annotate import History
+from .journal import Experiment, Journal
+from .threeway import Change, changes, lines, text_edit
+
+USER_BASE_KEY = "user_base:{tag}"
+
+
+@dataclass(frozen=True)
+class PendingHunk:
+    id: str
+    key: str
+    start: tuple[int, int]  # LSP (line, character) in the user's text
+    end: tuple[int, int]
+    old_text: str
+    new_text: str  # the text an LSP edit of [start, end) puts there
+    experiment_ids: tuple[int, ...]
+    evidence: str  # the newest attributed experiment's numbers, for a CodeLens
+
+
+@dataclass(frozen=True)
+class PendingSuggestion:
+    id: str
+    path: str
+    experiment_ids: tuple[int, ...]
+    hunks: tuple[PendingHunk, ...]
+    evidence: str
+
+
+@dataclass(frozen=True)
+class View:
+    """What a user with this text should see for one file."""
+
+    suggestion: PendingSuggestion | None
+    conflicts: int  # loop changes the user's own edits now contradict: no longer offered
+
+
+def suggestion_id(tag: str, path: str, incumbent_id: int) -> str:
+    return f"{tag}:{path}@{incumbent_id}"
+
+
+def hunk_id(path: str, key: str) -> str:
+    return f"{path}#{key}"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}"
+
+
+def experiment_evidence(exp: Experiment) -> str:
+    """`#17: 2.4120 → 2.3801 bpb, 3.1σ`: what the experiment did, from its decision's evidence."""
+    ev = exp.evidence or {}
+    if exp.val_bpb is None or "incumbent_mean" not in ev:
+        return f"#{exp.id}"
+    z = f", {float(ev['z']):.1f}σ" if "z" in ev else ""
+    return f"#{exp.id}: {_fmt(float(ev['incumbent_mean']))} → {_fmt(exp.val_bpb)} bpb{z}"
+
+
+class SuggestionBook:
+    def __init__(self, repo: git.Repo, journal: Journal, history: History) -> None:
+        self.repo = repo
+        self.journal = journal
+        self.history = history
+
+    # -- the three versions -----------------------------------------------------------------------
+
+    def base_text(self, tag: str, path: str) -> str | None:
+        """The user's version the session last synced with (its start, or the last rebase)."""
+        stored = self.journal.meta(USER_BASE_KEY.format(tag=tag))
+        if stored is not None:
+            texts = json.loads(stored)
+            if path in texts:
+                return str(texts[path])
+        session = self.journal.session(tag)
+        if session is None:
+            return None
+        return self._text(session.base_commit, path)
+
+    def _text(self, rev: str, path: str) -> str | None:
+        try:
+            return str(self.repo.git.show(f"{rev}:{path}", strip_newline_in_stdout=False))
+        except git.GitCommandError:
+            return None
+
+    def incumbent(self, tag: str) -> Experiment | None:
+        return self.journal.incumbent(tag)
+
+    # -- views ------------------------------------------------------------------------------------
+
+    def view(self, tag: str, path: str, user_text: str) -> View:
+        incumbent = self.incumbent(tag)
+        if incumbent is None or not incumbent.commit_sha:
+            return View(None, 0)
+        base = self.base_text(tag, path)
+        loop = self._text(incumbent.commit_sha, path)
+        if base is None or loop is None or base == loop:
+            return View(None, 0)
+        decided = self.journal.hunk_decisions(tag, path)
+        found = changes(base, user_text, loop)
+        pending = [c for c in found if c.applies and c.key not in decided]
+        conflicts = sum(1 for c in found if not c.applies and c.key not in decided)
+        if not pending:
+            return View(None, conflicts)
+        experiments = self.journal.experiments(tag)
+        by_id = {e.id: e for e in experiments}
+        attribution = self._attribution(incumbent.commit_sha, path, experiments)
+        user_lines = lines(user_text)
+        hunks = []
+        for change in pending:
+            ids = self._ids_for(change, attribution) or self._kept_touching(path, experiments)
+            start, end, new_text = text_edit(user_lines, change)
+            newest = by_id.get(ids[-1]) if ids else None
+            hunks.append(PendingHunk(
+                id=hunk_id(path, change.key), key=change.key, start=start, end=end, old_text=change.old_text,
+                new_text=new_text, experiment_ids=ids, evidence=experiment_evidence(newest) if newest else "",
+            ))
+        all_ids = tuple(sorted({i for h in hunks for i in h.experiment_ids}))
+        return View(PendingSuggestion(
+            id=suggestion_id(tag, path, incumbent.id), path=path, experiment_ids=all_ids, hunks=tuple(hunks),
+            evidence=self._evidence(tag, incumbent, all_ids),
+        ), conflicts)
+
+    def _attribution(self, commit: str, path: str, experiments: list[Experiment]) -> dict[int, list[int]]:
+        """Incumbent line → the kept experiments that wrote it, oldest first."""
+        touches = self.history.lines(commit, path, experiments)
+        return {line: sorted(t.experiment_id for t in ts if t.status == "keep") for line, ts in touches.items()}
+
+    @staticmethod
+    def _ids_for(change: Change, attribution: dict[int, list[int]]) -> tuple[int, ...]:
+        start, end = change.loop
+        # A pure deletion wrote no line: the experiment that deleted shows on the neighbour lines, if at all.
+        span = range(start, end) if end > start else range(max(0, start - 1), start + 1)
+        return tuple(sorted({i for line in span for i in attribution.get(line, [])}))
+
+    @staticmethod
+    def _kept_touching(path: str, experiments: list[Experiment]) -> tuple[int, ...]:
+        return tuple(e.id for e in experiments if e.kind == "experiment" and e.status == "keep" and path in e.diff)
+
+    def _evidence(self, tag: str, incumbent: Experiment, ids: tuple[int, ...]) -> str:
+        baseline = self.journal.baseline(tag)
+        names = ", ".join(f"#{i}" for i in ids) or f"#{incumbent.id}"
+        if baseline is None or baseline.val_bpb is None or incumbent.val_bpb is None:
+            return names
+        sigma = float((baseline.evidence or {}).get("sigma") or 0.0)
+        delta = incumbent.val_bpb - baseline.val_bpb
+        z = f", {abs(delta) / sigma:.1f}σ" if sigma > 0 else ""
+        signed = f"{delta:+.4f}".replace("-", "−")
+        return f"{names}: {_fmt(baseline.val_bpb)} → {_fmt(incumbent.val_bpb)} bpb ({signed}{z})"

@@ -1,0 +1,140 @@
+"""Three-way text merge: the loop's kept changes, as hunks against the user's current version of a file.
+
+Three versions of a file meet here: the *base* (the user's version the session last synced with:
+its start, or the last time the user's own change was rebased onto), the *user's* text now (an
+editor's live buffer, or the file on disk), and the *incumbent* (the session branch, carrying every
+kept experiment). A three-way merge (merge3) of the three says, region by region:
+
+- the loop changed it and the user did not → a pending hunk, anchored in the user's text;
+- both made the same change → already accepted (by the user or an earlier accept);
+- both changed it differently → the user's change wins: the hunk no longer applies;
+- only the user changed it → not the loop's business.
+
+A hunk's identity (its ``key``) is its content: the base text it replaces and the text it brings. It
+survives the user typing elsewhere in the file, so decisions (reject, accept) stick to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import merge3
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of the three-way comparison, with its line range in each version ([start, end))."""
+
+    kind: str  # unchanged | user | loop | same | conflict
+    base: tuple[int, int]
+    user: tuple[int, int]
+    loop: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change the loop made that the user's text does not have (yet), placed in the user's text."""
+
+    key: str
+    user: tuple[int, int]  # the user's lines it replaces (empty: an insertion before ``user[0]``)
+    loop: tuple[int, int]  # the incumbent's lines it brings
+    old_text: str  # the user's text in that range now
+    new_text: str
+    applies: bool  # False when the user changed the same lines differently (a conflict)
+
+
+def lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def regions(base: list[str], user: list[str], loop: list[str]) -> Iterator[Region]:
+    """merge3's sync regions, with the coordinates of all three versions (merge_regions drops some)."""
+    iz = ia = ib = 0
+    for zmatch, zend, amatch, aend, bmatch, bend in merge3.Merge3(base, user, loop).find_sync_regions():
+        z, a, b = (iz, zmatch), (ia, amatch), (ib, bmatch)
+        if zmatch > iz or amatch > ia or bmatch > ib:
+            user_same = user[ia:amatch] == base[iz:zmatch]
+            loop_same = loop[ib:bmatch] == base[iz:zmatch]
+            if user_same and not loop_same:
+                kind = "loop"
+            elif loop_same and not user_same:
+                kind = "user"
+            elif user[ia:amatch] == loop[ib:bmatch]:
+                kind = "same"
+            else:
+                kind = "conflict"
+            yield Region(kind, z, a, b)
+        if zend > zmatch:
+            yield Region("unchanged", (zmatch, zend), (amatch, aend), (bmatch, bend))
+        iz, ia, ib = zend, aend, bend
+
+
+def hunk_key(base_text: str, new_text: str) -> str:
+    return hashlib.sha1(f"{base_text}\0{new_text}".encode()).hexdigest()[:12]
+
+
+def changes(base_text: str, user_text: str, loop_text: str) -> list[Change]:
+    """The loop's changes the user's text lacks, in document order; conflicting ones marked."""
+    base, user, loop = lines(base_text), lines(user_text), lines(loop_text)
+    result: list[Change] = []
+    seen: dict[str, int] = {}
+    for region in regions(base, user, loop):
+        if region.kind not in ("loop", "conflict"):
+            continue
+        base_part = "".join(base[region.base[0]:region.base[1]])
+        new_text = "".join(loop[region.loop[0]:region.loop[1]])
+        key = hunk_key(base_part, new_text)
+        # The same edit twice in one file (rare) still needs two ids.
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            key = f"{key}-{seen[key]}"
+        result.append(Change(
+            key=key, user=region.user, loop=region.loop,
+            old_text="".join(user[region.user[0]:region.user[1]]), new_text=new_text,
+            applies=region.kind == "loop",
+        ))
+    return result
+
+
+def utf16_len(text: str) -> int:
+    """LSP positions count UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _position(user_lines: list[str], line: int) -> tuple[int, int]:
+    """The LSP position of the start of ``line``; past the last line, the end of the text."""
+    if line < len(user_lines):
+        return line, 0
+    if not user_lines:
+        return 0, 0
+    last = user_lines[-1]
+    if last.endswith(("\n", "\r")):
+        return len(user_lines), 0
+    return len(user_lines) - 1, utf16_len(last)
+
+
+def text_edit(user_lines: list[str], change: Change) -> tuple[tuple[int, int], tuple[int, int], str]:
+    """The LSP edit (start, end, new text) that applies ``change`` to the user's lines.
+
+    Whole lines are replaced; an insertion after a last line that has no newline brings one."""
+    start, end = change.user
+    new_text = change.new_text
+    if start >= len(user_lines) and user_lines and not user_lines[-1].endswith(("\n", "\r")):
+        new_text = "\n" + new_text.removesuffix("\n")
+    return _position(user_lines, start), _position(user_lines, end), new_text
+
+
+def apply(text: str, chosen: list[Change]) -> str:
+    """The user's text with the given changes applied (non-overlapping): exactly what the LSP edits do."""
+    user = lines(text)
+    offsets = [0]
+    for line in user:
+        offsets.append(offsets[-1] + len(line))
+    result = text
+    for change in sorted(chosen, key=lambda c: c.user[0], reverse=True):
+        _, _, new_text = text_edit(user, change)
+        start, end = change.user
+        result = result[:offsets[min(start, len(user))]] + new_text + result[offsets[min(end, len(user))]:]
+    return result
