@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 MARK=node_modules/.overnight-e2e-installed
 if [ -f "$MARK" ] && cmp -s "$MARK" package.json; then echo "e2e tools already installed"; exit 0; fi
+# node-gyp builds against the installed node headers instead of downloading them
+[ -d /usr/include/node ] && export npm_config_nodedir=/usr
 export npm_config_yes=true            # node-pty's post-install runs `npx node-gyp` non-interactively
 npm install --no-audit --no-fund --ignore-scripts --no-save
 npm rebuild argon2 --foreground-scripts   # its prebuilt download fails offline; builds from source

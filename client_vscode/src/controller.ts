@@ -79,6 +79,8 @@ export class Controller implements vscode.Disposable {
     c.on("overnight/experimentFinished", (p) => {
       this.model.experimentFinished(p.experiment);
       this.changed();
+      // The per-line history moved: ask for fresh inlay hints (the daemon may also send a refresh).
+      this.conn.refreshInlayHints();
       void this.loadExperiments();
     });
     c.on("overnight/suggestionAdded", (p) => {

@@ -102,13 +102,12 @@ export class SuggestionController implements vscode.Disposable {
   private lenses(doc: vscode.TextDocument): vscode.CodeLens[] {
     return this.views(doc).flatMap((v) => {
       const r = new vscode.Range(v.anchor, 0, v.anchor, 0);
-      const s = this.model.suggestions.get(v.suggestionId);
-      const ids = s?.experimentIds ?? [];
+      const ids = v.experimentIds;
       return [
         new vscode.CodeLens(r, { title: "$(check) Accept", command: Commands.acceptSuggestion, arguments: [v.suggestionId, v.hunkId] }),
         new vscode.CodeLens(r, { title: "$(close) Reject", command: Commands.rejectSuggestion, arguments: [v.suggestionId, v.hunkId] }),
         new vscode.CodeLens(r, { title: "Show diff", command: "overnight.showSuggestionDiff", arguments: [v.suggestionId, v.hunkId] }),
-        ...(ids.length ? [new vscode.CodeLens(r, { title: s?.evidence ?? "", command: Commands.showExperiment, arguments: [ids[ids.length - 1]] })] : []),
+        ...(ids.length ? [new vscode.CodeLens(r, { title: v.evidence, command: Commands.showExperiment, arguments: [ids[ids.length - 1]] })] : []),
       ];
     });
   }
@@ -116,11 +115,10 @@ export class SuggestionController implements vscode.Disposable {
   private hover(doc: vscode.TextDocument, pos: vscode.Position): vscode.Hover | undefined {
     const v = hunkAtLine(this.views(doc), pos.line);
     if (!v) return undefined;
-    const s = this.model.suggestions.get(v.suggestionId);
     const args = encodeURIComponent(JSON.stringify([v.suggestionId, v.hunkId]));
     const md = new vscode.MarkdownString(undefined, true);
     md.isTrusted = { enabledCommands: [Commands.acceptSuggestion, Commands.rejectSuggestion, "overnight.showSuggestionDiff"] };
-    md.appendMarkdown(`**Overnight suggestion** from ${s?.experimentIds.map((i) => `#${i}`).join(" ") ?? ""}: ${s?.evidence ?? ""}\n\n`);
+    md.appendMarkdown(`**Overnight suggestion** from ${v.experimentIds.map((i) => `#${i}`).join(" ")}: ${v.evidence}\n\n`);
     md.appendMarkdown(v.diffMarkdown + "\n\n");
     md.appendMarkdown(`[Accept](command:${Commands.acceptSuggestion}?${args}) · [Reject](command:${Commands.rejectSuggestion}?${args}) · [Show diff](command:overnight.showSuggestionDiff?${args})`);
     return new vscode.Hover(md);

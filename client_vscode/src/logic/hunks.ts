@@ -86,6 +86,10 @@ export interface HunkView {
   /** The hunk as a ```diff block, for hovers. */
   diffMarkdown: string;
   stale: boolean;
+  /** The evidence line for this hunk (its own, else the suggestion's). */
+  evidence: string;
+  /** The experiments behind it, oldest first. */
+  experimentIds: number[];
 }
 
 /** "#2 −0.412 bpb" from a suggestion's experiments and the deltas the client knows of them. */
@@ -107,8 +111,9 @@ export function hunkViews(
   suggestion: Suggestion,
   deltas: ReadonlyMap<number, number | undefined> = new Map(),
 ): HunkView[] {
-  const who = attribution(suggestion, deltas);
   return suggestion.hunks.map((h) => {
+    // A hunk may name its own experiments (the ones that wrote its lines); else the suggestion's.
+    const who = attribution(h.experimentIds?.length ? { experimentIds: h.experimentIds } : suggestion, deltas);
     const added = countLines(h.newText);
     const removedCount = countLines(h.oldText);
     const firstAdded = splitLines(h.newText).find((l) => l.trim().length > 0)?.trim() ?? "";
@@ -123,6 +128,8 @@ export function hunkViews(
       preview: firstAdded.length > 60 ? firstAdded.slice(0, 59) + "\u2026" : firstAdded,
       diffMarkdown: diffMarkdown(h),
       stale: isStale(text, h),
+      evidence: h.evidence ?? suggestion.evidence,
+      experimentIds: h.experimentIds?.length ? h.experimentIds : suggestion.experimentIds,
     };
   });
 }

@@ -66,4 +66,9 @@ test("hunk views: summary with attribution, preview, diff, and the hunk at a lin
   assert.equal(hunkAtLine(views, 5)?.hunkId, "h2");
   assert.equal(hunkAtLine(views, 3), undefined);
   assert.equal(hunkViews(doc, s)[0].summary, "+1 \u22121 \u00b7 #2");
+  assert.equal(views[0].evidence, "\u22120.41 bpb, 2 runs");
+  const own = hunkViews(doc, suggestion([{ id: "h3", range: r(1, 0, 2, 0), oldText: "LR = 1e-5\n", newText: "LR = 3e-3\n",
+    experimentIds: [5, 7], evidence: "#7: 2.41 \u2192 2.38 bpb" }]), new Map([[5, -0.1], [7, -0.02]]));
+  assert.equal(own[0].summary, "+1 \u22121 \u00b7 #5 #7 \u22120.120 bpb");
+  assert.equal(own[0].evidence, "#7: 2.41 \u2192 2.38 bpb");
 });

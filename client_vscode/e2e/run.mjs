@@ -1,0 +1,330 @@
+// The real-VS-Code suite: a real daemon with a replayed agent and tiny budgets on a scratch workspace,
+// code-server (VS Code 1.100.3) with this extension loaded, driven through Debian's chromium with
+// playwright-core. Checks what a user sees, saves screenshots, exits non-zero on the first failure.
+//
+//   node e2e/run.mjs            (from client_vscode/; needs `npm run build` inputs, e2e/install.sh, chromium)
+//   E2E_UPDATE_DOCS=1 ...       also copies the screenshots the README shows into ../docs/
+import { execFileSync, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import { createRequire } from "node:module";
+import * as net from "node:net";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const EXT = path.resolve(HERE, "..");
+const REPO = path.resolve(EXT, "..");
+const WORK = process.env.E2E_WORK ?? path.join(HERE, ".work");
+const SHOTS = path.join(WORK, "shots");
+const WS = path.join(WORK, "ws");
+const require = createRequire(import.meta.url);
+const { chromium } = require("playwright-core");
+const CODE_SERVER = path.join(HERE, "node_modules", ".bin", "code-server");
+const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => fs.existsSync(p));
+const PY = process.env.OVERNIGHT_PYTHON ?? [path.join(REPO, ".venv", "bin", "python")].find((p) => fs.existsSync(p)) ?? "python3";
+const SKIP_SUGGESTIONS = process.env.E2E_SKIP_SUGGESTIONS === "1";
+const REASON = "the comment churn is noise";
+
+const t0 = Date.now();
+const lap = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${m}`);
+const children = [];
+
+function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function git(...args) {
+  return execFileSync("git", ["-C", WS, "-c", "user.name=E2E", "-c", "user.email=e2e@localhost", ...args], { encoding: "utf8" });
+}
+
+// ---- the scratch workspace: a bad LR the replayed fix is certain to beat, frequent progress frames ----
+function makeWorkspace() {
+  fs.rmSync(WORK, { recursive: true, force: true });
+  fs.mkdirSync(SHOTS, { recursive: true });
+  execFileSync(PY, ["-m", "overnight.daemon.cli", "init", WS], { stdio: "inherit" });
+  fs.writeFileSync(path.join(WS, "overnight.toml"), [
+    'agent = "replay"', 'replay_file = "proposals.jsonl"', "budget = 4.0", "grace = 120.0", "baseline_runs = 2",
+    "confirm_runs = 0", 'clock = "cpu"', "",
+  ].join("\n"));
+  const trainPath = path.join(WS, "trainer", "train.py");
+  const good = fs.readFileSync(trainPath, "utf8");
+  const base = good.replace(/^LR = 3e-3 /m, "LR = 1e-5 ").replace(/^REPORT_EVERY_S = 1\.0/m, "REPORT_EVERY_S = 0.1");
+  if (base === good) throw new Error("train.py changed shape: update the e2e workspace set-up");
+  fs.writeFileSync(trainPath, base);
+  fs.writeFileSync(path.join(WS, ".gitignore"), ".overnight/\n");
+  git("add", "-A");
+  git("commit", "-qm", "e2e workspace");
+  // The fix: two distant hunks (the learning rate, a comment) so one can be accepted and one rejected.
+  const fixed = base.replace(/^LR = 1e-5 /m, "LR = 3e-3 ").replace("# AdamW beta2\n", "# AdamW beta2 (0.99 is the usual choice)\n");
+  const proposals = [{ description: "restore a sane learning rate", files: { "trainer/train.py": fixed } }];
+  for (let i = 1; i <= 12; i++) proposals.push({ description: `note ${i}`, files: { "trainer/train.py": fixed + `\n# note ${i}\n` } });
+  fs.writeFileSync(path.join(WS, "proposals.jsonl"), proposals.map((p) => JSON.stringify(p)).join("\n") + "\n");
+  git("add", "-A");
+  git("commit", "-qm", "replay proposals");
+}
+
+function startDaemon() {
+  const out = fs.openSync(path.join(WORK, "daemon.out"), "w");
+  const env = { ...process.env, OVERNIGHT_DATA_DIR: process.env.OVERNIGHT_TEST_DATA_DIR ?? path.join(WORK, "data") };
+  const p = spawn(PY, ["-m", "overnight.daemon.cli", "-C", WS, "daemon"], { stdio: ["ignore", out, out], env, detached: true });
+  children.push({ name: "daemon", proc: p });
+  return p;
+}
+
+async function startCodeServer(port) {
+  const data = path.join(WORK, "cs-data");
+  fs.mkdirSync(path.join(data, "User"), { recursive: true });
+  fs.writeFileSync(path.join(data, "User", "settings.json"), JSON.stringify({
+    "files.autoSave": "off", // web builds default to afterDelay: an accepted edit would be saved behind our back
+    "workbench.startupEditor": "none",
+    "workbench.colorTheme": "Default Dark Modern",
+    "telemetry.telemetryLevel": "off",
+    "security.workspace.trust.enabled": false,
+    "extensions.ignoreRecommendations": true,
+    "workbench.tips.enabled": false,
+    "editor.minimap.enabled": false,
+    "chat.commandCenter.enabled": false,
+    "workbench.secondarySideBar.defaultVisibility": "hidden",
+    "overnight.pythonPath": PY,
+  }, null, 2));
+  const xdg = path.join(WORK, "xdg");
+  const env = { ...process.env, XDG_CONFIG_HOME: `${xdg}/config`, XDG_DATA_HOME: `${xdg}/data`, XDG_CACHE_HOME: `${xdg}/cache` };
+  const out = fs.openSync(path.join(WORK, "code-server.log"), "w");
+  const p = spawn(CODE_SERVER, ["--bind-addr", `127.0.0.1:${port}`, "--auth", "none", "--user-data-dir", data,
+    "--extensions-dir", path.join(WORK, "cs-ext"), "--disable-telemetry", "--disable-update-check",
+    "--disable-workspace-trust", WS], { stdio: ["ignore", out, out], env, detached: true });
+  children.push({ name: "code-server", proc: p });
+  for (let i = 0; i < 120; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+      if (r.ok) return p;
+    } catch { /* not yet */ }
+    await sleep(250);
+  }
+  throw new Error("code-server did not come up (see code-server.log)");
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, fn, ms = 60000, every = 250) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    const daemon = children.find((c) => c.name === "daemon");
+    if (daemon && daemon.proc.exitCode !== null) {
+      throw new Error(`the daemon exited (code ${daemon.proc.exitCode}) while waiting for ${what}; see ${path.join(WS, ".overnight", "daemon.log")}`);
+    }
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) { last = e; }
+    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000}s waiting for ${what}${last ? ` (${last.message ?? last})` : ""}`);
+    await sleep(every);
+  }
+}
+
+function cli(...args) {
+  return execFileSync(PY, ["-m", "overnight.daemon.cli", "-C", WS, ...args], { encoding: "utf8" });
+}
+
+async function sidebarFrame(page) {
+  for (const f of page.frames()) {
+    try { if (await f.$("#loop-state")) return f; } catch { /* detached */ }
+  }
+  return undefined;
+}
+
+async function editorText(page) {
+  return (await page.$eval(".editor-instance .monaco-editor .view-lines", (e) => e.innerText)).replace(/\u00a0/g, " ");
+}
+
+async function palette(page, text) {
+  await page.keyboard.press("F1");
+  await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 15000 });
+  await page.keyboard.type(text);
+  await sleep(600);
+  await page.keyboard.press("Enter");
+}
+
+const results = [];
+async function step(page, name, fn) {
+  const s = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true, s: (Date.now() - s) / 1000 });
+    lap(`PASS ${name}`);
+  } catch (e) {
+    results.push({ name, ok: false, s: (Date.now() - s) / 1000, err: String(e?.message ?? e) });
+    lap(`FAIL ${name}: ${e?.message ?? e}`);
+    await page?.screenshot({ path: path.join(SHOTS, `fail-${name.replace(/\W+/g, "-")}.png`) }).catch(() => {});
+    throw e;
+  }
+}
+
+async function shot(page, name) {
+  const file = path.join(SHOTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  lap(`screenshot ${file}`);
+}
+
+async function main() {
+  if (!CHROMIUM) throw new Error("chromium is not installed (apt-get install chromium)");
+  if (!fs.existsSync(CODE_SERVER)) throw new Error("code-server is not installed: run client_vscode/e2e/install.sh");
+  if (!fs.existsSync(path.join(EXT, "dist", "extension.js"))) throw new Error("the extension is not built: npm run build");
+  makeWorkspace();
+  lap("workspace ready");
+  startDaemon();
+  const port = await freePort();
+  await startCodeServer(port);
+  lap(`code-server up on ${port}`);
+  await until("the daemon's discovery file", () => fs.existsSync(path.join(WS, ".overnight", "daemon.json")), 60000);
+  lap("daemon up");
+
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
+    env: { ...process.env, XDG_CONFIG_HOME: path.join(WORK, "xdg", "chromium") },
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+  const page = await browser.newPage({ viewport: { width: 1360, height: 820 } });
+  page.on("pageerror", (e) => console.log("  [page error]", String(e).slice(0, 200)));
+  const payload = [["extensionDevelopmentPath", `vscode-remote://127.0.0.1:${port}${EXT}`]];
+  try {
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(WS)}&payload=${encodeURIComponent(JSON.stringify(payload))}`,
+      { waitUntil: "domcontentloaded" });
+    let frame;
+    await step(page, "the activity bar has Overnight and the sidebar fills", async () => {
+      const icon = page.locator('.activitybar [aria-label^="Overnight"]').first();
+      await icon.waitFor({ timeout: 90000 });
+      await icon.click();
+      frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
+      await until("a loop state in the sidebar", async () => (await frame.textContent("#loop-state"))?.trim(), 30000);
+      await until("an experiment row", async () => (await frame.$$("tr.exp")).length > 0, 120000);
+    });
+    await step(page, "the status bar shows the loop", async () => {
+      await page.locator(".statusbar-item", { hasText: "Overnight:" }).first().waitFor({ timeout: 30000 });
+    });
+    await step(page, "the live loss curve runs against the incumbent's", async () => {
+      await until("a running experiment with an incumbent curve", async () => {
+        const chart = await frame.$("#chart");
+        const cur = Number(await chart.getAttribute("data-points"));
+        const inc = Number(await chart.getAttribute("data-incumbent-points"));
+        const state = (await frame.textContent("#loop-state"))?.trim();
+        return cur >= 15 && inc > 0 && state === "running" && (await frame.textContent("#run-info")).includes("step");
+      }, 240000, 100);
+      await page.mouse.move(700, 600);
+      await sleep(300);
+      await shot(page, "vscode-sidebar");
+    });
+    await step(page, "the training script opens", async () => {
+      await page.keyboard.press("F1");
+      await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+      await page.keyboard.press("Backspace");
+      await page.keyboard.type("trainer/train.py");
+      await sleep(800);
+      await page.keyboard.press("Enter");
+      await until("train.py in the editor", async () => (await editorText(page)).includes("Byte-level GPT"), 30000);
+    });
+    await step(page, "per-line annotations show on the lines experiments touched", async () => {
+      await page.keyboard.press("Control+g");
+      await page.keyboard.type("19");
+      await page.keyboard.press("Enter");
+      await until("an inlay hint with a kept experiment", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 180000, 500);
+      const line = page.locator(".editor-instance .view-line", { hasText: "LR = " }).first();
+      const box = await line.boundingBox();
+      await page.mouse.move(box.x + 30, box.y + box.height / 2);
+      await page.locator(".monaco-hover", { hasText: "Experiments that touched this line" }).first().waitFor({ timeout: 15000 });
+      await shot(page, "vscode-annotations");
+      await page.keyboard.press("Escape");
+    });
+    await step(page, "a command toggles the annotations", async () => {
+      await page.mouse.move(5, 400);
+      await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+      await until("the hints gone", async () => !/#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
+      await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+      await until("the hints back", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
+    });
+    await step(page, "Pause in the sidebar asks the loop to pause", async () => {
+      await palette(page, "Overnight: Show the Sidebar");
+      frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
+      await frame.click('button[data-cmd="overnight.pause"]', { timeout: 10000 });
+      await page.locator(".editor-instance .view-lines").first().click({ position: { x: 200, y: 10 } });
+    });
+    if (!SKIP_SUGGESTIONS) {
+      const lens = (t) => page.locator(".editor-instance .codelens-decoration a", { hasText: t });
+      await step(page, "the suggestion appears inline with its CodeLens", async () => {
+        await lens("Accept").first().waitFor({ timeout: 120000 });
+        await until("two hunks", async () => (await lens("Accept").count()) >= 2, 15000);
+        for (const t of ["Reject", "Show diff"]) await lens(t).first().waitFor({ timeout: 5000 });
+        await page.mouse.move(5, 400);
+        await shot(page, "vscode-suggestion");
+      });
+      await step(page, "Accept changes the buffer, as one edit, without saving", async () => {
+        if (!(await editorText(page)).includes("LR = 1e-5")) throw new Error("the buffer did not hold the old LR");
+        await lens("Accept").first().click();
+        await until("LR = 3e-3 in the buffer", async () => (await editorText(page)).includes("LR = 3e-3"), 20000);
+        const disk = fs.readFileSync(path.join(WS, "trainer", "train.py"), "utf8");
+        if (!disk.includes("LR = 1e-5")) throw new Error("the accepted edit was written to disk");
+        await until("the accepted hunk's CodeLens gone", async () => (await lens("Accept").count()) === 1, 20000);
+      });
+      await step(page, "Reject asks for a reason and records it", async () => {
+        await lens("Reject").first().click();
+        await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+        await page.keyboard.type(REASON);
+        await page.keyboard.press("Enter");
+        await until("no CodeLens left", async () => (await lens("Accept").count()) === 0, 20000);
+        await until("the reason in the journal", () => {
+          const dump = execFileSync(PY, ["-c", "import sqlite3,sys; print('\\n'.join(sqlite3.connect(sys.argv[1]).iterdump()))",
+            path.join(WS, ".overnight", "journal.db")], { encoding: "utf8" });
+          return dump.includes(REASON);
+        }, 15000, 500);
+      });
+    }
+    await step(page, "the loop pauses after the experiment in flight and stays paused", async () => {
+      frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
+      await until("the sidebar to say paused", async () => (await frame.textContent("#loop-state"))?.trim() === "paused", 150000, 500);
+      await page.locator(".statusbar-item", { hasText: "Overnight: paused" }).first().waitFor({ timeout: 10000 });
+      if (!/paused/i.test(cli("status"))) throw new Error("`overnight status` does not say paused");
+      const before = cli("results", "--format", "tsv").trim().split("\n").length;
+      await sleep(6000);
+      if (cli("results", "--format", "tsv").trim().split("\n").length !== before) throw new Error("experiments ran while paused");
+      await shot(page, "vscode-paused");
+    });
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+function cleanup() {
+  for (const { proc } of children.reverse()) {
+    try { process.kill(-proc.pid, "SIGTERM"); } catch { /* gone */ }
+  }
+}
+
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => { cleanup(); process.exit(130); });
+
+let code = 0;
+try {
+  await main();
+} catch (e) {
+  code = 1;
+  console.error(`e2e failed: ${e?.stack ?? e}`);
+} finally {
+  cleanup();
+  await sleep(1500);
+  for (const { proc } of children) {
+    try { process.kill(-proc.pid, "SIGKILL"); } catch { /* gone */ }
+  }
+}
+console.log(`\n${results.filter((r) => r.ok).length} passed, ${results.filter((r) => !r.ok).length} failed, ${((Date.now() - t0) / 1000).toFixed(0)}s`);
+for (const r of results) console.log(`  ${r.ok ? "PASS" : "FAIL"} ${r.name} (${r.s.toFixed(1)}s)${r.err ? `: ${r.err}` : ""}`);
+if (code === 0 && process.env.E2E_UPDATE_DOCS === "1") {
+  for (const n of ["vscode-sidebar", "vscode-suggestion", "vscode-annotations"]) {
+    const f = path.join(SHOTS, `${n}.png`);
+    if (fs.existsSync(f)) fs.copyFileSync(f, path.join(REPO, "docs", `${n}.png`));
+  }
+}
+process.exit(code);
