@@ -68,10 +68,10 @@ function makeWorkspace() {
   git("commit", "-qm", "replay proposals");
 }
 
-function startDaemon() {
-  const out = fs.openSync(path.join(WORK, "daemon.out"), "w");
+function startDaemon(...extra) {
+  const out = fs.openSync(path.join(WORK, "daemon.out"), "a");
   const env = { ...process.env, OVERNIGHT_DATA_DIR: process.env.OVERNIGHT_TEST_DATA_DIR ?? path.join(WORK, "data") };
-  const p = spawn(PY, ["-m", "overnight.daemon.cli", "-C", WS, "daemon"], { stdio: ["ignore", out, out], env, detached: true });
+  const p = spawn(PY, ["-m", "overnight.daemon.cli", "-C", WS, "daemon", ...extra], { stdio: ["ignore", out, out], env, detached: true });
   children.push({ name: "daemon", proc: p });
   return p;
 }
@@ -292,6 +292,16 @@ async function main() {
       await sleep(6000);
       if (cli("results", "--format", "tsv").trim().split("\n").length !== before) throw new Error("experiments ran while paused");
       await shot(page, "vscode-paused");
+    });
+    await step(page, "the extension says when the daemon is gone and reconnects after a restart", async () => {
+      const old = children.find((c) => c.name === "daemon");
+      children.splice(children.indexOf(old), 1);
+      process.kill(-old.proc.pid, "SIGTERM");
+      await page.locator(".statusbar-item", { hasText: "Overnight: disconnected" }).first().waitFor({ timeout: 90000 });
+      await until("the sidebar to say disconnected", async () => (await frame.textContent("#conn"))?.includes("Disconnected"), 10000);
+      await until("the old daemon gone", () => old.proc.exitCode !== null || old.proc.signalCode !== null, 60000);
+      startDaemon("--paused");
+      await page.locator(".statusbar-item", { hasText: "Overnight: paused" }).first().waitFor({ timeout: 60000 });
     });
   } finally {
     await browser.close().catch(() => {});
