@@ -14,6 +14,7 @@ from typing import Any
 import git
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from .agents import AgentError, make_agent
 from .config import CONFIG_NAME, Config, ConfigError, load_config
@@ -101,11 +102,17 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                       "(Ctrl-C again to force)[/]")
         loop.stop()
 
+    from .watch import UserFileWatcher
+
+    # The user's own edits while the loop runs are taken as authoritative, as in the daemon.
+    watcher = UserFileWatcher(cfg.root, [*cfg.editable, cfg.program], loop.request_sync)
     previous = signal.signal(signal.SIGINT, on_sigint)
+    watcher.start()
     try:
         with view:
             summary = loop.run(max_experiments=args.max_experiments, tag=args.tag)
     finally:
+        watcher.stop()
         signal.signal(signal.SIGINT, previous)
     best = f"{summary.best:.4f}" if summary.best is not None else "—"
     console.print(
@@ -155,21 +162,87 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _ask(cfg: Config, method: str, params: object) -> Any:
-    """One request to the workspace's daemon, over the same protocol an editor uses."""
+def _ask(cfg: Config, method: str, params: object, edits: bool = False) -> Any:
+    """One request to the workspace's daemon, over the same protocol an editor uses.
+
+    ``edits``: this request may make the daemon ask us to apply an edit (accept), written to disk."""
     import asyncio
+
+    from pygls.exceptions import JsonRpcException
 
     from .server.client import DaemonClient
 
     async def go() -> Any:
-        client = DaemonClient()
+        client = DaemonClient(apply_edits_under=cfg.root if edits else None)
         await client.connect_workspace(cfg.state_dir)
         try:
             return await client.request(method, params)
+        except JsonRpcException as exc:
+            raise CliError(f"the daemon refused: {exc.message}") from None
         finally:
             await client.close()
 
     return asyncio.run(asyncio.wait_for(go(), timeout=60))
+
+
+def cmd_suggestions(args: argparse.Namespace, console: Console) -> int:
+    from overnight.protocol import types as t
+
+    from .server.suggestions import relative_path
+
+    cfg = _config(args)
+    result = _ask(cfg, t.OVERNIGHT_SUGGESTIONS_LIST, t.ListSuggestionsParams())
+    if not result.items:
+        console.print("no pending suggestions")
+        return 0
+    for s in result.items:
+        console.print(f"[bold]{escape(s.id)}[/]  {escape(relative_path(cfg.root, s.uri))}  {escape(s.evidence)}", highlight=False)
+        for h in s.hunks:
+            where = f"line {h.range.start.line + 1}"
+            console.print(f"  hunk {escape(h.id)}  {where}  {escape(h.evidence or '')}", highlight=False)
+            for line in h.old_text.splitlines():
+                console.print(Text(f"    - {line}", style="red"))
+            for line in h.new_text.splitlines():
+                console.print(Text(f"    + {line}", style="green"))
+    console.print("accept with `overnight accept ID [--hunk HUNK]`, reject with `overnight reject ID --reason \"…\"`")
+    return 0
+
+
+def cmd_accept(args: argparse.Namespace, console: Console) -> int:
+    from overnight.protocol import types as t
+
+    cfg = _config(args)
+    result = _ask(cfg, t.OVERNIGHT_SUGGESTIONS_ACCEPT, t.AcceptSuggestionParams(id=args.id, hunk_id=args.hunk), edits=True)
+    if not result.applied:
+        raise CliError(f"not applied: {result.message}")
+    console.print(f"applied {args.hunk or args.id} to your file")
+    return 0
+
+
+def cmd_reject(args: argparse.Namespace, console: Console) -> int:
+    from overnight.protocol import types as t
+
+    cfg = _config(args)
+    _ask(cfg, t.OVERNIGHT_SUGGESTIONS_REJECT, t.RejectSuggestionParams(id=args.id, hunk_id=args.hunk, reason=args.reason))
+    console.print("rejected" + ("; the agent sees your reason from its next proposal on" if args.reason else ""))
+    return 0
+
+
+def cmd_attach(args: argparse.Namespace, console: Console) -> int:
+    from .server.bridge import attach
+
+    return attach(_config(args).state_dir)
+
+
+def cmd_budget(args: argparse.Namespace, console: Console) -> int:
+    from overnight.protocol import types as t
+
+    cfg = _config(args)
+    if not args.seconds > 0:
+        raise CliError("the budget must be a positive number of seconds")
+    _ask(cfg, t.OVERNIGHT_SET_BUDGET, t.SetBudgetParams(seconds=args.seconds, tag=args.tag))
+    console.print(f"budget {args.seconds:g} s: a new session (new baseline) starts after the experiment in flight")
+    return 0
 
 
 def cmd_control(args: argparse.Namespace, console: Console) -> int:
@@ -179,6 +252,10 @@ def cmd_control(args: argparse.Namespace, console: Console) -> int:
     if args.command == "redirect":
         result = _ask(cfg, t.OVERNIGHT_REDIRECT, t.RedirectParams(instruction=args.instruction))
         console.print(f"recorded; the agent sees it from the next proposal on (feedback #{result.feedback_id})")
+        return 0
+    if args.command == "shutdown":
+        _ask(cfg, t.OVERNIGHT_SHUTDOWN, t.ShutdownParams())
+        console.print("the daemon is shutting down (a run in flight re-runs on the next start)")
         return 0
     method, params = {
         "status": (t.OVERNIGHT_STATUS, t.StatusParams()),
@@ -304,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.set_defaults(func=cmd_daemon)
     for name, text in (("status", "ask the running daemon how the loop stands"),
                        ("pause", "pause the loop after the experiment in flight"),
-                       ("resume", "resume a paused loop"),
-                       ("stop", "stop the loop after the experiment in flight (--now: at once)")):
+                       ("resume", "resume a paused loop, or start a stopped one again"),
+                       ("stop", "stop the loop after the experiment in flight (--now: at once); the daemon keeps serving"),
+                       ("shutdown", "stop the loop at once and end the daemon")):
         p = sub.add_parser(name, help=text)
         if name == "pause":
             p.add_argument("--reason", help="why: recorded, and shown to the agent")
@@ -315,6 +393,25 @@ def build_parser() -> argparse.ArgumentParser:
     redirect = sub.add_parser("redirect", help="an instruction for the agent, from the next proposal on")
     redirect.add_argument("instruction")
     redirect.set_defaults(func=cmd_control)
+
+    suggestions = sub.add_parser("suggestions", help="the pending suggestions: the loop's kept changes, as hunks")
+    suggestions.set_defaults(func=cmd_suggestions)
+    accept = sub.add_parser("accept", help="apply a suggestion (or one hunk) to your file")
+    accept.add_argument("id", help="suggestion id (see `overnight suggestions`)")
+    accept.add_argument("--hunk", help="only this hunk")
+    accept.set_defaults(func=cmd_accept)
+    reject = sub.add_parser("reject", help="reject a suggestion (or one hunk); the reason goes to the agent")
+    reject.add_argument("id", help="suggestion id")
+    reject.add_argument("--hunk", help="only this hunk")
+    reject.add_argument("--reason", help="why: the agent sees it")
+    reject.set_defaults(func=cmd_reject)
+    attach = sub.add_parser("attach", help="the daemon's LSP connection on stdin/stdout, for editors that start "
+                                           "language servers as child processes")
+    attach.set_defaults(func=cmd_attach)
+    budget = sub.add_parser("budget", help="change the training budget: starts a new session with a new baseline")
+    budget.add_argument("seconds", type=float)
+    budget.add_argument("--tag", help="the new session's tag (default: derived from the current one)")
+    budget.set_defaults(func=cmd_budget)
 
     init = sub.add_parser("init", help="set up a new workspace (training script, harness, program, config)")
     init.add_argument("dir")

@@ -362,6 +362,14 @@ class Journal:
         rows = self._query("SELECT * FROM experiments WHERE tag=? AND status='keep' ORDER BY id DESC LIMIT 1", (tag,))
         return _experiment(rows[0]) if rows else None
 
+    def code_head(self, tag: str) -> Experiment | None:
+        """The experiment whose code the session now stands on: the incumbent, or a baseline being
+        measured after a rebase onto the user's change (its code is already the session's)."""
+        rows = self._query(
+            "SELECT * FROM experiments WHERE tag=? AND (status='keep' OR (kind='baseline' AND status IN "
+            "('running', 'interrupted'))) ORDER BY id DESC LIMIT 1", (tag,))
+        return _experiment(rows[0]) if rows else None
+
     # -- runs -------------------------------------------------------------------------------------
 
     def add_run(self, run: Run) -> int:

@@ -28,6 +28,8 @@ from .decide import judge, noise_sigma
 from .executor import RunOutcome, RunRequest, execute, resolve_clock, resolve_command
 from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
+from .suggestions import USER_BASE_KEY
+from .threeway import merge
 from .workspace import InvalidProposal, Workspace, branch_name, experiment_ref
 
 # An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
@@ -41,6 +43,9 @@ _RUN_FIELDS = tuple(
 _MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "metric", "direction", "editable", "frozen")
 # The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
 _MAX_AGENT_FAILURES = 3
+
+
+_NEW_BUDGET = "a new budget starts a new session"
 
 
 class LoopError(RuntimeError):
@@ -92,6 +97,10 @@ class Loop:
         self.clock = "cpu"
         self.data_dir: str | None = None
         self.manifest_sha256: str | None = None
+        # Set from other threads, acted on between experiments: the user's own edits to sync with, and
+        # a new budget (a new session).
+        self._sync_paths: set[str] = set()
+        self._next_session: tuple[float, str] | None = None
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -130,13 +139,43 @@ class Loop:
             raise LoopError("the loop has no session yet: redirect once it has started")
         return self.journal.add_feedback(self.session.tag, "redirect", instruction)
 
+    def set_budget(self, seconds: float, tag: str | None = None) -> str:
+        """A new training budget: results under another budget do not compare, so once the experiment in
+        flight is decided a new session starts (new tag, new baseline) from the incumbent's code."""
+        if not seconds > 0:
+            raise ValueError("the budget must be a positive number of seconds")
+        if tag is None:
+            base = self.session.tag if self.session else default_tag()
+            tag = f"{base}-{seconds:g}s".replace(".", "_")
+            taken = {s.tag for s in self.journal.sessions()} if self.journal else set()
+            n = 2
+            while tag in taken:
+                tag, n = f"{base}-{seconds:g}s-{n}".replace(".", "_"), n + 1
+        elif self.journal is not None and self.journal.session(tag) is not None:
+            raise LoopError(f"session {tag!r} exists already: name a new one")
+        with self._control:
+            self._next_session = (float(seconds), tag)
+            self._control.notify_all()
+        self._emit("message", level="info", text=f"budget {seconds:g} s: session {tag} starts after the current experiment")
+        return tag
+
+    def request_sync(self, paths: list[str]) -> None:
+        """The user changed these files themselves (on disk): rebase onto them after the experiment in flight."""
+        with self._control:
+            self._sync_paths.update(paths)
+            self._control.notify_all()
+
     def _wait_while_paused(self) -> None:
         with self._control:
             if not self.paused:
                 return
         self._emit("state", state="paused", message=self.pause_reason or "paused")
         with self._control:
-            self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after)
+            self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after
+                                   or self._sync_paths)
+        if self.paused and self._sync_paths:
+            self._sync_user_changes()  # the user's edit is synced (and its baseline measured) even while paused
+            self._wait_while_paused()
 
     def run(self, max_experiments: int | None = None, tag: str | None = None) -> Summary:
         lock = WorkspaceLock(self.cfg.state_dir)
@@ -145,7 +184,17 @@ class Loop:
             self.journal = Journal(self.cfg.journal_path)
             try:
                 self.ws = ws
-                return self._run(max_experiments, tag)
+                start: str | None = None
+                while True:
+                    summary = self._run(max_experiments, tag, start)
+                    with self._control:
+                        nxt, self._next_session = self._next_session, None
+                    if nxt is None or self.stop_requested.is_set() or summary.stopped != _NEW_BUDGET:
+                        return summary
+                    budget, tag = nxt
+                    start = self.ws.head()
+                    self._carry_user_base(summary.tag, tag)
+                    self.cfg = dataclasses.replace(self.cfg, budget=budget)
             finally:
                 self.journal.close()
 
@@ -156,17 +205,21 @@ class Loop:
             self.state, self.state_message = data["state"], data.get("message", "")
         self.listener(Event(kind, data))
 
-    def _open_session(self, tag: str | None) -> Session:
+    def _open_session(self, tag: str | None, start: str | None = None) -> Session:
         assert self.journal is not None and self.ws is not None
         if tag is None:
             latest = self.journal.latest_session()
             tag = latest.tag if latest else default_tag()
         session = self.journal.session(tag)
         if session is None:
-            base = self.ws.open(tag)
+            base = self.ws.open(tag, start)
             config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.cfg).items()}
             session = Session(tag, branch_name(tag), base, self.ws.frozen_hashes(), config, time.time())
             self.journal.create_session(session)
+            if self.journal.meta(USER_BASE_KEY.format(tag=tag)) is None:
+                # What the user's files were when the session began: the base of suggestions and syncs.
+                self._set_user_base(tag, {rel: self.ws.read(rel) for rel in self._synced_files()
+                                          if (self.ws.wt_path / rel).is_file()})
             self._emit("session", tag=tag, resumed=False, worktree=str(self.ws.wt_path), branch=session.branch)
         else:
             self._check_comparable(session)
@@ -193,13 +246,14 @@ class Loop:
                 f"or resume with the session's settings."
             )
 
-    def _run(self, max_experiments: int | None, tag: str | None) -> Summary:
+    def _run(self, max_experiments: int | None, tag: str | None, start: str | None = None) -> Summary:
         assert self.journal is not None and self.ws is not None
-        self.session = session = self._open_session(tag)
+        self.session = session = self._open_session(tag, start)
         self.clock = resolve_clock(self.cfg.clock)
         self._prepare_data()
         for exp in self.journal.unfinished(session.tag):
             self._recover(exp)
+        self._notice_offline_edits()
         if self.stop_requested.is_set():
             return self._summary("stopped by the user")
         self._wait_while_paused()  # a daemon started paused waits here, before any run
@@ -217,6 +271,11 @@ class Loop:
                 return self._summary("stopped by the user")
             if self.stop_after:
                 return self._summary("stopped after the experiment in flight, as asked")
+            if self._next_session is not None:
+                return self._summary(_NEW_BUDGET)
+            if self._sync_paths:
+                self._sync_user_changes()
+                continue
             self._emit("state", state="proposing", message=f"{self.agent.name} is proposing")
             try:
                 proposal = self.agent.propose(self._context())
@@ -235,6 +294,83 @@ class Loop:
             done += 1
         return self._summary(f"reached --max-experiments {max_experiments}")
 
+    # -- the user's own changes ------------------------------------------------------------------
+
+    def _synced_files(self) -> list[str]:
+        return [*self.cfg.editable, self.cfg.program]
+
+    def _user_base(self, tag: str) -> dict[str, str]:
+        assert self.journal is not None
+        stored = self.journal.meta(USER_BASE_KEY.format(tag=tag))
+        return {str(k): str(v) for k, v in json.loads(stored).items()} if stored else {}
+
+    def _set_user_base(self, tag: str, texts: dict[str, str]) -> None:
+        assert self.journal is not None
+        self.journal.set_meta(USER_BASE_KEY.format(tag=tag), json.dumps(texts))
+
+    def _carry_user_base(self, old_tag: str, new_tag: str) -> None:
+        """A session continued under a new budget starts from the incumbent's code, but the user's
+        version is still the user's: pending suggestions carry over."""
+        texts = self._user_base(old_tag)
+        if texts:
+            self._set_user_base(new_tag, texts)
+
+    def _notice_offline_edits(self) -> None:
+        """The user may have edited their files while no loop ran: sync with them before going on."""
+        assert self.session is not None
+        base = self._user_base(self.session.tag)
+        for rel, text in base.items():
+            try:
+                if (self.cfg.root / rel).read_text(encoding="utf-8") != text:
+                    self.request_sync([rel])
+            except (OSError, UnicodeDecodeError):
+                continue
+
+    def _sync_user_changes(self) -> None:
+        """Rebase onto the user's own edits: their version wins where it conflicts with the loop's.
+
+        Runs between experiments (the worktree stands on the incumbent). If the code the loop measures
+        changed, the baseline is measured again: what was kept before was measured on other code."""
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        with self._control:
+            paths, self._sync_paths = sorted(self._sync_paths), set()
+        tag = self.session.tag
+        base = self._user_base(tag)
+        new_base = dict(base)
+        changed: list[str] = []
+        for rel in self._synced_files():
+            disk = self.cfg.root / rel
+            try:
+                user = disk.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                continue  # deleted or unreadable: nothing the loop can take from it
+            if rel not in base or user == base[rel]:
+                continue
+            new_base[rel] = user
+            loop_text = self.ws.read(rel)
+            merged = merge(base[rel], user, loop_text)
+            if merged != loop_text:
+                self.ws.write(rel, merged)
+                changed.append(rel)
+        if new_base == base:
+            return
+        names = ", ".join(changed) or ", ".join(p for p in paths if new_base.get(p) != base.get(p))
+        if changed:
+            self.ws.commit(f"overnight: rebase onto your change to {names}", changed)
+        measured = [rel for rel in changed if rel in self.cfg.editable]
+        # The new baseline's row (the code suggestions are made from) before the new user base, so no
+        # client ever sees the user's new version against the loop's old code.
+        baseline = self._start_baseline(
+            f"baseline after your change to {', '.join(measured)} ({self.cfg.baseline_runs} runs)") if measured else None
+        self._set_user_base(tag, new_base)
+        self._emit("rebased", paths=changed, files=[rel for rel in new_base if new_base[rel] != base.get(rel)])
+        if baseline is not None:
+            self._emit("message", level="info",
+                       text=f"your change to {', '.join(measured)} is now the base: measuring the baseline again")
+            self._run_baseline(baseline)
+        else:
+            self._emit("message", level="info", text=f"took your change to {names}")
+
     def _summary(self, stopped: str) -> Summary:
         assert self.journal is not None and self.session is not None
         exps = [e for e in self.journal.experiments(self.session.tag) if e.kind == "experiment"]
@@ -243,7 +379,8 @@ class Loop:
             tag=self.session.tag, experiments=len(exps), kept=sum(e.status == "keep" for e in exps),
             best=incumbent.val_bpb if incumbent else None, stopped=stopped,
         )
-        self._emit("state", state="stopped", message=stopped)
+        if stopped != _NEW_BUDGET:  # a budget change goes straight on to the next session
+            self._emit("state", state="stopped", message=stopped)
         return summary
 
     def _prepare_data(self) -> None:
@@ -297,15 +434,19 @@ class Loop:
         runs = [r.val_bpb for r in self.journal.runs(baselines[-1].id) if r.val_bpb is not None] if baselines else []
         return noise_sigma(runs, self.cfg.min_sigma)
 
-    def _baseline(self) -> None:
+    def _baseline(self, description: str | None = None) -> None:
+        self._run_baseline(self._start_baseline(description))
+
+    def _start_baseline(self, description: str | None = None) -> int:
+        """The baseline's journal row and ref, for the code at the worktree's head."""
         assert self.journal is not None and self.ws is not None and self.session is not None
         head = self.ws.head()
         exp_id = self.journal.start_experiment(
             tag=self.session.tag, kind="baseline", parent_commit=head, agent="loop",
-            description=f"baseline ({self.cfg.baseline_runs} runs: the noise floor)",
+            description=description or f"baseline ({self.cfg.baseline_runs} runs: the noise floor)",
         )
         self._commit_ref(exp_id, head, head)
-        self._run_baseline(exp_id)
+        return exp_id
 
     def _run_baseline(self, exp_id: int) -> None:
         assert self.journal is not None and self.session is not None

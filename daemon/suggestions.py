@@ -100,7 +100,8 @@ class SuggestionBook:
             return None
 
     def incumbent(self, tag: str) -> Experiment | None:
-        return self.journal.incumbent(tag)
+        """The loop's side of the merge: the code the session stands on (see Journal.code_head)."""
+        return self.journal.code_head(tag)
 
     # -- views ------------------------------------------------------------------------------------
 

@@ -65,10 +65,37 @@ def regions(base: list[str], user: list[str], loop: list[str]) -> Iterator[Regio
                 kind = "same"
             else:
                 kind = "conflict"
-            yield Region(kind, z, a, b)
+            if kind == "conflict" and zmatch - iz == amatch - ia == bmatch - ib:
+                # Same-length blocks (merge3 lumps adjacent changes together): decide line by line, so the
+                # user's edit of one line does not swallow the loop's change of the next.
+                yield from _line_by_line(base, user, loop, iz, ia, ib, zmatch - iz)
+            else:
+                yield Region(kind, z, a, b)
         if zend > zmatch:
             yield Region("unchanged", (zmatch, zend), (amatch, aend), (bmatch, bend))
         iz, ia, ib = zend, aend, bend
+
+
+def _classify(base: list[str], user: list[str], loop: list[str]) -> str:
+    if user == base:
+        return "unchanged" if loop == base else "loop"
+    if loop == base:
+        return "user"
+    return "same" if user == loop else "conflict"
+
+
+def _line_by_line(base: list[str], user: list[str], loop: list[str], iz: int, ia: int, ib: int, n: int) -> Iterator[Region]:
+    pending: Region | None = None
+    for k in range(n):
+        kind = _classify(base[iz + k:iz + k + 1], user[ia + k:ia + k + 1], loop[ib + k:ib + k + 1])
+        if pending is not None and pending.kind == kind:
+            pending = Region(kind, (pending.base[0], iz + k + 1), (pending.user[0], ia + k + 1), (pending.loop[0], ib + k + 1))
+            continue
+        if pending is not None:
+            yield pending
+        pending = Region(kind, (iz + k, iz + k + 1), (ia + k, ia + k + 1), (ib + k, ib + k + 1))
+    if pending is not None:
+        yield pending
 
 
 def hunk_key(base_text: str, new_text: str) -> str:
@@ -138,3 +165,20 @@ def apply(text: str, chosen: list[Change]) -> str:
         start, end = change.user
         result = result[:offsets[min(start, len(user))]] + new_text + result[offsets[min(end, len(user))]:]
     return result
+
+
+def merge(base_text: str, user_text: str, loop_text: str) -> str:
+    """The user's text with every loop change that does not contradict it: the user wins conflicts.
+
+    What the loop rebases onto when the user changed a file themselves: their change is authoritative,
+    the loop's kept changes elsewhere in the file stay."""
+    base, user, loop = lines(base_text), lines(user_text), lines(loop_text)
+    out: list[str] = []
+    for region in regions(base, user, loop):
+        if region.kind == "loop":
+            out += loop[region.loop[0]:region.loop[1]]
+        elif region.kind == "unchanged":
+            out += base[region.base[0]:region.base[1]]
+        else:  # user, same, conflict: the user's lines
+            out += user[region.user[0]:region.user[1]]
+    return "".join(out)

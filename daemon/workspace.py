@@ -89,7 +89,8 @@ class Workspace:
         """Check out the session's branch in its worktree, creating both if needed.
 
         Returns the commit the branch stands on. A new session starts from the user's HEAD plus
-        the working-copy versions of the declared files (the user's current code is authoritative).
+        the working-copy versions of the declared files (the user's current code is authoritative),
+        or from ``start_commit`` as it is (a session continued under a new budget).
         """
         self._ensure_state_dir()
         path = self.worktree_path(tag)
@@ -105,7 +106,7 @@ class Workspace:
             self.repo.git.worktree("add", str(path), branch)
         self.worktree = path
         self._wt = git.Repo(path)
-        if not exists:
+        if not exists and start_commit is None:
             self._adopt_working_copy()
         return self.head()
 
@@ -146,6 +147,12 @@ class Workspace:
 
     def frozen_hashes(self) -> dict[str, str]:
         return {rel: sha256_file(self.wt_path / rel) for rel in self.cfg.frozen}
+
+    def write(self, rel: str, text: str) -> None:
+        """Write a file of the worktree (never the user's copy)."""
+        path = self.wt_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
 
     def read(self, rel: str) -> str:
         return (self.wt_path / rel).read_text(encoding="utf-8")

@@ -106,6 +106,7 @@ EXAMPLES: list[dict[str, Any]] = [
                   "logTail": "Traceback (most recent call last):\n  ...", "curve": [],
                   "started": 1764230601.0, "finished": 1764230610.0}],
     }},
+    {"method": "overnight/shutdown", "params": {}, "result": {}},
     {"method": "overnight/suggestions/list", "params": {}, "result": {"items": [_SUGGESTION]}},
     {"method": "overnight/suggestions/list", "params": {"uri": "file:///home/ada/proj/model.py"},
      "result": {"items": []}},

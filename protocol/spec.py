@@ -255,6 +255,8 @@ STRUCTS: tuple[Struct, ...] = (
     Struct("RedirectResult", "Result of `overnight/redirect`.", (
         f("feedbackId", "integer", "The journal id of the recorded instruction."),
     )),
+    Struct("ShutdownParams", "No parameters.", ()),
+    Struct("ShutdownResult", "Result of `overnight/shutdown`: nothing; the daemon exits right after answering.", ()),
     Struct("SetBudgetParams", "Parameters of `overnight/setBudget`.", (
         f("seconds", "number", "Training seconds per run, > 0."),
         opt("tag", "string", "The tag of the new session the budget starts; default: the daemon picks one."),
@@ -344,7 +346,10 @@ METHODS: tuple[Method, ...] = (
             "Pause after the run in flight (its result is kept). Idempotent."),
     request("resume", "ResumeParams", "LoopStatus", "Resume a paused loop. Idempotent."),
     request("stop", "StopParams", "LoopStatus",
-            "End the session (the daemon keeps serving; a stopped session resumes on the next start)."),
+            "End the session (the daemon keeps serving suggestions and history; `resume` starts the loop again, "
+            "continuing the session)."),
+    request("shutdown", "ShutdownParams", "ShutdownResult",
+            "Stop the loop at once (the run in flight re-runs on the next start) and end the daemon."),
     request("redirect", "RedirectParams", "RedirectResult",
             "Tell the agent what to try or avoid; it is in the agent's context from its next proposal on."),
     request("setBudget", "SetBudgetParams", "LoopStatus",

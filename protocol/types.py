@@ -347,6 +347,16 @@ class RedirectResult:
 
 
 @attrs.define(kw_only=True)
+class ShutdownParams:
+    """No parameters."""
+
+
+@attrs.define(kw_only=True)
+class ShutdownResult:
+    """Result of `overnight/shutdown`: nothing; the daemon exits right after answering."""
+
+
+@attrs.define(kw_only=True)
 class SetBudgetParams:
     """Parameters of `overnight/setBudget`."""
 
@@ -592,6 +602,25 @@ class StopResponse:
 
 
 @attrs.define(kw_only=True)
+class ShutdownRequest:
+    """The `overnight/shutdown` request message."""
+
+    id: int | str
+    method: str
+    jsonrpc: str
+    params: ShutdownParams = attrs.Factory(ShutdownParams)
+
+
+@attrs.define(kw_only=True)
+class ShutdownResponse:
+    """The response to a `overnight/shutdown` request."""
+
+    id: int | str | None
+    result: ShutdownResult
+    jsonrpc: str
+
+
+@attrs.define(kw_only=True)
 class RedirectRequest:
     """The `overnight/redirect` request message."""
 
@@ -793,6 +822,7 @@ OVERNIGHT_STATUS: Final = "overnight/status"
 OVERNIGHT_PAUSE: Final = "overnight/pause"
 OVERNIGHT_RESUME: Final = "overnight/resume"
 OVERNIGHT_STOP: Final = "overnight/stop"
+OVERNIGHT_SHUTDOWN: Final = "overnight/shutdown"
 OVERNIGHT_REDIRECT: Final = "overnight/redirect"
 OVERNIGHT_SET_BUDGET: Final = "overnight/setBudget"
 OVERNIGHT_EXPERIMENTS_LIST: Final = "overnight/experiments/list"
@@ -842,6 +872,11 @@ METHODS: Final[dict[str, MethodInfo]] = {
         name=OVERNIGHT_STOP, kind="request", direction="clientToServer",
         params=StopParams, result=LoopStatus,
         message=StopRequest, response=StopResponse,
+    ),
+    OVERNIGHT_SHUTDOWN: MethodInfo(
+        name=OVERNIGHT_SHUTDOWN, kind="request", direction="clientToServer",
+        params=ShutdownParams, result=ShutdownResult,
+        message=ShutdownRequest, response=ShutdownResponse,
     ),
     OVERNIGHT_REDIRECT: MethodInfo(
         name=OVERNIGHT_REDIRECT, kind="request", direction="clientToServer",
@@ -965,6 +1000,8 @@ TYPES: Final[dict[str, type[Any]]] = {
     "StopParams": StopParams,
     "RedirectParams": RedirectParams,
     "RedirectResult": RedirectResult,
+    "ShutdownParams": ShutdownParams,
+    "ShutdownResult": ShutdownResult,
     "SetBudgetParams": SetBudgetParams,
     "ListExperimentsParams": ListExperimentsParams,
     "ExperimentList": ExperimentList,

@@ -257,6 +257,12 @@ export interface RedirectResult {
   feedbackId: number;
 }
 
+/** No parameters. */
+export type ShutdownParams = Record<string, never>;
+
+/** Result of `overnight/shutdown`: nothing; the daemon exits right after answering. */
+export type ShutdownResult = Record<string, never>;
+
 /** Parameters of `overnight/setBudget`. */
 export interface SetBudgetParams {
   /** Training seconds per run, > 0. */
@@ -397,8 +403,10 @@ export const Methods = {
   pause: "overnight/pause",
   /** Request: Resume a paused loop. Idempotent. */
   resume: "overnight/resume",
-  /** Request: End the session (the daemon keeps serving; a stopped session resumes on the next start). */
+  /** Request: End the session (the daemon keeps serving suggestions and history; `resume` starts the loop again, continuing the session). */
   stop: "overnight/stop",
+  /** Request: Stop the loop at once (the run in flight re-runs on the next start) and end the daemon. */
+  shutdown: "overnight/shutdown",
   /** Request: Tell the agent what to try or avoid; it is in the agent's context from its next proposal on. */
   redirect: "overnight/redirect",
   /** Request: Change the training budget. Results under different budgets do not compare, so the new budget starts a new session (new tag, new baseline) once the experiment in flight is decided. */
@@ -436,6 +444,7 @@ export interface Requests {
   "overnight/pause": { params: PauseParams; result: LoopStatus };
   "overnight/resume": { params: ResumeParams; result: LoopStatus };
   "overnight/stop": { params: StopParams; result: LoopStatus };
+  "overnight/shutdown": { params: ShutdownParams; result: ShutdownResult };
   "overnight/redirect": { params: RedirectParams; result: RedirectResult };
   "overnight/setBudget": { params: SetBudgetParams; result: LoopStatus };
   "overnight/experiments/list": { params: ListExperimentsParams; result: ExperimentList };

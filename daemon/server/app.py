@@ -23,6 +23,8 @@ from . import discovery
 from .auth import DaemonProtocol
 from .core import DaemonCore, call_in_thread
 from .framing import serve_connection
+from .progress import ExperimentProgress
+from .suggestions import Reservations, SuggestionFeature
 
 log = logging.getLogger("overnight.daemon")
 
@@ -34,14 +36,45 @@ class _NotFound(JsonRpcException):
     CODE = t.ErrorCode.NOT_FOUND
 
 
-def create_server(core: DaemonCore, token: str) -> LanguageServer:
+class DaemonServer(LanguageServer):
+    """One connection's server object, with what the daemon keeps per client."""
+
+    suggestions: SuggestionFeature
+    experiment_progress: ExperimentProgress
+    tasks: set[asyncio.Task[Any]]
+
+    def spawn(self, coro: Any) -> None:
+        """Run a coroutine for this client in the background; keep a reference until it is done."""
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.info("a background task for a client failed: %r", task.exception())
+
+    async def refresh(self) -> None:
+        """Suggestions, then the client's CodeLenses and inlay hints: the journal or the user's text changed."""
+        await self.suggestions.push()
+        workspace = self.client_capabilities.workspace if self.client_capabilities else None
+        if workspace and workspace.code_lens and workspace.code_lens.refresh_support:
+            self.workspace_code_lens_refresh(None)
+        if workspace and workspace.inlay_hint and workspace.inlay_hint.refresh_support:
+            self.workspace_inlay_hint_refresh(None)
+
+
+def create_server(core: DaemonCore, token: str, reservations: Reservations | None = None) -> DaemonServer:
     """A server object for one connection (a factory, so every connection and test gets a fresh one)."""
 
     class Protocol(DaemonProtocol):
         pass
 
     Protocol.token = token
-    ls = LanguageServer("overnight", __version__, protocol_cls=Protocol, converter_factory=make_converter)
+    ls = DaemonServer("overnight", __version__, protocol_cls=Protocol, converter_factory=make_converter)
+    ls.suggestions = SuggestionFeature(ls, core, reservations or Reservations())
+    ls.experiment_progress = ExperimentProgress(ls)
+    ls.tasks = set()
 
     @ls.feature(t.OVERNIGHT_STATUS)
     async def status(ls: LanguageServer, params: t.StatusParams) -> t.LoopStatus:
@@ -54,8 +87,14 @@ def create_server(core: DaemonCore, token: str) -> LanguageServer:
 
     @ls.feature(t.OVERNIGHT_RESUME)
     async def resume(ls: LanguageServer, params: t.ResumeParams) -> t.LoopStatus:
-        await call_in_thread(core.loop.resume)
+        await call_in_thread(core.resume)
         return await call_in_thread(core.status)
+
+    @ls.feature(t.OVERNIGHT_SHUTDOWN)
+    async def shutdown(ls: LanguageServer, params: t.ShutdownParams) -> t.ShutdownResult:
+        # After this answer is written: the daemon stops the loop, closes every connection and exits.
+        asyncio.get_running_loop().call_later(0.1, core.shutdown)
+        return t.ShutdownResult()
 
     @ls.feature(t.OVERNIGHT_STOP)
     async def stop(ls: LanguageServer, params: t.StopParams) -> t.LoopStatus:
@@ -74,6 +113,49 @@ def create_server(core: DaemonCore, token: str) -> LanguageServer:
         except Exception as exc:
             raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
         return t.RedirectResult(feedback_id=feedback_id)
+
+    @ls.feature(t.OVERNIGHT_SET_BUDGET)
+    async def set_budget(ls: LanguageServer, params: t.SetBudgetParams) -> t.LoopStatus:
+        if not params.seconds > 0 or params.seconds != params.seconds or params.seconds == float("inf"):
+            raise JsonRpcException(code=-32602, message="seconds must be a positive, finite number")
+        try:
+            await call_in_thread(lambda: core.loop.set_budget(params.seconds, params.tag))
+        except Exception as exc:
+            raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
+        return await call_in_thread(core.status)
+
+    @ls.feature(t.OVERNIGHT_SUGGESTIONS_LIST)
+    async def list_suggestions(ls: DaemonServer, params: t.ListSuggestionsParams) -> t.SuggestionList:
+        return await ls.suggestions.list_pending(params)
+
+    @ls.feature(t.OVERNIGHT_SUGGESTIONS_ACCEPT)
+    async def accept(ls: DaemonServer, params: t.AcceptSuggestionParams) -> t.AcceptSuggestionResult:
+        return await ls.suggestions.accept(params)
+
+    @ls.feature(t.OVERNIGHT_SUGGESTIONS_REJECT)
+    async def reject(ls: DaemonServer, params: t.RejectSuggestionParams) -> t.RejectSuggestionResult:
+        return await ls.suggestions.reject(params)
+
+    @ls.feature(lsp.TEXT_DOCUMENT_CODE_LENS)
+    async def code_lens(ls: DaemonServer, params: lsp.CodeLensParams) -> list[lsp.CodeLens]:
+        return await ls.suggestions.code_lenses(params.text_document.uri)
+
+    # Document sync is pygls's; after it, the client's suggestions are re-anchored in its new text.
+    @ls.feature(lsp.INITIALIZED)
+    def initialized(ls: DaemonServer, params: lsp.InitializedParams) -> None:
+        ls.spawn(ls.suggestions.push())
+
+    @ls.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: DaemonServer, params: lsp.DidOpenTextDocumentParams) -> None:
+        ls.spawn(ls.suggestions.push())
+
+    @ls.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: DaemonServer, params: lsp.DidChangeTextDocumentParams) -> None:
+        ls.spawn(ls.suggestions.push())
+
+    @ls.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: DaemonServer, params: lsp.DidCloseTextDocumentParams) -> None:
+        ls.spawn(ls.suggestions.push())
 
     @ls.feature(t.OVERNIGHT_EXPERIMENTS_LIST)
     async def list_experiments(ls: LanguageServer, params: t.ListExperimentsParams) -> t.ExperimentList:
@@ -132,7 +214,8 @@ class Daemon:
             raise ValueError("the daemon runs code: it listens on loopback only")
         self.cfg, self.core, self.host, self.port = cfg, core, host, port
         self.token = discovery.new_token()
-        self.clients: set[LanguageServer] = set()
+        self.clients: set[DaemonServer] = set()
+        self.reservations = Reservations()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._aio: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -142,17 +225,37 @@ class Daemon:
         if self._aio is not None and not self._aio.is_closed():
             self._aio.call_soon_threadsafe(self._send_all, method, params)
 
+    def changed(self) -> None:
+        """Thread-safe: what clients derive from the journal or the user's files may have changed."""
+        if self._aio is not None and not self._aio.is_closed():
+            self._aio.call_soon_threadsafe(self._refresh_all)
+
+    def _attached(self) -> list[DaemonServer]:
+        return [ls for ls in list(self.clients)
+                if isinstance(ls.protocol, DaemonProtocol) and ls.protocol.authenticated and ls.protocol.writer is not None]
+
+    def _refresh_all(self) -> None:
+        for ls in self._attached():
+            ls.spawn(ls.refresh())
+
     def _send_all(self, method: str, params: Any) -> None:
-        for ls in list(self.clients):
-            protocol = ls.protocol
-            if isinstance(protocol, DaemonProtocol) and protocol.authenticated and protocol.writer is not None:
-                try:
-                    protocol.notify(method, params)
-                except Exception:  # a client that went away mid-write is dropped by its reader task
-                    log.debug("could not notify a client", exc_info=True)
+        for ls in self._attached():
+            try:
+                ls.protocol.notify(method, params)
+                # The editor's own progress bar follows the experiment in flight.
+                if method == t.OVERNIGHT_EXPERIMENT_STARTED:
+                    ls.spawn(ls.experiment_progress.started(params))
+                elif method == t.OVERNIGHT_PROGRESS:
+                    ls.experiment_progress.report(params)
+                elif method == t.OVERNIGHT_EXPERIMENT_FINISHED:
+                    ls.experiment_progress.finished(params)
+                elif method == t.OVERNIGHT_LOOP_STATE_CHANGED and params.state in (t.LoopState.STOPPED, t.LoopState.ERROR):
+                    ls.experiment_progress.finished(None)
+            except Exception:  # a client that went away mid-write is dropped by its reader task
+                log.debug("could not notify a client", exc_info=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ls = create_server(self.core, self.token)
+        ls = create_server(self.core, self.token, self.reservations)
         ls.protocol.set_writer(writer)
         self.clients.add(ls)
         task = asyncio.current_task()
@@ -182,12 +285,12 @@ class Daemon:
                 self._aio.add_signal_handler(sig, self._stopped.set)
             except (NotImplementedError, RuntimeError):
                 pass  # not the main thread (tests): stop() is called instead
-        self.core.start(self.broadcast)
-        finished = asyncio.ensure_future(asyncio.to_thread(self.core.finished.wait))
+        self.core.start(self.broadcast, self.changed, self.stop)
         try:
+            # The daemon outlives its loop (clients still review suggestions and history after a session
+            # ends): it runs until SIGINT/SIGTERM or `overnight/shutdown`.
             async with server:
-                await asyncio.wait([asyncio.ensure_future(self._stopped.wait()), finished],
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await self._stopped.wait()
         finally:
             discovery.remove(self.cfg.state_dir, os.getpid())
             await asyncio.to_thread(self.core.stop)
@@ -216,7 +319,7 @@ def setup_logging(cfg: Config) -> None:
 
 
 def run_daemon(cfg: Config, core: DaemonCore, port: int = 0) -> None:
-    """Run the daemon in the foreground until SIGINT/SIGTERM or the loop ends. One per workspace."""
+    """Run the daemon in the foreground until SIGINT/SIGTERM or `overnight shutdown`. One per workspace."""
     running = discovery.read(cfg.state_dir)
     if running is not None:
         raise RuntimeError(f"a daemon already runs for this workspace: pid {running.pid}, port {running.port}")

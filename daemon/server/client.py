@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
+from pygls import uris
 from pygls.io_ import run_async
 from pygls.lsp.client import LanguageClient
+from pygls.workspace import TextDocument
 
 from overnight.protocol import types as t
 from overnight.protocol.wire import OvernightProtocol, make_converter
@@ -22,10 +25,45 @@ class NoDaemon(RuntimeError):
     """No daemon runs for this workspace."""
 
 
+def apply_to_disk(root: Path, edit: lsp.WorkspaceEdit) -> list[Path]:
+    """Apply a workspace edit to files on disk (the CLI has no buffers): each file atomically.
+
+    Only for the user's own explicit accept from the command line, and only inside the workspace."""
+    changes: list[tuple[str, list[lsp.TextEdit]]] = []
+    for doc_change in edit.document_changes or []:
+        if not isinstance(doc_change, lsp.TextDocumentEdit):
+            raise ValueError("only text edits are supported")
+        changes.append((doc_change.text_document.uri, [e for e in doc_change.edits if isinstance(e, lsp.TextEdit)]))
+    changes += [(uri, list(edits)) for uri, edits in (edit.changes or {}).items()]
+    written = []
+    for uri, edits in changes:
+        path = Path(uris.to_fs_path(uri) or "").resolve()
+        path.relative_to(root.resolve())  # ValueError outside the workspace
+        doc = TextDocument(uri, source=path.read_text(encoding="utf-8"))
+        # Bottom-up, so earlier positions stay valid.
+        for e in sorted(edits, key=lambda e: (e.range.start.line, e.range.start.character), reverse=True):
+            doc.apply_change(lsp.TextDocumentContentChangePartial(range=e.range, text=e.new_text))
+        tmp = path.with_name(f".{path.name}.overnight-accept")
+        tmp.write_text(doc.source, encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
 class DaemonClient:
-    def __init__(self) -> None:
+    def __init__(self, apply_edits_under: Path | None = None) -> None:
+        """``apply_edits_under``: answer the daemon's ``workspace/applyEdit`` by writing files under this
+        root (the CLI's `overnight accept`); otherwise such requests are refused."""
         self.client = LanguageClient("overnight-cli", __version__, protocol_cls=OvernightProtocol,
                                      converter_factory=make_converter)
+        self.apply_edits_under = apply_edits_under
+        self.applied: list[Path] = []
+
+        def apply_edit(params: lsp.ApplyWorkspaceEditParams) -> lsp.ApplyWorkspaceEditResult:
+            return self._apply_edit(params)
+
+        self.client.feature(lsp.WORKSPACE_APPLY_EDIT)(apply_edit)  # a plain function: pygls tags it
+
         self.notifications: list[tuple[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -33,6 +71,15 @@ class DaemonClient:
                        t.OVERNIGHT_EXPERIMENT_FINISHED, t.OVERNIGHT_SUGGESTION_ADDED, t.OVERNIGHT_SUGGESTION_REMOVED,
                        t.OVERNIGHT_AGENT_THOUGHT):
             self.client.feature(method)(self._collector(method))
+
+    def _apply_edit(self, params: lsp.ApplyWorkspaceEditParams) -> lsp.ApplyWorkspaceEditResult:
+        if self.apply_edits_under is None:
+            return lsp.ApplyWorkspaceEditResult(applied=False, failure_reason="this client does not edit files")
+        try:
+            self.applied += apply_to_disk(self.apply_edits_under, params.edit)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            return lsp.ApplyWorkspaceEditResult(applied=False, failure_reason=str(exc))
+        return lsp.ApplyWorkspaceEditResult(applied=True)
 
     def _collector(self, method: str) -> Any:
         def collect(params: Any) -> None:
@@ -47,7 +94,10 @@ class DaemonClient:
         self._task = asyncio.ensure_future(run_async(stop_event=threading.Event(), reader=reader,
                                                      protocol=self.client.protocol))
         return await self.client.initialize_async(lsp.InitializeParams(
-            capabilities=lsp.ClientCapabilities(), process_id=None,
+            capabilities=lsp.ClientCapabilities(workspace=lsp.WorkspaceClientCapabilities(
+                apply_edit=self.apply_edits_under is not None,
+                workspace_edit=lsp.WorkspaceEditClientCapabilities(document_changes=True))),
+            process_id=None,
             initialization_options={"token": token, "protocolVersion": version},
         ))
 

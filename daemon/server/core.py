@@ -21,6 +21,8 @@ from ..annotate import History, Touch, onto_buffer
 from ..config import Config
 from ..journal import Experiment, Journal
 from ..loop import Event, Loop, LoopError
+from ..suggestions import SuggestionBook
+from ..watch import UserFileWatcher
 
 log = logging.getLogger("overnight.daemon")
 
@@ -55,17 +57,42 @@ class DaemonCore:
         self._history = History(self._repo)
         self._history_key: tuple[str, str, tuple[int, float]] | None = None
         self._history_cache: dict[int, list[Touch]] = {}
+        self.suggestions = SuggestionBook(self._repo, self.journal, self._history)
+        self._changed: Callable[[], None] = lambda: None
+        self.shutdown: Callable[[], None] = lambda: None
 
     # -- the loop's thread ------------------------------------------------------------------------
 
-    def start(self, broadcast: Broadcast) -> None:
+    def start(self, broadcast: Broadcast, changed: Callable[[], None] | None = None,
+              shutdown: Callable[[], None] | None = None) -> None:
+        """Run the loop; ``broadcast`` sends a notification to every client, ``changed`` tells the server
+        that what clients derive from the journal (suggestions, lenses, hints) may have changed,
+        ``shutdown`` ends the daemon."""
         self._broadcast = broadcast
-        self._thread = threading.Thread(target=self._run, name="overnight-loop", daemon=True)
+        self._changed = changed or (lambda: None)
+        self.shutdown = shutdown or (lambda: None)
+        self.watcher = UserFileWatcher(self.cfg.root, [*self.cfg.editable, self.cfg.program], self._user_changed)
+        self.watcher.start()
+        self._start_loop(self.max_experiments)
+
+    def _start_loop(self, max_experiments: int | None) -> None:
+        self.finished.clear()
+        self._thread = threading.Thread(target=self._run, args=(max_experiments,), name="overnight-loop", daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def resume(self) -> None:
+        """Resume a paused loop; a loop whose session ended (stopped, or out of proposals) starts again,
+        continuing the same session: the daemon outlives its loop."""
+        if self._thread is not None and not self._thread.is_alive():
+            self.loop = Loop(self.loop.cfg, self.agent, listener=self._on_event)
+            self.error = None
+            self._start_loop(None)
+        else:
+            self.loop.resume()
+
+    def _run(self, max_experiments: int | None) -> None:
         try:
-            summary_ = self.loop.run(max_experiments=self.max_experiments, tag=self.tag)
+            summary_ = self.loop.run(max_experiments=max_experiments, tag=self.tag)
             log.info("loop stopped: %s", summary_.stopped)
         except LoopError as exc:
             self.error = str(exc)
@@ -78,7 +105,17 @@ class DaemonCore:
         finally:
             self.finished.set()
 
+    def changed(self) -> None:
+        self._changed()
+
+    def _user_changed(self, paths: list[str]) -> None:
+        """The user's own edit on disk: clients re-anchor now, the loop syncs after the experiment in flight."""
+        self.loop.request_sync(paths)
+        self._changed()
+
     def stop(self) -> None:
+        if hasattr(self, "watcher"):
+            self.watcher.stop()
         self.loop.stop()
         if self._thread is not None:
             self._thread.join(timeout=60)
@@ -88,8 +125,9 @@ class DaemonCore:
 
     def _on_event(self, event: Event) -> None:
         data = event.data
-        if event.kind == "session" and self.tag is None:
-            self.tag = data["tag"]
+        if event.kind == "session":
+            self.tag = data["tag"]  # a new budget opens a new session: follow it
+            self._changed()
         if event.kind == "state":
             self._notify_state()
         elif event.kind == "experiment_started":
@@ -102,7 +140,7 @@ class DaemonCore:
                 try:
                     self._broadcast(t.OVERNIGHT_PROGRESS, t.RunProgress(
                         experiment_id=data["experiment_id"], run=data["run"], step=int(frame["step"]),
-                        elapsed=float(frame["elapsed"]), budget=self.cfg.budget,
+                        elapsed=float(frame["elapsed"]), budget=self.loop.cfg.budget,
                         train_loss=float(frame["train_loss"]),
                         tokens_per_s=float(frame["tokens_per_s"]) if "tokens_per_s" in frame else None,
                     ))
@@ -111,6 +149,9 @@ class DaemonCore:
         elif event.kind == "experiment_finished":
             self.current = None
             self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(data["experiment"])))
+            self._changed()
+        elif event.kind == "rebased":
+            self._changed()
 
     def _notify_state(self) -> None:
         self._broadcast(t.OVERNIGHT_LOOP_STATE_CHANGED, self.status())
@@ -125,7 +166,7 @@ class DaemonCore:
         baseline = self.journal.baseline(self.tag) if self.tag else None
         sigma = baseline.evidence.get("sigma") if baseline and baseline.evidence else None
         return t.LoopStatus(
-            state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.cfg.budget,
+            state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.loop.cfg.budget,
             clock=t.Clock(self.cfg.clock), sigma=sigma,
             best=t.BestResult(id=incumbent.id, val_bpb=incumbent.val_bpb)
             if incumbent and incumbent.val_bpb is not None else None,

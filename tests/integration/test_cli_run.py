@@ -186,6 +186,10 @@ def test_the_cli_as_a_second_client_of_a_detached_daemon(make_workspace: Callabl
     assert redirect.returncode == 0 and "feedback #" in redirect.stdout
     stop = cli("stop", "--now")
     assert stop.returncode == 0
+    # The daemon outlives its loop: it still answers, the loop is stopped, until `shutdown`.
+    _wait(lambda: "daemon: stopped" in cli("status").stdout, 60, "the stopped state")
+    assert psutil.pid_exists(pid)
+    assert cli("shutdown").returncode == 0
     _wait(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 90,
           "the daemon to exit")
     assert not (root / ".overnight" / "daemon.json").exists()
@@ -204,5 +208,5 @@ def test_a_daemon_started_paused_runs_nothing_until_resumed(make_workspace: Call
     _wait(lambda: "daemon: paused" in cli("status").stdout, 60, "the paused state")
     time.sleep(2)
     assert _statuses(root) == []  # not even the baseline
-    assert cli("stop", "--now").returncode == 0
+    assert cli("shutdown").returncode == 0
     _wait(lambda: not (root / ".overnight" / "daemon.json").exists(), 60, "the daemon to exit")
