@@ -293,6 +293,16 @@ async function main() {
       if (cli("results", "--format", "tsv").trim().split("\n").length !== before) throw new Error("experiments ran while paused");
       await shot(page, "vscode-paused");
     });
+    await step(page, "clicking an experiment opens its diff, metrics and reasoning", async () => {
+      await frame.click('tr.exp[data-exp="2"]');
+      await page.locator(".tabs-container .tab", { hasText: "#2 keep" }).first().waitFor({ timeout: 20000 });
+      await until("the diff editor", async () => (await page.$$(".monaco-diff-editor")).length > 0, 10000);
+      await until("the detail in the sidebar", async () => {
+        const d = (await frame.textContent("#detail")) ?? "";
+        return d.includes("val_bpb") && d.includes("Agent's reasoning") && d.includes("restore a sane learning rate");
+      }, 10000);
+      await shot(page, "vscode-experiment");
+    });
     await step(page, "the extension says when the daemon is gone and reconnects after a restart", async () => {
       const old = children.find((c) => c.name === "daemon");
       children.splice(children.indexOf(old), 1);

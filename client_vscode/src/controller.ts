@@ -11,6 +11,13 @@ import { SuggestionController } from "./suggestions";
 
 const PAGE = 200;
 
+/** Adds a "Show diff" lens after each of the daemon's Reject lenses, with the same arguments. */
+export function withShowDiff(lenses: vscode.CodeLens[]): vscode.CodeLens[] {
+  return lenses.flatMap((l) => l.command?.command === Commands.rejectSuggestion
+    ? [l, new vscode.CodeLens(l.range, { title: "Show diff", command: "overnight.showSuggestionDiff", arguments: l.command.arguments })]
+    : [l]);
+}
+
 export class Controller implements vscode.Disposable {
   readonly model = new SidebarModel();
   readonly conn: DaemonConnection;
@@ -26,6 +33,8 @@ export class Controller implements vscode.Disposable {
     const middleware: Middleware = {
       provideInlayHints: (doc, range, token, next) => (annotationsOn() ? next(doc, range, token) : []),
       provideHover: (doc, pos, token, next) => (annotationsOn() ? next(doc, pos, token) : undefined),
+      // The daemon's hunk lenses are Accept · Reject · evidence; "Show diff" is the client's own view.
+      provideCodeLenses: async (doc, token, next) => withShowDiff((await next(doc, token)) ?? []),
     };
     this.conn = new DaemonConnection(root, log, middleware);
     this.statusBar = new StatusBar(this.model);
