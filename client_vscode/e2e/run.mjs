@@ -251,7 +251,7 @@ async function main() {
       await palette(page, "Overnight: Show the Sidebar");
       frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
       await frame.click('button[data-cmd="overnight.pause"]', { timeout: 10000 });
-      await page.locator(".editor-instance .view-lines").first().click({ position: { x: 200, y: 10 } });
+      await page.locator(".editor-instance .view-lines").first().click({ position: { x: 300, y: 28 } }); // blank line 2
     });
     if (!SKIP_SUGGESTIONS) {
       const lens = (t) => page.locator(".editor-instance .codelens-decoration a", { hasText: t });
@@ -264,8 +264,19 @@ async function main() {
       });
       await step(page, "Accept changes the buffer, as one edit, without saving", async () => {
         if (!(await editorText(page)).includes("LR = 1e-5")) throw new Error("the buffer did not hold the old LR");
+        // The user types above the hunk while it is pending: the daemon re-anchors it in the live buffer.
+        await page.keyboard.press("Control+g");
+        await page.keyboard.type("13");
+        await page.keyboard.press("Enter");
+        await page.keyboard.press("Home");
+        await page.keyboard.type("# typed while a suggestion is pending");
+        await page.keyboard.press("Enter");
+        await sleep(1500);
+        await until("the CodeLens still above the LR line", async () => (await lens("Accept").count()) >= 2, 15000);
         await lens("Accept").first().click();
         await until("LR = 3e-3 in the buffer", async () => (await editorText(page)).includes("LR = 3e-3"), 20000);
+        const text = await editorText(page);
+        if (text.includes("LR = 1e-5") || !text.includes("# typed while a suggestion is pending")) throw new Error("the accept landed in the wrong place");
         const disk = fs.readFileSync(path.join(WS, "trainer", "train.py"), "utf8");
         if (!disk.includes("LR = 1e-5")) throw new Error("the accepted edit was written to disk");
         await until("the accepted hunk's CodeLens gone", async () => (await lens("Accept").count()) === 1, 20000);
@@ -296,7 +307,10 @@ async function main() {
     await step(page, "clicking an experiment opens its diff, metrics and reasoning", async () => {
       await frame.click('tr.exp[data-exp="2"]');
       await page.locator(".tabs-container .tab", { hasText: "#2 keep" }).first().waitFor({ timeout: 20000 });
-      await until("the diff editor", async () => (await page.$$(".monaco-diff-editor")).length > 0, 10000);
+      await until("both sides of the diff", async () => {
+        const sides = await page.$$eval(".monaco-diff-editor .view-lines", (els) => els.map((e) => e.innerText.replace(/\u00a0/g, " ")));
+        return sides.some((t) => t.includes("LR = 1e-5")) && sides.some((t) => t.includes("LR = 3e-3"));
+      }, 15000);
       await until("the detail in the sidebar", async () => {
         const d = (await frame.textContent("#detail")) ?? "";
         return d.includes("val_bpb") && d.includes("Agent's reasoning") && d.includes("restore a sane learning rate");

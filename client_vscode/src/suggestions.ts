@@ -81,7 +81,7 @@ export class SuggestionController implements vscode.Disposable {
       const line = editor.document.lineAt(Math.min(v.anchor, editor.document.lineCount - 1));
       const text = v.stale
         ? `  \u29d6 suggestion out of date: waiting for the daemon to re-anchor it`
-        : `${v.preview ? `\u2192 ${v.preview}   ` : ""}${v.summary}`;
+        : `${v.summary}${v.preview ? `   \u2192 ${v.preview}` : ""}`;
       summaries.push({ range: new vscode.Range(line.range.end, line.range.end), renderOptions: { after: { contentText: text } } });
     }
     editor.setDecorations(this.removed, removed);
@@ -118,7 +118,8 @@ export class SuggestionController implements vscode.Disposable {
     const args = encodeURIComponent(JSON.stringify([v.suggestionId, v.hunkId]));
     const md = new vscode.MarkdownString(undefined, true);
     md.isTrusted = { enabledCommands: [Commands.acceptSuggestion, Commands.rejectSuggestion, "overnight.showSuggestionDiff"] };
-    md.appendMarkdown(`**Overnight suggestion** from ${v.experimentIds.map((i) => `#${i}`).join(" ")}: ${v.evidence}\n\n`);
+    const who = v.experimentIds.map((i) => `#${i}`).join(" ");
+    md.appendMarkdown(`**Overnight suggestion** \u00b7 ${v.evidence.startsWith("#") ? v.evidence : `${who}: ${v.evidence}`}\n\n`);
     md.appendMarkdown(v.diffMarkdown + "\n\n");
     md.appendMarkdown(`[Accept](command:${Commands.acceptSuggestion}?${args}) · [Reject](command:${Commands.rejectSuggestion}?${args}) · [Show diff](command:overnight.showSuggestionDiff?${args})`);
     return new vscode.Hover(md);

@@ -125,7 +125,7 @@ export function hunkViews(
       added,
       removedCount,
       summary: `+${added} \u2212${removedCount} \u00b7 ${who}`,
-      preview: firstAdded.length > 60 ? firstAdded.slice(0, 59) + "\u2026" : firstAdded,
+      preview: firstAdded.length > 48 ? firstAdded.slice(0, 47) + "\u2026" : firstAdded,
       diffMarkdown: diffMarkdown(h),
       stale: isStale(text, h),
       evidence: h.evidence ?? suggestion.evidence,
