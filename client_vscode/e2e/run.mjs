@@ -132,6 +132,11 @@ function cli(...args) {
   return execFileSync(PY, ["-m", "overnight.daemon.cli", "-C", WS, ...args], { encoding: "utf8" });
 }
 
+function journalDump() {
+  return execFileSync(PY, ["-c", "import sqlite3,sys; print('\\n'.join(sqlite3.connect(sys.argv[1]).iterdump()))",
+    path.join(WS, ".overnight", "journal.db")], { encoding: "utf8" });
+}
+
 async function sidebarFrame(page) {
   for (const f of page.frames()) {
     try { if (await f.$("#loop-state")) return f; } catch { /* detached */ }
@@ -219,6 +224,11 @@ async function main() {
       await sleep(300);
       await shot(page, "vscode-sidebar");
     });
+    await step(page, "Pause in the sidebar asks the loop to pause", async () => {
+      // While the fix is in flight: the loop decides it, then waits (no further runs to wait for).
+      await frame.click('button[data-cmd="overnight.pause"]', { timeout: 10000 });
+      await sleep(500);
+    });
     await step(page, "the training script opens", async () => {
       await page.keyboard.press("F1");
       await page.waitForSelector(".quick-input-widget input", { state: "visible" });
@@ -246,12 +256,6 @@ async function main() {
       await until("the hints gone", async () => !/#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
       await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
       await until("the hints back", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
-    });
-    await step(page, "Pause in the sidebar asks the loop to pause", async () => {
-      await palette(page, "Overnight: Show the Sidebar");
-      frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
-      await frame.click('button[data-cmd="overnight.pause"]', { timeout: 10000 });
-      await page.locator(".editor-instance .view-lines").first().click({ position: { x: 300, y: 28 } }); // blank line 2
     });
     if (!SKIP_SUGGESTIONS) {
       const lens = (t) => page.locator(".editor-instance .codelens-decoration a", { hasText: t });
@@ -287,11 +291,7 @@ async function main() {
         await page.keyboard.type(REASON);
         await page.keyboard.press("Enter");
         await until("no CodeLens left", async () => (await lens("Accept").count()) === 0, 20000);
-        await until("the reason in the journal", () => {
-          const dump = execFileSync(PY, ["-c", "import sqlite3,sys; print('\\n'.join(sqlite3.connect(sys.argv[1]).iterdump()))",
-            path.join(WS, ".overnight", "journal.db")], { encoding: "utf8" });
-          return dump.includes(REASON);
-        }, 15000, 500);
+        await until("the reason in the journal", () => journalDump().includes(REASON), 15000, 500);
       });
     }
     await step(page, "the loop pauses after the experiment in flight and stays paused", async () => {
@@ -303,6 +303,14 @@ async function main() {
       await sleep(6000);
       if (cli("results", "--format", "tsv").trim().split("\n").length !== before) throw new Error("experiments ran while paused");
       await shot(page, "vscode-paused");
+    });
+    await step(page, "Redirect sends the agent an instruction", async () => {
+      await frame.click('button[data-cmd="overnight.redirect"]');
+      await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+      await page.keyboard.type("try a wider model next");
+      await page.keyboard.press("Enter");
+      await page.locator(".notification-toast", { hasText: "the agent will see it" }).first().waitFor({ timeout: 15000 });
+      if (!journalDump().includes("try a wider model next")) throw new Error("the instruction is not in the journal");
     });
     await step(page, "clicking an experiment opens its diff, metrics and reasoning", async () => {
       await frame.click('tr.exp[data-exp="2"]');
@@ -316,6 +324,12 @@ async function main() {
         return d.includes("val_bpb") && d.includes("Agent's reasoning") && d.includes("restore a sane learning rate");
       }, 10000);
       await shot(page, "vscode-experiment");
+      await frame.selectOption("#filter", "keep");
+      await until("only kept experiments listed", async () => {
+        const st = await frame.$$eval("tr.exp .status", (els) => els.map((e) => e.textContent));
+        return st.length === 2 && st.every((x) => x === "keep");
+      }, 10000);
+      await frame.selectOption("#filter", "all");
     });
     await step(page, "the extension says when the daemon is gone and reconnects after a restart", async () => {
       const old = children.find((c) => c.name === "daemon");
