@@ -8,7 +8,8 @@ bench/results/daemon.json and bench/results/daemon.md.
 
     python bench/daemon_latency.py [--requests 300]
 
-Not measured yet: CodeLens — the daemon does not serve it yet.
+CodeLens is measured on the pending suggestion that the bench's kept experiments make (hunks
+against the user's buffer, which has a line of its own at the top).
 """
 
 from __future__ import annotations
@@ -108,8 +109,14 @@ async def measure(state_dir: Path, root: Path, n: int) -> dict[str, list[float]]
     assert first, "no inlay hints: the bench journal did not produce any history"
     hinted = [h.position for h in first]
     times: dict[str, list[float]] = {"textDocument/inlayHint (whole file, cold: first request)": [cold_ms],
-                                     "textDocument/inlayHint (whole file)": [], "textDocument/hover": []}
+                                     "textDocument/inlayHint (whole file)": [], "textDocument/hover": [],
+                                     "textDocument/codeLens": []}
+    lenses = await client.client.text_document_code_lens_async(lsp.CodeLensParams(text_document=doc))
+    assert lenses, "no CodeLens: the bench's kept experiments made no suggestion"
     for _ in range(n):
+        started = time.perf_counter()
+        await client.client.text_document_code_lens_async(lsp.CodeLensParams(text_document=doc))
+        times["textDocument/codeLens"].append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         await client.client.text_document_inlay_hint_async(
             lsp.InlayHintParams(text_document=doc, range=lsp.Range(lsp.Position(0, 0), lsp.Position(n_lines, 0))))
@@ -121,9 +128,11 @@ async def measure(state_dir: Path, root: Path, n: int) -> dict[str, list[float]]
         "overnight/status": lambda: t.StatusParams(),
         "overnight/experiments/list (50 per page)": lambda: t.ListExperimentsParams(offset=rng.randrange(0, 900), limit=50),
         "overnight/experiments/get": lambda: t.GetExperimentParams(id=rng.randrange(1, N_EXPERIMENTS + 1)),
+        "overnight/suggestions/list": lambda: t.ListSuggestionsParams(),
     }
     methods = {"overnight/status": t.OVERNIGHT_STATUS, "overnight/experiments/list (50 per page)": t.OVERNIGHT_EXPERIMENTS_LIST,
-               "overnight/experiments/get": t.OVERNIGHT_EXPERIMENTS_GET}
+               "overnight/experiments/get": t.OVERNIGHT_EXPERIMENTS_GET,
+               "overnight/suggestions/list": t.OVERNIGHT_SUGGESTIONS_LIST}
     times.update({name: [] for name in calls})
     for _ in range(n):
         for name, params in calls.items():
@@ -182,7 +191,8 @@ def main() -> None:
         f"Daemon memory (RSS) at rest: {rest_mb:.0f} MB; after the requests: {after_mb:.0f} MB.",
         "",
         "The cold inlay-hint request reads every experiment's file versions from git once (then cached);",
-        "later requests only re-map the cached history onto the buffer. CodeLens is not served yet.",
+        "later requests only re-map the cached history onto the buffer. CodeLens and suggestions/list run",
+        "the three-way merge of the user's base, the user's buffer and the incumbent on every request.",
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)

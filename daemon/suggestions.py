@@ -78,6 +78,11 @@ class SuggestionBook:
         self.repo = repo
         self.journal = journal
         self.history = history
+        # Per (tag, path, code head): the journal's state and what it derives; recomputed when the
+        # journal moves (a client typing only re-runs the cheap three-way merge).
+        self._cache_key: tuple[str, str, str, tuple[int, float]] | None = None
+        self._cached: tuple[list[Experiment], dict[int, list[int]]] = ([], {})
+        self._texts: dict[tuple[str, str], str | None] = {}
 
     # -- the three versions -----------------------------------------------------------------------
 
@@ -94,10 +99,14 @@ class SuggestionBook:
         return self._text(session.base_commit, path)
 
     def _text(self, rev: str, path: str) -> str | None:
-        try:
-            return str(self.repo.git.show(f"{rev}:{path}", strip_newline_in_stdout=False))
-        except git.GitCommandError:
-            return None
+        """A file at a commit (commits never change: cached)."""
+        key = (rev, path)
+        if key not in self._texts:
+            try:
+                self._texts[key] = str(self.repo.git.show(f"{rev}:{path}", strip_newline_in_stdout=False))
+            except git.GitCommandError:
+                self._texts[key] = None
+        return self._texts[key]
 
     def incumbent(self, tag: str) -> Experiment | None:
         """The loop's side of the merge: the code the session stands on (see Journal.code_head)."""
@@ -119,9 +128,13 @@ class SuggestionBook:
         conflicts = sum(1 for c in found if not c.applies and c.key not in decided)
         if not pending:
             return View(None, conflicts)
-        experiments = self.journal.experiments(tag)
+        key = (tag, path, incumbent.commit_sha, self.journal.stamp(tag))
+        if self._cache_key != key:
+            experiments = self.journal.experiments(tag)
+            self._cached = (experiments, self._attribution(incumbent.commit_sha, path, experiments))
+            self._cache_key = key
+        experiments, attribution = self._cached
         by_id = {e.id: e for e in experiments}
-        attribution = self._attribution(incumbent.commit_sha, path, experiments)
         user_lines = lines(user_text)
         hunks = []
         for change in pending:
