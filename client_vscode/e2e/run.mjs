@@ -205,6 +205,7 @@ async function main() {
       const icon = page.locator('.activitybar [aria-label^="Overnight"]').first();
       await icon.waitFor({ timeout: 90000 });
       await icon.click();
+      await page.mouse.move(700, 600); // no tooltip over the sidebar
       frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
       await until("a loop state in the sidebar", async () => (await frame.textContent("#loop-state"))?.trim(), 30000);
       await until("an experiment row", async () => (await frame.$$("tr.exp")).length > 0, 120000);
@@ -218,8 +219,8 @@ async function main() {
         const cur = Number(await chart.getAttribute("data-points"));
         const inc = Number(await chart.getAttribute("data-incumbent-points"));
         const state = (await frame.textContent("#loop-state"))?.trim();
-        return cur >= 15 && inc > 0 && state === "running" && (await frame.textContent("#run-info")).includes("step");
-      }, 240000, 100);
+        return cur >= 8 && inc > 0 && state === "running" && (await frame.textContent("#run-info")).includes("step");
+      }, 420000, 100);
       await page.mouse.move(700, 600);
       await sleep(300);
       await shot(page, "vscode-sidebar");
