@@ -23,11 +23,13 @@ const CODE_SERVER = path.join(HERE, "node_modules", ".bin", "code-server");
 const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => fs.existsSync(p));
 const PY = process.env.OVERNIGHT_PYTHON ?? [path.join(REPO, ".venv", "bin", "python")].find((p) => fs.existsSync(p)) ?? "python3";
 const SKIP_SUGGESTIONS = process.env.E2E_SKIP_SUGGESTIONS === "1";
+const DATA_DIR = process.env.OVERNIGHT_TEST_DATA_DIR ?? path.join(WORK, "data");
 const REASON = "the comment churn is noise";
 
 const t0 = Date.now();
 const lap = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${m}`);
 const children = [];
+let detachedDaemon; // the daemon the extension started (its own session): stopped by pid at the end
 
 function freePort() {
   return new Promise((resolve) => {
@@ -70,7 +72,7 @@ function makeWorkspace() {
 
 function startDaemon(...extra) {
   const out = fs.openSync(path.join(WORK, "daemon.out"), "a");
-  const env = { ...process.env, OVERNIGHT_DATA_DIR: process.env.OVERNIGHT_TEST_DATA_DIR ?? path.join(WORK, "data") };
+  const env = { ...process.env, OVERNIGHT_DATA_DIR: DATA_DIR };
   const p = spawn(PY, ["-m", "overnight.daemon.cli", "-C", WS, "daemon", ...extra], { stdio: ["ignore", out, out], env, detached: true });
   children.push({ name: "daemon", proc: p });
   return p;
@@ -93,7 +95,7 @@ async function startCodeServer(port) {
     "overnight.pythonPath": PY,
   }, null, 2));
   const xdg = path.join(WORK, "xdg");
-  const env = { ...process.env, XDG_CONFIG_HOME: `${xdg}/config`, XDG_DATA_HOME: `${xdg}/data`, XDG_CACHE_HOME: `${xdg}/cache` };
+  const env = { ...process.env, OVERNIGHT_DATA_DIR: DATA_DIR, XDG_CONFIG_HOME: `${xdg}/config`, XDG_DATA_HOME: `${xdg}/data`, XDG_CACHE_HOME: `${xdg}/cache` };
   const out = fs.openSync(path.join(WORK, "code-server.log"), "w");
   const p = spawn(CODE_SERVER, ["--bind-addr", `127.0.0.1:${port}`, "--auth", "none", "--user-data-dir", data,
     "--extensions-dir", path.join(WORK, "cs-ext"), "--disable-telemetry", "--disable-update-check",
@@ -332,15 +334,28 @@ async function main() {
       }, 10000);
       await frame.selectOption("#filter", "all");
     });
-    await step(page, "the extension says when the daemon is gone and reconnects after a restart", async () => {
+    await step(page, "when the daemon dies the extension says so, offers to start one, and attaches to it", async () => {
       const old = children.find((c) => c.name === "daemon");
       children.splice(children.indexOf(old), 1);
       process.kill(-old.proc.pid, "SIGTERM");
       await page.locator(".statusbar-item", { hasText: "Overnight: disconnected" }).first().waitFor({ timeout: 90000 });
       await until("the sidebar to say disconnected", async () => (await frame.textContent("#conn"))?.includes("Disconnected"), 10000);
       await until("the old daemon gone", () => old.proc.exitCode !== null || old.proc.signalCode !== null, 60000);
-      startDaemon("--paused");
-      await page.locator(".statusbar-item", { hasText: "Overnight: paused" }).first().waitFor({ timeout: 60000 });
+      // The extension offers to start one: the user clicks, it runs `overnight daemon --detach` and attaches.
+      const toast = page.locator(".notification-toast", { hasText: "No Overnight daemon runs for this workspace" }).first();
+      await toast.waitFor({ timeout: 30000 });
+      await toast.locator(".monaco-button", { hasText: "Start the Daemon" }).first().click();
+      await until("a new daemon", () => {
+        try {
+          const info = JSON.parse(fs.readFileSync(path.join(WS, ".overnight", "daemon.json"), "utf8"));
+          if (info.pid !== old.proc.pid) detachedDaemon = info.pid;
+          return detachedDaemon !== undefined;
+        } catch { return false; }
+      }, 90000, 500);
+      await until("the status bar connected again", async () => {
+        const t = await page.locator(".statusbar-item", { hasText: "Overnight:" }).first().textContent();
+        return t && !/disconnected|connecting/.test(t);
+      }, 60000, 500);
     });
   } finally {
     await browser.close().catch(() => {});
@@ -348,6 +363,7 @@ async function main() {
 }
 
 function cleanup() {
+  if (detachedDaemon) { try { process.kill(detachedDaemon, "SIGTERM"); } catch { /* gone */ } }
   for (const { proc } of children.reverse()) {
     try { process.kill(-proc.pid, "SIGTERM"); } catch { /* gone */ }
   }
