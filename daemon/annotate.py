@@ -12,6 +12,8 @@ value a later experiment changed still carries its history).
 from __future__ import annotations
 
 import difflib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import git
@@ -60,6 +62,20 @@ class History:
     def __init__(self, repo: git.Repo) -> None:
         self.repo = repo
         self._versions: dict[tuple[str, str], list[str] | None] = {}
+        # The last history computed per (head, file, journal state): inlay hints, hovers and suggestions
+        # ask for the same one, often at once (an editor opening the file); one computes, the others wait.
+        self._lock = threading.Lock()
+        self._memo: dict[tuple[str, str], tuple[object, dict[int, list[Touch]]]] = {}
+
+    def cached_lines(self, head: str, rel: str, experiments: Callable[[], list[Experiment]],
+                     state: object) -> dict[int, list[Touch]]:
+        """``lines`` memoised on the journal ``state`` (e.g. Journal.stamp): recomputed when it moves."""
+        with self._lock:
+            memo = self._memo.get((head, rel))
+            if memo is None or memo[0] != state:
+                memo = (state, self.lines(head, rel, experiments()))
+                self._memo[(head, rel)] = memo
+            return memo[1]
 
     def version(self, rev: str, rel: str) -> list[str] | None:
         key = (rev, rel)

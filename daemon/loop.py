@@ -30,7 +30,7 @@ from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
 from .suggestions import USER_BASE_KEY
 from .threeway import merge
-from .workspace import InvalidProposal, Workspace, branch_name, experiment_ref
+from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref
 
 # An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
 # in case it is the experiment itself that takes the machine down.
@@ -151,8 +151,13 @@ class Loop:
             n = 2
             while tag in taken:
                 tag, n = f"{base}-{seconds:g}s-{n}".replace(".", "_"), n + 1
-        elif self.journal is not None and self.journal.session(tag) is not None:
-            raise LoopError(f"session {tag!r} exists already: name a new one")
+        else:
+            try:
+                check_tag(tag)
+            except WorkspaceError as exc:
+                raise LoopError(str(exc)) from None
+            if self.journal is not None and self.journal.session(tag) is not None:
+                raise LoopError(f"session {tag!r} exists already: name a new one")
         with self._control:
             self._next_session = (float(seconds), tag)
             self._control.notify_all()
@@ -210,7 +215,7 @@ class Loop:
         if tag is None:
             latest = self.journal.latest_session()
             tag = latest.tag if latest else default_tag()
-        session = self.journal.session(tag)
+        session = self.journal.session(check_tag(tag))
         if session is None:
             base = self.ws.open(tag, start)
             config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.cfg).items()}

@@ -131,7 +131,7 @@ class SuggestionBook:
         key = (tag, path, incumbent.commit_sha, self.journal.stamp(tag))
         if self._cache_key != key:
             experiments = self.journal.experiments(tag)
-            self._cached = (experiments, self._attribution(incumbent.commit_sha, path, experiments))
+            self._cached = (experiments, self._attribution(incumbent.commit_sha, path, experiments, key[3]))
             self._cache_key = key
         experiments, attribution = self._cached
         by_id = {e.id: e for e in experiments}
@@ -151,9 +151,9 @@ class SuggestionBook:
             evidence=self._evidence(tag, incumbent, all_ids),
         ), conflicts)
 
-    def _attribution(self, commit: str, path: str, experiments: list[Experiment]) -> dict[int, list[int]]:
+    def _attribution(self, commit: str, path: str, experiments: list[Experiment], state: object) -> dict[int, list[int]]:
         """Incumbent line → the kept experiments that wrote it, oldest first."""
-        touches = self.history.lines(commit, path, experiments)
+        touches = self.history.cached_lines(commit, path, lambda: experiments, state)
         return {line: sorted(t.experiment_id for t in ts if t.status == "keep") for line, ts in touches.items()}
 
     @staticmethod

@@ -8,6 +8,7 @@ experiment's commit stays reachable under ``refs/overnight/<tag>/<id>``.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -45,6 +46,17 @@ class Edit:
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def check_tag(tag: str) -> str:
+    """A session tag names a branch and a folder: letters, digits, ``_ . -``; nothing git would refuse."""
+    if not _TAG.fullmatch(tag) or ".." in tag or tag.endswith((".lock", ".")):
+        raise WorkspaceError(f"{tag!r} is not a usable session tag: use letters, digits, '_', '.' and '-' "
+                             "(at most 64, starting with a letter or digit)")
+    return tag
 
 
 def branch_name(tag: str) -> str:

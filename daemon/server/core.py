@@ -55,8 +55,6 @@ class DaemonCore:
         self._thread: threading.Thread | None = None
         self._repo = git.Repo(cfg.root)
         self._history = History(self._repo)
-        self._history_key: tuple[str, str, tuple[int, float]] | None = None
-        self._history_cache: dict[int, list[Touch]] = {}
         self.suggestions = SuggestionBook(self._repo, self.journal, self._history)
         self._changed: Callable[[], None] = lambda: None
         self.shutdown: Callable[[], None] = lambda: None
@@ -183,13 +181,11 @@ class DaemonCore:
             head = self._repo.rev_parse(f"overnight/{self.tag}").hexsha
         except (git.BadName, ValueError):
             return {}
-        key = (head, rel, self.journal.stamp(self.tag))
-        if self._history_key != key:
-            # Recomputed when the branch or the journal moved; the file versions stay cached.
-            self._history_cache = self._history.lines(head, rel, self.journal.experiments(self.tag))
-            self._history_key = key
+        tag = self.tag
+        # Recomputed when the branch or the journal moved; the file versions stay cached.
+        history = self._history.cached_lines(head, rel, lambda: self.journal.experiments(tag), self.journal.stamp(tag))
         head_lines = self._history.version(head, rel) or []
-        return onto_buffer(self._history_cache, head_lines, buffer_text.splitlines())
+        return onto_buffer(history, head_lines, buffer_text.splitlines())
 
     def list_experiments(self, params: t.ListExperimentsParams) -> t.ExperimentList:
         if not self.tag:
