@@ -1,0 +1,395 @@
+// The real-VS-Code suite: a real daemon with a replayed agent and tiny budgets on a scratch workspace,
+// code-server (VS Code 1.100.3) with this extension loaded, driven through Debian's chromium with
+// playwright-core. Checks what a user sees, saves screenshots, exits non-zero on the first failure.
+//
+//   node e2e/run.mjs            (from client_vscode/; needs `npm run build` inputs, e2e/install.sh, chromium)
+//   E2E_UPDATE_DOCS=1 ...       also copies the screenshots the README shows into ../docs/
+import { execFileSync, spawn } from "node:child_process";
+import * as fs from "node:fs";
+import { createRequire } from "node:module";
+import * as net from "node:net";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const EXT = path.resolve(HERE, "..");
+const REPO = path.resolve(EXT, "..");
+const WORK = process.env.E2E_WORK ?? path.join(HERE, ".work");
+const SHOTS = path.join(WORK, "shots");
+const WS = path.join(WORK, "ws");
+const require = createRequire(import.meta.url);
+const { chromium } = require("playwright-core");
+const CODE_SERVER = path.join(HERE, "node_modules", ".bin", "code-server");
+const CHROMIUM = process.env.CHROMIUM ?? ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find((p) => fs.existsSync(p));
+const PY = process.env.OVERNIGHT_PYTHON ?? [path.join(REPO, ".venv", "bin", "python")].find((p) => fs.existsSync(p)) ?? "python3";
+const SKIP_SUGGESTIONS = process.env.E2E_SKIP_SUGGESTIONS === "1";
+const DATA_DIR = process.env.OVERNIGHT_TEST_DATA_DIR ?? path.join(WORK, "data");
+const REASON = "the comment churn is noise";
+
+const t0 = Date.now();
+const lap = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${m}`);
+const children = [];
+let detachedDaemon; // the daemon the extension started (its own session): stopped by pid at the end
+
+function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function git(...args) {
+  return execFileSync("git", ["-C", WS, "-c", "user.name=E2E", "-c", "user.email=e2e@localhost", ...args], { encoding: "utf8" });
+}
+
+// ---- the scratch workspace: a bad LR the replayed fix is certain to beat, frequent progress frames ----
+function makeWorkspace() {
+  fs.rmSync(WORK, { recursive: true, force: true });
+  fs.mkdirSync(SHOTS, { recursive: true });
+  execFileSync(PY, ["-m", "overnight.daemon.cli", "init", WS], { stdio: "inherit" });
+  fs.writeFileSync(path.join(WS, "overnight.toml"), [
+    'agent = "replay"', 'replay_file = "proposals.jsonl"', "budget = 4.0", "grace = 120.0", "baseline_runs = 2",
+    "confirm_runs = 0", 'clock = "cpu"', "",
+  ].join("\n"));
+  const trainPath = path.join(WS, "trainer", "train.py");
+  const good = fs.readFileSync(trainPath, "utf8");
+  const base = good.replace(/^LR = 3e-3 /m, "LR = 1e-5 ").replace(/^REPORT_EVERY_S = 1\.0/m, "REPORT_EVERY_S = 0.1");
+  if (base === good) throw new Error("train.py changed shape: update the e2e workspace set-up");
+  fs.writeFileSync(trainPath, base);
+  fs.writeFileSync(path.join(WS, ".gitignore"), ".overnight/\n");
+  git("add", "-A");
+  git("commit", "-qm", "e2e workspace");
+  // The fix: two distant hunks (the learning rate, a comment) so one can be accepted and one rejected.
+  const fixed = base.replace(/^LR = 1e-5 /m, "LR = 3e-3 ").replace("# AdamW beta2\n", "# AdamW beta2 (0.99 is the usual choice)\n");
+  const proposals = [{ description: "restore a sane learning rate", files: { "trainer/train.py": fixed } }];
+  for (let i = 1; i <= 12; i++) proposals.push({ description: `note ${i}`, files: { "trainer/train.py": fixed + `\n# note ${i}\n` } });
+  fs.writeFileSync(path.join(WS, "proposals.jsonl"), proposals.map((p) => JSON.stringify(p)).join("\n") + "\n");
+  git("add", "-A");
+  git("commit", "-qm", "replay proposals");
+}
+
+function startDaemon(...extra) {
+  const out = fs.openSync(path.join(WORK, "daemon.out"), "a");
+  const env = { ...process.env, OVERNIGHT_DATA_DIR: DATA_DIR };
+  const p = spawn(PY, ["-m", "overnight.daemon.cli", "-C", WS, "daemon", ...extra], { stdio: ["ignore", out, out], env, detached: true });
+  children.push({ name: "daemon", proc: p });
+  return p;
+}
+
+async function startCodeServer(port) {
+  const data = path.join(WORK, "cs-data");
+  fs.mkdirSync(path.join(data, "User"), { recursive: true });
+  fs.writeFileSync(path.join(data, "User", "settings.json"), JSON.stringify({
+    "files.autoSave": "off", // web builds default to afterDelay: an accepted edit would be saved behind our back
+    "workbench.startupEditor": "none",
+    "workbench.colorTheme": "Default Dark Modern",
+    "telemetry.telemetryLevel": "off",
+    "security.workspace.trust.enabled": false,
+    "extensions.ignoreRecommendations": true,
+    "workbench.tips.enabled": false,
+    "editor.minimap.enabled": false,
+    "chat.commandCenter.enabled": false,
+    "workbench.secondarySideBar.defaultVisibility": "hidden",
+    "overnight.pythonPath": PY,
+  }, null, 2));
+  const xdg = path.join(WORK, "xdg");
+  const env = { ...process.env, OVERNIGHT_DATA_DIR: DATA_DIR, XDG_CONFIG_HOME: `${xdg}/config`, XDG_DATA_HOME: `${xdg}/data`, XDG_CACHE_HOME: `${xdg}/cache` };
+  const out = fs.openSync(path.join(WORK, "code-server.log"), "w");
+  const p = spawn(CODE_SERVER, ["--bind-addr", `127.0.0.1:${port}`, "--auth", "none", "--user-data-dir", data,
+    "--extensions-dir", path.join(WORK, "cs-ext"), "--disable-telemetry", "--disable-update-check",
+    "--disable-workspace-trust", WS], { stdio: ["ignore", out, out], env, detached: true });
+  children.push({ name: "code-server", proc: p });
+  for (let i = 0; i < 120; i++) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/healthz`);
+      if (r.ok) return p;
+    } catch { /* not yet */ }
+    await sleep(250);
+  }
+  throw new Error("code-server did not come up (see code-server.log)");
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, fn, ms = 60000, every = 250) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    const daemon = children.find((c) => c.name === "daemon");
+    if (daemon && daemon.proc.exitCode !== null) {
+      throw new Error(`the daemon exited (code ${daemon.proc.exitCode}) while waiting for ${what}; see ${path.join(WS, ".overnight", "daemon.log")}`);
+    }
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) { last = e; }
+    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000}s waiting for ${what}${last ? ` (${last.message ?? last})` : ""}`);
+    await sleep(every);
+  }
+}
+
+function cli(...args) {
+  return execFileSync(PY, ["-m", "overnight.daemon.cli", "-C", WS, ...args], { encoding: "utf8" });
+}
+
+function journalDump() {
+  return execFileSync(PY, ["-c", "import sqlite3,sys; print('\\n'.join(sqlite3.connect(sys.argv[1]).iterdump()))",
+    path.join(WS, ".overnight", "journal.db")], { encoding: "utf8" });
+}
+
+async function sidebarFrame(page) {
+  for (const f of page.frames()) {
+    try { if (await f.$("#loop-state")) return f; } catch { /* detached */ }
+  }
+  return undefined;
+}
+
+async function editorText(page) {
+  return (await page.$eval(".editor-instance .monaco-editor .view-lines", (e) => e.innerText)).replace(/\u00a0/g, " ");
+}
+
+async function palette(page, text) {
+  await page.keyboard.press("F1");
+  await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 15000 });
+  await page.keyboard.type(text);
+  await sleep(600);
+  await page.keyboard.press("Enter");
+}
+
+const results = [];
+async function step(page, name, fn) {
+  const s = Date.now();
+  try {
+    await fn();
+    results.push({ name, ok: true, s: (Date.now() - s) / 1000 });
+    lap(`PASS ${name}`);
+  } catch (e) {
+    results.push({ name, ok: false, s: (Date.now() - s) / 1000, err: String(e?.message ?? e) });
+    lap(`FAIL ${name}: ${e?.message ?? e}`);
+    await page?.screenshot({ path: path.join(SHOTS, `fail-${name.replace(/\W+/g, "-")}.png`) }).catch(() => {});
+    throw e;
+  }
+}
+
+async function shot(page, name) {
+  const file = path.join(SHOTS, `${name}.png`);
+  await page.screenshot({ path: file });
+  lap(`screenshot ${file}`);
+}
+
+async function main() {
+  if (!CHROMIUM) throw new Error("chromium is not installed (apt-get install chromium)");
+  if (!fs.existsSync(CODE_SERVER)) throw new Error("code-server is not installed: run client_vscode/e2e/install.sh");
+  if (!fs.existsSync(path.join(EXT, "dist", "extension.js"))) throw new Error("the extension is not built: npm run build");
+  makeWorkspace();
+  lap("workspace ready");
+  startDaemon();
+  const port = await freePort();
+  await startCodeServer(port);
+  lap(`code-server up on ${port}`);
+  await until("the daemon's discovery file", () => fs.existsSync(path.join(WS, ".overnight", "daemon.json")), 60000);
+  lap("daemon up");
+
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true,
+    env: { ...process.env, XDG_CONFIG_HOME: path.join(WORK, "xdg", "chromium") },
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+  const page = await browser.newPage({ viewport: { width: 1360, height: 820 } });
+  page.on("pageerror", (e) => console.log("  [page error]", String(e).slice(0, 200)));
+  const payload = [["extensionDevelopmentPath", `vscode-remote://127.0.0.1:${port}${EXT}`]];
+  try {
+    await page.goto(`http://127.0.0.1:${port}/?folder=${encodeURIComponent(WS)}&payload=${encodeURIComponent(JSON.stringify(payload))}`,
+      { waitUntil: "domcontentloaded" });
+    let frame;
+    await step(page, "the activity bar has Overnight and the sidebar fills", async () => {
+      const icon = page.locator('.activitybar [aria-label^="Overnight"]').first();
+      await icon.waitFor({ timeout: 90000 });
+      await icon.click();
+      await page.mouse.move(700, 600); // no tooltip over the sidebar
+      frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
+      await until("a loop state in the sidebar", async () => (await frame.textContent("#loop-state"))?.trim(), 30000);
+      await until("an experiment row", async () => (await frame.$$("tr.exp")).length > 0, 120000);
+    });
+    await step(page, "the status bar shows the loop", async () => {
+      await page.locator(".statusbar-item", { hasText: "Overnight:" }).first().waitFor({ timeout: 30000 });
+    });
+    await step(page, "the live loss curve runs against the incumbent's", async () => {
+      await until("a running experiment with an incumbent curve", async () => {
+        const chart = await frame.$("#chart");
+        const cur = Number(await chart.getAttribute("data-points"));
+        const inc = Number(await chart.getAttribute("data-incumbent-points"));
+        const state = (await frame.textContent("#loop-state"))?.trim();
+        return cur >= 8 && inc > 0 && state === "running" && (await frame.textContent("#run-info")).includes("step");
+      }, 420000, 100);
+      await page.mouse.move(700, 600);
+      await sleep(300);
+      await shot(page, "vscode-sidebar");
+    });
+    await step(page, "Pause in the sidebar asks the loop to pause", async () => {
+      // While the fix is in flight: the loop decides it, then waits (no further runs to wait for).
+      await frame.click('button[data-cmd="overnight.pause"]', { timeout: 10000 });
+      await sleep(500);
+    });
+    await step(page, "the training script opens", async () => {
+      await page.keyboard.press("F1");
+      await page.waitForSelector(".quick-input-widget input", { state: "visible" });
+      await page.keyboard.press("Backspace");
+      await page.keyboard.type("trainer/train.py");
+      await sleep(800);
+      await page.keyboard.press("Enter");
+      await until("train.py in the editor", async () => (await editorText(page)).includes("Byte-level GPT"), 30000);
+    });
+    await step(page, "per-line annotations show on the lines experiments touched", async () => {
+      await page.keyboard.press("Control+g");
+      await page.keyboard.type("19");
+      await page.keyboard.press("Enter");
+      await until("an inlay hint with a kept experiment", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 180000, 500);
+      const line = page.locator(".editor-instance .view-line", { hasText: "LR = " }).first();
+      const box = await line.boundingBox();
+      await page.mouse.move(box.x + 30, box.y + box.height / 2);
+      await page.locator(".monaco-hover", { hasText: "Experiments that touched this line" }).first().waitFor({ timeout: 15000 });
+      await shot(page, "vscode-annotations");
+      await page.keyboard.press("Escape");
+    });
+    await step(page, "a command toggles the annotations", async () => {
+      await page.mouse.move(5, 400);
+      await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+      await until("the hints gone", async () => !/#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
+      await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+      await until("the hints back", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
+    });
+    if (!SKIP_SUGGESTIONS) {
+      const lens = (t) => page.locator(".editor-instance .codelens-decoration a", { hasText: t });
+      await step(page, "the suggestion appears inline with its CodeLens", async () => {
+        await lens("Accept").first().waitFor({ timeout: 120000 });
+        await until("two hunks", async () => (await lens("Accept").count()) >= 2, 15000);
+        for (const t of ["Reject", "Show diff"]) await lens(t).first().waitFor({ timeout: 5000 });
+        await page.mouse.move(5, 400);
+        await shot(page, "vscode-suggestion");
+      });
+      await step(page, "Accept changes the buffer, as one edit, without saving", async () => {
+        if (!(await editorText(page)).includes("LR = 1e-5")) throw new Error("the buffer did not hold the old LR");
+        // The user types above the hunk while it is pending: the daemon re-anchors it in the live buffer.
+        await page.keyboard.press("Control+g");
+        await page.keyboard.type("13");
+        await page.keyboard.press("Enter");
+        await page.keyboard.press("Home");
+        await page.keyboard.type("# typed while a suggestion is pending");
+        await page.keyboard.press("Enter");
+        await sleep(1500);
+        await until("the CodeLens still above the LR line", async () => (await lens("Accept").count()) >= 2, 15000);
+        await lens("Accept").first().click();
+        await until("LR = 3e-3 in the buffer", async () => (await editorText(page)).includes("LR = 3e-3"), 20000);
+        const text = await editorText(page);
+        if (text.includes("LR = 1e-5") || !text.includes("# typed while a suggestion is pending")) throw new Error("the accept landed in the wrong place");
+        const disk = fs.readFileSync(path.join(WS, "trainer", "train.py"), "utf8");
+        if (!disk.includes("LR = 1e-5")) throw new Error("the accepted edit was written to disk");
+        await until("the accepted hunk's CodeLens gone", async () => (await lens("Accept").count()) === 1, 20000);
+      });
+      await step(page, "Reject asks for a reason and records it", async () => {
+        await lens("Reject").first().click();
+        await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+        await page.keyboard.type(REASON);
+        await page.keyboard.press("Enter");
+        await until("no CodeLens left", async () => (await lens("Accept").count()) === 0, 20000);
+        await until("the reason in the journal", () => journalDump().includes(REASON), 15000, 500);
+      });
+    }
+    await step(page, "the loop pauses after the experiment in flight and stays paused", async () => {
+      frame = await until("the sidebar webview", () => sidebarFrame(page), 30000);
+      await until("the sidebar to say paused", async () => (await frame.textContent("#loop-state"))?.trim() === "paused", 150000, 500);
+      await page.locator(".statusbar-item", { hasText: "Overnight: paused" }).first().waitFor({ timeout: 10000 });
+      if (!/paused/i.test(cli("status"))) throw new Error("`overnight status` does not say paused");
+      const before = cli("results", "--format", "tsv").trim().split("\n").length;
+      await sleep(6000);
+      if (cli("results", "--format", "tsv").trim().split("\n").length !== before) throw new Error("experiments ran while paused");
+      await shot(page, "vscode-paused");
+    });
+    await step(page, "Redirect sends the agent an instruction", async () => {
+      await frame.click('button[data-cmd="overnight.redirect"]');
+      await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+      await page.keyboard.type("try a wider model next");
+      await page.keyboard.press("Enter");
+      await page.locator(".notification-toast", { hasText: "the agent will see it" }).first().waitFor({ timeout: 15000 });
+      if (!journalDump().includes("try a wider model next")) throw new Error("the instruction is not in the journal");
+    });
+    await step(page, "clicking an experiment opens its diff, metrics and reasoning", async () => {
+      await frame.click('tr.exp[data-exp="2"]');
+      await page.locator(".tabs-container .tab", { hasText: "#2 keep" }).first().waitFor({ timeout: 20000 });
+      await until("both sides of the diff", async () => {
+        const sides = await page.$$eval(".monaco-diff-editor .view-lines", (els) => els.map((e) => e.innerText.replace(/\u00a0/g, " ")));
+        return sides.some((t) => t.includes("LR = 1e-5")) && sides.some((t) => t.includes("LR = 3e-3"));
+      }, 15000);
+      await until("the detail in the sidebar", async () => {
+        const d = (await frame.textContent("#detail")) ?? "";
+        return d.includes("val_bpb") && d.includes("Agent's reasoning") && d.includes("restore a sane learning rate");
+      }, 10000);
+      await shot(page, "vscode-experiment");
+      await frame.selectOption("#filter", "keep");
+      await until("only kept experiments listed", async () => {
+        const st = await frame.$$eval("tr.exp .status", (els) => els.map((e) => e.textContent));
+        return st.length === 2 && st.every((x) => x === "keep");
+      }, 10000);
+      await frame.selectOption("#filter", "all");
+    });
+    await step(page, "when the daemon dies the extension says so, offers to start one, and attaches to it", async () => {
+      const old = children.find((c) => c.name === "daemon");
+      children.splice(children.indexOf(old), 1);
+      process.kill(-old.proc.pid, "SIGTERM");
+      await page.locator(".statusbar-item", { hasText: "Overnight: disconnected" }).first().waitFor({ timeout: 90000 });
+      await until("the sidebar to say disconnected", async () => (await frame.textContent("#conn"))?.includes("Disconnected"), 10000);
+      await until("the old daemon gone", () => old.proc.exitCode !== null || old.proc.signalCode !== null, 60000);
+      // The extension offers to start one: the user clicks, it runs `overnight daemon --detach` and attaches.
+      const toast = page.locator(".notification-toast", { hasText: "No Overnight daemon runs for this workspace" }).first();
+      await toast.waitFor({ timeout: 30000 });
+      await toast.locator(".monaco-button", { hasText: "Start the Daemon" }).first().click();
+      await until("a new daemon", () => {
+        try {
+          const info = JSON.parse(fs.readFileSync(path.join(WS, ".overnight", "daemon.json"), "utf8"));
+          if (info.pid !== old.proc.pid) detachedDaemon = info.pid;
+          return detachedDaemon !== undefined;
+        } catch { return false; }
+      }, 90000, 500);
+      await until("the status bar connected again", async () => {
+        const t = await page.locator(".statusbar-item", { hasText: "Overnight:" }).first().textContent();
+        return t && !/disconnected|connecting/.test(t);
+      }, 60000, 500);
+    });
+  } finally {
+    await browser.close().catch(() => {});
+  }
+}
+
+function cleanup() {
+  if (detachedDaemon) { try { process.kill(detachedDaemon, "SIGTERM"); } catch { /* gone */ } }
+  for (const { proc } of children.reverse()) {
+    try { process.kill(-proc.pid, "SIGTERM"); } catch { /* gone */ }
+  }
+}
+
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => { cleanup(); process.exit(130); });
+
+let code = 0;
+try {
+  await main();
+} catch (e) {
+  code = 1;
+  console.error(`e2e failed: ${e?.stack ?? e}`);
+} finally {
+  cleanup();
+  await sleep(1500);
+  for (const { proc } of children) {
+    try { process.kill(-proc.pid, "SIGKILL"); } catch { /* gone */ }
+  }
+}
+console.log(`\n${results.filter((r) => r.ok).length} passed, ${results.filter((r) => !r.ok).length} failed, ${((Date.now() - t0) / 1000).toFixed(0)}s`);
+for (const r of results) console.log(`  ${r.ok ? "PASS" : "FAIL"} ${r.name} (${r.s.toFixed(1)}s)${r.err ? `: ${r.err}` : ""}`);
+if (code === 0 && process.env.E2E_UPDATE_DOCS === "1") {
+  for (const n of ["vscode-sidebar", "vscode-suggestion", "vscode-annotations"]) {
+    const f = path.join(SHOTS, `${n}.png`);
+    if (fs.existsSync(f)) fs.copyFileSync(f, path.join(REPO, "docs", `${n}.png`));
+  }
+}
+process.exit(code);

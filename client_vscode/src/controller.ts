@@ -1,0 +1,233 @@
+// Wires the daemon connection to the sidebar, the status bar, the inline suggestions and the commands.
+import * as vscode from "vscode";
+import type { Middleware } from "vscode-languageclient/node";
+import { DaemonConnection } from "./connection";
+import { ExperimentDocuments } from "./experiments";
+import { type Filter, SidebarModel } from "./logic/viewModel";
+import { Commands, type Status } from "./protocol";
+import { SidebarProvider, type WebviewMessage } from "./sidebar";
+import { StatusBar } from "./statusBar";
+import { SuggestionController } from "./suggestions";
+
+const PAGE = 200;
+
+/** Adds a "Show diff" lens after each of the daemon's Reject lenses, with the same arguments. */
+export function withShowDiff(lenses: vscode.CodeLens[]): vscode.CodeLens[] {
+  return lenses.flatMap((l) => l.command?.command === Commands.rejectSuggestion
+    ? [l, new vscode.CodeLens(l.range, { title: "Show diff", command: "overnight.showSuggestionDiff", arguments: l.command.arguments })]
+    : [l]);
+}
+
+export class Controller implements vscode.Disposable {
+  readonly model = new SidebarModel();
+  readonly conn: DaemonConnection;
+  private readonly statusBar: StatusBar;
+  private readonly sidebar: SidebarProvider;
+  private readonly suggestions: SuggestionController;
+  private readonly experiments: ExperimentDocuments;
+  private readonly disposables: vscode.Disposable[] = [];
+
+  constructor(context: vscode.ExtensionContext, root: string, private readonly log: vscode.LogOutputChannel) {
+    const annotationsOn = () => vscode.workspace.getConfiguration("overnight").get<boolean>("annotations.enabled", true);
+    // Per-line metric annotations are the daemon's inlay hints and hovers; the setting gates them here.
+    const middleware: Middleware = {
+      provideInlayHints: (doc, range, token, next) => (annotationsOn() ? next(doc, range, token) : []),
+      provideHover: (doc, pos, token, next) => (annotationsOn() ? next(doc, pos, token) : undefined),
+      // The daemon's hunk lenses are Accept · Reject · evidence; "Show diff" is the client's own view.
+      provideCodeLenses: async (doc, token, next) => withShowDiff((await next(doc, token)) ?? []),
+    };
+    this.conn = new DaemonConnection(root, log, middleware);
+    this.statusBar = new StatusBar(this.model);
+    this.sidebar = new SidebarProvider(context.extensionUri, this.model, (m) => void this.onWebview(m));
+    this.suggestions = new SuggestionController(this.model, this.conn, log);
+    this.experiments = new ExperimentDocuments(root);
+    this.disposables.push(this.conn, this.statusBar, this.suggestions, this.experiments,
+      vscode.window.registerWebviewViewProvider(SidebarProvider.viewId, this.sidebar, { webviewOptions: { retainContextWhenHidden: true } }),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (e.affectsConfiguration("overnight.annotations.enabled")) this.conn.refreshInlayHints();
+      }),
+    );
+    this.listen();
+    this.registerCommands(context);
+  }
+
+  start(): void {
+    this.conn.start();
+  }
+
+  private changed(): void {
+    this.sidebar.post();
+    this.statusBar.update();
+    void vscode.commands.executeCommand("setContext", "overnight.state", this.model.status?.state ?? "");
+  }
+
+  private listen(): void {
+    const c = this.conn;
+    c.onDidChangeState(({ state, message }) => {
+      this.model.setConnection(state, message);
+      if (state === "connected") void this.loadAll();
+      if (state === "disconnected") this.statusBar.progress = undefined;
+      this.changed();
+    });
+    c.on("overnight/loopStateChanged", (s) => {
+      this.model.setStatus(s);
+      if (!s.current) this.statusBar.progress = undefined;
+      void this.loadIncumbent();
+      this.changed();
+    });
+    c.on("overnight/experimentStarted", (p) => {
+      this.model.experimentStarted(p);
+      this.statusBar.progress = undefined;
+      this.changed();
+    });
+    c.on("overnight/progress", (p) => {
+      this.model.progress(p);
+      this.statusBar.progress = p;
+      this.changed();
+    });
+    c.on("overnight/experimentFinished", (p) => {
+      this.model.experimentFinished(p.experiment);
+      this.changed();
+      // The per-line history moved: ask for fresh inlay hints (the daemon may also send a refresh).
+      this.conn.refreshInlayHints();
+      void this.loadExperiments();
+    });
+    c.on("overnight/suggestionAdded", (p) => {
+      this.model.suggestionAdded(p.suggestion);
+      this.suggestions.refresh();
+      this.changed();
+    });
+    c.on("overnight/suggestionRemoved", (p) => {
+      this.model.suggestionRemoved(p.id);
+      this.log.info(`suggestion ${p.id} ${p.state}: ${p.reason}`);
+      this.suggestions.refresh();
+      this.changed();
+    });
+    c.on("overnight/agentThought", (p) => this.log.debug(`agent: ${p.text}`));
+  }
+
+  private async guard(what: string, fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      this.log.warn(`${what}: ${(e as Error).message ?? String(e)}`);
+    }
+  }
+
+  private async loadAll(): Promise<void> {
+    await this.guard("status", async () => this.model.setStatus(await this.conn.request("overnight/status", {})));
+    this.changed();
+    await Promise.all([this.loadExperiments(), this.loadIncumbent(), this.loadSuggestions()]);
+  }
+
+  private async loadExperiments(): Promise<void> {
+    await this.guard("experiments/list", async () => {
+      const f = this.model.filter;
+      const list = await this.conn.request("overnight/experiments/list", { offset: 0, limit: PAGE, ...(f === "all" ? {} : { status: [f as Status] }) });
+      this.model.setExperiments(list.total, list.items);
+      this.suggestions.refresh();
+      this.changed();
+    });
+  }
+
+  private async loadIncumbent(): Promise<void> {
+    const id = this.model.wantedIncumbent();
+    if (id === undefined) return;
+    await this.guard("incumbent", async () => {
+      this.model.setIncumbent(await this.conn.request("overnight/experiments/get", { id }));
+      this.changed();
+    });
+  }
+
+  private async loadSuggestions(): Promise<void> {
+    await this.guard("suggestions/list", async () => {
+      this.model.setSuggestions((await this.conn.request("overnight/suggestions/list", {})).items);
+      this.suggestions.refresh();
+      this.changed();
+    });
+  }
+
+  private async onWebview(m: WebviewMessage): Promise<void> {
+    if (m.type === "ready") this.changed();
+    else if (m.type === "command") await vscode.commands.executeCommand(m.command, ...(m.args ?? []));
+    else if (m.type === "filter") {
+      this.model.filter = m.value as Filter;
+      await this.loadExperiments();
+    } else if (m.type === "select") await vscode.commands.executeCommand(Commands.showExperiment, m.id);
+  }
+
+  private async control(what: string, fn: () => Promise<unknown>): Promise<void> {
+    if (!this.conn.connected) {
+      void vscode.window.showWarningMessage("Overnight: not connected to a daemon.", "Start the Daemon").then((c) => {
+        if (c) void this.conn.startDaemon();
+      });
+      return;
+    }
+    try {
+      const res = await fn();
+      if (res && typeof res === "object" && "state" in res) this.model.setStatus(res as never);
+      this.changed();
+    } catch (e) {
+      this.log.error(`${what} failed: ${String(e)}`);
+      void vscode.window.showErrorMessage(`Overnight: ${what} failed: ${(e as Error).message ?? String(e)}`);
+    }
+  }
+
+  private registerCommands(context: vscode.ExtensionContext): void {
+    const reg = (id: string, fn: (...args: never[]) => unknown) => context.subscriptions.push(vscode.commands.registerCommand(id, fn));
+    reg("overnight.connect", () => this.conn.reconnect());
+    reg("overnight.startDaemon", () => this.conn.startDaemon());
+    reg("overnight.showSidebar", () => vscode.commands.executeCommand("workbench.view.extension.overnight"));
+    reg("overnight.showLog", () => this.log.show(true));
+    reg("overnight.pause", () => this.control("pause", () => this.conn.request("overnight/pause", { reason: "paused from VS Code" })));
+    reg("overnight.resume", () => this.control("resume", () => this.conn.request("overnight/resume", {})));
+    reg("overnight.stopAfterCurrent", () => this.control("stop", () => this.conn.request("overnight/stop", { when: "afterCurrent" })));
+    reg("overnight.redirect", async () => {
+      const instruction = await vscode.window.showInputBox({
+        title: "Redirect the agent", prompt: "What should it try or avoid from its next proposal on?",
+        placeHolder: "e.g. try rotary embeddings; leave the batch size alone", ignoreFocusOut: true,
+      });
+      if (!instruction?.trim()) return;
+      await this.control("redirect", async () => {
+        const r = await this.conn.request("overnight/redirect", { instruction: instruction.trim() });
+        void vscode.window.showInformationMessage(`Overnight: the agent will see it (feedback #${r.feedbackId}).`);
+      });
+    });
+    reg("overnight.toggleAnnotations", async () => {
+      const cfg = vscode.workspace.getConfiguration("overnight");
+      const next = !cfg.get<boolean>("annotations.enabled", true);
+      await cfg.update("annotations.enabled", next, vscode.ConfigurationTarget.Global);
+      this.conn.refreshInlayHints();
+      vscode.window.setStatusBarMessage(`Overnight: annotations ${next ? "on" : "off"}`, 3000);
+    });
+    reg(Commands.acceptSuggestion, (id?: string, hunkId?: string) => this.suggestions.accept(id, hunkId));
+    reg(Commands.rejectSuggestion, (id?: string, hunkId?: string) => this.suggestions.reject(id, hunkId));
+    reg("overnight.acceptHunkAtCursor", () => this.suggestions.accept());
+    reg("overnight.rejectHunkAtCursor", () => this.suggestions.reject());
+    reg("overnight.showSuggestionDiff", (id?: string, hunkId?: string) => this.suggestions.showDiff(id, hunkId));
+    reg("overnight.revealSuggestion", (id: string) => this.suggestions.reveal(id));
+    reg(Commands.showExperiment, async (id?: number) => {
+      if (id === undefined) {
+        const pick = await vscode.window.showQuickPick(this.model.experiments.map((e) => ({
+          label: `#${e.id} ${e.description}`, description: `${e.status} ${e.valBpb?.toFixed(3) ?? ""}`, id: e.id })), { title: "Show an experiment" });
+        if (!pick) return;
+        id = pick.id;
+      }
+      const expId = Number(id);
+      await this.guard("experiments/get", async () => {
+        const detail = await this.conn.request("overnight/experiments/get", { id: expId });
+        this.model.detail = detail;
+        this.changed();
+        await this.experiments.open(detail);
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.conn.stop();
+  }
+
+  dispose(): void {
+    for (const d of this.disposables) d.dispose();
+  }
+}

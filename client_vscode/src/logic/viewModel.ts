@@ -1,0 +1,236 @@
+// The sidebar's state, fed by the daemon's replies and notifications, and the plain view model the
+// webview draws. Pure: the extension feeds it, the webview renders `view()`.
+import type {
+  ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LoopStatus, RunProgress, Status, Suggestion,
+} from "../protocol";
+import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
+import { bpb, budgetFraction, delta, duration, experimentLabel, STATE_ICON, STATE_LABEL, STATUS_ICON } from "./format";
+
+export type Connection = "connecting" | "connected" | "disconnected";
+export type Filter = "all" | Status;
+
+export interface ExperimentRow {
+  id: number;
+  label: string;
+  description: string;
+  status: Status;
+  icon: string;
+  bpb: string;
+  delta: string;
+  /** better / worse / none: colours the Δ column. */
+  tone: "better" | "worse" | "none";
+  selected: boolean;
+}
+
+export interface SuggestionRow {
+  id: string;
+  file: string;
+  experiments: string;
+  evidence: string;
+  hunks: number;
+}
+
+export interface DetailView {
+  id: number;
+  title: string;
+  status: Status;
+  metrics: [string, string][];
+  hypothesis: string;
+  reasoning: string;
+  decision: string;
+  error: string;
+}
+
+export interface ViewModel {
+  connection: Connection;
+  connectionMessage: string;
+  state?: { value: string; label: string; icon: string; message: string };
+  summary: [string, string][];
+  running?: { title: string; description: string; progress: number; detail: string };
+  curve: { current: Point[]; incumbent: Point[]; incumbentLabel: string; currentLabel: string };
+  filter: Filter;
+  total: number;
+  experiments: ExperimentRow[];
+  suggestions: SuggestionRow[];
+  detail?: DetailView;
+}
+
+const MAX_CURVE_POINTS = 400;
+
+export class SidebarModel {
+  connection: Connection = "connecting";
+  connectionMessage = "";
+  status?: LoopStatus;
+  filter: Filter = "all";
+  total = 0;
+  experiments: ExperimentSummary[] = [];
+  suggestions = new Map<string, Suggestion>();
+  detail?: ExperimentDetail;
+  private runsPlanned = 1;
+  private lastProgress?: RunProgress;
+  private liveCurve: Point[] = [];
+  private liveRun = -1;
+  incumbentId?: number;
+  private incumbentCurve: Point[] = [];
+
+  setConnection(c: Connection, message = ""): void {
+    this.connection = c;
+    this.connectionMessage = message;
+  }
+
+  setStatus(s: LoopStatus): void {
+    this.status = s;
+    if (!s.current) this.lastProgress = undefined;
+  }
+
+  /** The incumbent whose curve the chart should show, when it differs from the one loaded. */
+  wantedIncumbent(): number | undefined {
+    const id = this.status?.best?.id;
+    return id !== undefined && id !== this.incumbentId ? id : undefined;
+  }
+
+  setIncumbent(detail: ExperimentDetail): void {
+    this.incumbentId = detail.experiment.id;
+    const run = detail.runs.find((r) => r.curve.length > 0);
+    this.incumbentCurve = run ? downsample(fromRunCurve(run.curve), MAX_CURVE_POINTS) : [];
+  }
+
+  experimentStarted(p: ExperimentStartedParams): void {
+    this.runsPlanned = p.runsPlanned;
+    this.liveCurve = [];
+    this.liveRun = -1;
+    this.lastProgress = undefined;
+    if (this.status) this.status = { ...this.status, current: p.experiment };
+    this.upsert(p.experiment);
+  }
+
+  progress(p: RunProgress): void {
+    if (p.run !== this.liveRun || (this.lastProgress && p.experimentId !== this.lastProgress.experimentId)) {
+      this.liveCurve = [];
+      this.liveRun = p.run;
+    }
+    this.lastProgress = p;
+    this.liveCurve = appendPoint(this.liveCurve, [p.elapsed, p.trainLoss]);
+  }
+
+  experimentFinished(e: ExperimentSummary): void {
+    this.upsert(e);
+    if (this.status?.current?.id === e.id) this.status = { ...this.status, current: undefined };
+  }
+
+  setExperiments(total: number, items: ExperimentSummary[]): void {
+    this.total = total;
+    this.experiments = items;
+  }
+
+  setSuggestions(items: Suggestion[]): void {
+    this.suggestions = new Map(items.filter((s) => s.state === "pending").map((s) => [s.id, s]));
+  }
+
+  suggestionAdded(s: Suggestion): void {
+    if (s.state === "pending") this.suggestions.set(s.id, s);
+    else this.suggestions.delete(s.id);
+  }
+
+  suggestionRemoved(id: string): void {
+    this.suggestions.delete(id);
+  }
+
+  private upsert(e: ExperimentSummary): void {
+    if (this.filter !== "all" && e.status !== this.filter) {
+      this.experiments = this.experiments.filter((x) => x.id !== e.id);
+      return;
+    }
+    const i = this.experiments.findIndex((x) => x.id === e.id);
+    if (i >= 0) this.experiments[i] = e;
+    else {
+      this.experiments = [e, ...this.experiments].sort((a, b) => b.id - a.id);
+      this.total += 1;
+    }
+  }
+
+  /** Experiment deltas by id, for attributing suggestions. */
+  deltas(): Map<number, number | undefined> {
+    return new Map(this.experiments.map((e) => [e.id, e.delta]));
+  }
+
+  view(): ViewModel {
+    const s = this.status;
+    const vm: ViewModel = {
+      connection: this.connection,
+      connectionMessage: this.connectionMessage,
+      summary: [],
+      curve: {
+        current: this.liveCurve,
+        incumbent: this.incumbentCurve,
+        incumbentLabel: this.incumbentId !== undefined ? `incumbent #${this.incumbentId}` : "incumbent",
+        currentLabel: this.lastProgress ? `#${this.lastProgress.experimentId} run ${this.lastProgress.run + 1}` : "current",
+      },
+      filter: this.filter,
+      total: this.total,
+      experiments: this.experiments.map((e) => ({
+        id: e.id,
+        label: experimentLabel(e),
+        description: e.description,
+        status: e.status,
+        icon: STATUS_ICON[e.status],
+        bpb: bpb(e.valBpb),
+        delta: delta(e.delta),
+        tone: e.delta === undefined ? "none" : e.delta < 0 ? "better" : "worse",
+        selected: this.detail?.experiment.id === e.id,
+      })),
+      suggestions: [...this.suggestions.values()].map((x) => ({
+        id: x.id,
+        file: x.uri.split("/").pop() ?? x.uri,
+        experiments: x.experimentIds.map((i) => `#${i}`).join(" "),
+        evidence: x.evidence,
+        hunks: x.hunks.length,
+      })),
+    };
+    if (s) {
+      vm.state = { value: s.state, label: STATE_LABEL[s.state], icon: STATE_ICON[s.state], message: s.message ?? "" };
+      vm.summary = [
+        ["best val_bpb", s.best ? `${bpb(s.best.valBpb)} (#${s.best.id})` : "\u2014"],
+        ["experiments", `${s.experiments} (${s.kept} kept)`],
+        ["noise σ", s.sigma !== undefined ? s.sigma.toFixed(4) : "\u2014"],
+        ["budget", `${s.budget}s · ${s.clock} clock`],
+        ["agent", s.agent],
+        ["session", s.tag ?? "\u2014"],
+      ];
+      const cur = s.current;
+      if (cur) {
+        const p = this.lastProgress && this.lastProgress.experimentId === cur.id ? this.lastProgress : undefined;
+        vm.running = {
+          title: experimentLabel(cur),
+          description: cur.description,
+          progress: p ? budgetFraction(p) : 0,
+          detail: p
+            ? `run ${p.run + 1}/${Math.max(this.runsPlanned, p.run + 1)} · step ${p.step} · ${duration(p.elapsed)} of ${duration(p.budget)} · loss ${p.trainLoss.toFixed(3)}`
+            : "starting",
+        };
+      }
+    }
+    const d = this.detail;
+    if (d) {
+      const e = d.experiment;
+      const metrics: [string, string][] = [
+        ["val_bpb", bpb(e.valBpb)],
+        ["Δ vs incumbent", delta(e.delta) || "\u2014"],
+        ["holdout bpb", bpb(d.holdoutBpb)],
+        ["runs", d.runs.map((r) => `seed ${r.seed}: ${r.status === "ok" ? bpb(r.valBpb) : r.status}${r.steps ? ` (${r.steps} steps)` : ""}`).join("; ") || "\u2014"],
+      ];
+      if (e.commit) metrics.push(["commit", e.commit.slice(0, 10)]);
+      vm.detail = {
+        id: e.id,
+        title: `${experimentLabel(e)} · ${e.status} · ${e.description}`,
+        status: e.status,
+        metrics,
+        hypothesis: d.hypothesis,
+        reasoning: d.reasoning,
+        decision: [d.decisionReason, d.decidedBy ? `(decided by ${d.decidedBy})` : ""].filter(Boolean).join(" "),
+        error: d.error ?? "",
+      };
+    }
+    return vm;
+  }
+}

@@ -1,0 +1,33 @@
+import { strict as assert } from "node:assert";
+import { test } from "node:test";
+import type { LoopStatus } from "../../src/protocol";
+import { bpb, delta, duration, statusBarText } from "../../src/logic/format";
+
+const status: LoopStatus = {
+  state: "running", tag: "t", agent: "replay", budget: 2, clock: "cpu", experiments: 3, kept: 1, protocolVersion: "1.0",
+  best: { id: 2, valBpb: 2.3312 },
+  current: { id: 4, kind: "experiment", status: "running", description: "x", agent: "replay", created: 0 },
+};
+
+test("numbers: three decimals, true minus, unknown as a dash", () => {
+  assert.equal(bpb(2.33119), "2.331");
+  assert.equal(bpb(undefined), "\u2014");
+  assert.equal(delta(-0.0123), "\u22120.012");
+  assert.equal(delta(0.04), "+0.040");
+  assert.equal(delta(0.00001), "\u00b10.000");
+  assert.equal(delta(undefined), "");
+});
+
+test("durations", () => {
+  assert.equal(duration(42.4), "42s");
+  assert.equal(duration(185), "3m 05s");
+  assert.equal(duration(3720), "1h 02m");
+});
+
+test("status bar: state, the current experiment's progress, the best so far; disconnected says so", () => {
+  const p = { experimentId: 4, run: 0, step: 10, elapsed: 1, budget: 2, trainLoss: 3 };
+  assert.equal(statusBarText(status, true, p), "$(sync~spin) Overnight: running \u00b7 #4 50% \u00b7 best 2.331");
+  assert.equal(statusBarText(status, true), "$(sync~spin) Overnight: running \u00b7 #4 \u00b7 best 2.331");
+  assert.equal(statusBarText({ ...status, state: "paused", current: undefined }, true), "$(debug-pause) Overnight: paused \u00b7 best 2.331");
+  assert.equal(statusBarText(status, false), "$(debug-disconnect) Overnight: disconnected");
+});

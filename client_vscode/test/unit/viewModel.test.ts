@@ -1,0 +1,56 @@
+import { strict as assert } from "node:assert";
+import { test } from "node:test";
+import type { ExperimentSummary, LoopStatus } from "../../src/protocol";
+import { SidebarModel } from "../../src/logic/viewModel";
+
+const exp = (id: number, status: ExperimentSummary["status"], d?: number): ExperimentSummary => ({
+  id, kind: id === 1 ? "baseline" : "experiment", status, description: `e${id}`, agent: "replay", created: id, delta: d,
+});
+const status: LoopStatus = { state: "running", agent: "replay", budget: 2, clock: "cpu", experiments: 1, kept: 1, protocolVersion: "1.0", best: { id: 2, valBpb: 2.5 } };
+
+test("the sidebar fills from status, the list and live notifications", () => {
+  const m = new SidebarModel();
+  m.setConnection("connected");
+  m.setStatus(status);
+  m.setExperiments(2, [exp(2, "keep", -0.4), exp(1, "keep")]);
+  assert.equal(m.wantedIncumbent(), 2);
+  m.setIncumbent({ experiment: exp(2, "keep", -0.4), hypothesis: "", reasoning: "", diff: "", runs: [
+    { run: 0, seed: 1, status: "ok", curve: [[1, 0.1, 5], [2, 0.2, 4]], started: 0, finished: 1 }] });
+  assert.equal(m.wantedIncumbent(), undefined);
+  m.experimentStarted({ experiment: exp(3, "running"), runsPlanned: 2 });
+  m.progress({ experimentId: 3, run: 0, step: 5, elapsed: 1, budget: 2, trainLoss: 4.5 });
+  m.progress({ experimentId: 3, run: 0, step: 9, elapsed: 1.5, budget: 2, trainLoss: 4.0 });
+  let v = m.view();
+  assert.equal(v.running?.title, "#3");
+  assert.equal(v.running?.progress, 0.75);
+  assert.match(v.running!.detail, /run 1\/2 · step 9/);
+  assert.deepEqual(v.curve.current, [[1, 4.5], [1.5, 4.0]]);
+  assert.deepEqual(v.curve.incumbent, [[0.1, 5], [0.2, 4]]);
+  assert.deepEqual(v.experiments.map((e) => [e.label, e.status, e.delta, e.tone]), [
+    ["#3", "running", "", "none"], ["#2", "keep", "\u22120.400", "better"], ["#1 baseline", "keep", "", "none"]]);
+  m.experimentFinished(exp(3, "discard", 0.1));
+  v = m.view();
+  assert.equal(v.running, undefined);
+  assert.equal(v.experiments[0].tone, "worse");
+  assert.equal(v.total, 3);
+});
+
+test("a second run of the same experiment restarts the live curve", () => {
+  const m = new SidebarModel();
+  m.progress({ experimentId: 3, run: 0, step: 5, elapsed: 1, budget: 2, trainLoss: 4.5 });
+  m.progress({ experimentId: 3, run: 1, step: 1, elapsed: 0.1, budget: 2, trainLoss: 5 });
+  assert.deepEqual(m.view().curve.current, [[0.1, 5]]);
+});
+
+test("suggestions come and go; a filtered list ignores other statuses", () => {
+  const m = new SidebarModel();
+  const s = { id: "s1", uri: "file:///ws/trainer/train.py", experimentIds: [2], hunks: [], evidence: "ev", state: "pending" as const };
+  m.setSuggestions([s]);
+  assert.deepEqual(m.view().suggestions.map((x) => [x.file, x.experiments]), [["train.py", "#2"]]);
+  m.suggestionRemoved("s1");
+  assert.equal(m.view().suggestions.length, 0);
+  m.filter = "keep";
+  m.setExperiments(1, [exp(2, "keep")]);
+  m.experimentStarted({ experiment: exp(3, "running"), runsPlanned: 1 });
+  assert.deepEqual(m.view().experiments.map((e) => e.id), [2]);
+});
