@@ -82,6 +82,8 @@ class Config:
     # Extra seconds before a run is killed: start-up, model export, and the clock's slack.
     grace: float = 30.0
     memory_limit_gb: float = 8.0
+    # CPU threads a run may use (torch.set_num_threads); 0: every core this process may use.
+    threads: int = 0
     metric: str = "val_bpb"
     direction: str = "minimize"
     agent: str = "sweep"
@@ -114,6 +116,8 @@ class Config:
     def validate(self) -> None:
         if self.budget <= 0:
             raise ConfigError(f"budget must be positive, got {self.budget}")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be 0 (every core) or a positive count, got {self.threads}")
         if self.agent not in AGENTS:
             raise ConfigError(f"agent must be one of {', '.join(AGENTS)}, got {self.agent!r}")
         if self.direction not in ("minimize", "maximize"):

@@ -40,7 +40,8 @@ _RUN_FIELDS = tuple(
     sorted({f.name for f in dataclasses.fields(Run)} & {f.name for f in dataclasses.fields(RunOutcome)})
 )
 # Settings that change what the metric means: a session is only resumed with the same ones.
-_MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "metric", "direction", "editable", "frozen")
+_MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "metric", "direction", "editable", "frozen",
+                     "threads")
 # The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
 _MAX_AGENT_FAILURES = 3
 
@@ -619,7 +620,7 @@ class Loop:
         request = RunRequest(
             cwd=self.ws.wt_path / self.cfg.workdir, command=self.cfg.run, evaluate=self.cfg.evaluate,
             budget=self.cfg.budget, clock=self.clock, grace=self.cfg.grace,
-            memory_limit_gb=self.cfg.memory_limit_gb, seed=seed, threads=_threads(),
+            memory_limit_gb=self.cfg.memory_limit_gb, seed=seed, threads=self.cfg.threads or _threads(),
             model_out=model_out, log_path=log_path, data_dir=self.data_dir, manifest_sha256=self.manifest_sha256,
         )
         self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=self.cfg.budget, clock=self.clock)

@@ -22,8 +22,10 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-# Fast settings for real runs: two-second budgets, two baseline runs.
+# Fast settings for real runs: two-second budgets, two baseline runs, one thread each (the suite runs
+# its test files on every core at once, one pytest-xdist worker per core).
 FAST = {
+    "threads": 1,
     "budget": 2.0,
     "grace": 25.0,
     "baseline_runs": 2,
