@@ -22,7 +22,7 @@ from .journal import Journal
 from .lock import WorkspaceBusy
 from .loop import Loop, LoopError
 from .server.client import NoDaemon
-from .workspace import WorkspaceError
+from .workspace import Workspace, WorkspaceError
 
 # What `overnight init` copies into a new workspace: (package, file, destination).
 _TEMPLATE = (
@@ -132,6 +132,7 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
     if running is not None:
         console.print(f"a daemon already runs for {cfg.root}: pid {running.pid}, port {running.port}")
         return 0
+    Workspace(cfg)  # not a repository, no commits, a declared file missing: say so here, not in a log
     if args.detach:
         import subprocess
         import time

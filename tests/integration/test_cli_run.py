@@ -133,10 +133,12 @@ def test_corrupt_data_gets_a_clear_message(make_workspace: Callable[..., Path], 
 
 
 @pytest.mark.timeout(60)
-def test_not_a_git_repository(tmp_path: Path) -> None:
-    out = subprocess.run([*OVERNIGHT, "-C", str(tmp_path), "run"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("command", [["run"], ["daemon", "--detach"]])
+def test_not_a_git_repository(tmp_path: Path, command: list[str]) -> None:
+    out = subprocess.run([*OVERNIGHT, "-C", str(tmp_path), *command], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "not a git repository" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / ".overnight" / "daemon.json").exists()
 
 
 @pytest.mark.timeout(300)
