@@ -246,6 +246,15 @@ class Journal:
         rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
         return str(rows[0]["value"]) if rows else None
 
+    def user_base(self, tag: str) -> dict[str, str] | None:
+        """The user's versions of the synced files (editable + program) the session last synced with:
+        its start, or the last rebase onto the user's own edit. The base of suggestions and syncs."""
+        stored = self.meta(f"user_base:{tag}")
+        return {str(k): str(v) for k, v in json.loads(stored).items()} if stored is not None else None
+
+    def set_user_base(self, tag: str, texts: dict[str, str]) -> None:
+        self.set_meta(f"user_base:{tag}", json.dumps(texts))
+
     # -- sessions -------------------------------------------------------------------------------
 
     def create_session(self, session: Session) -> None:

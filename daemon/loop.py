@@ -28,7 +28,6 @@ from .decide import judge, noise_sigma
 from .executor import RunOutcome, RunRequest, execute, resolve_clock, resolve_command
 from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
-from .suggestions import USER_BASE_KEY
 from .threeway import merge
 from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref
 
@@ -232,9 +231,9 @@ class Loop:
             config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.cfg).items()}
             session = Session(tag, branch_name(tag), base, self.ws.frozen_hashes(), config, time.time())
             self.journal.create_session(session)
-            if self.journal.meta(USER_BASE_KEY.format(tag=tag)) is None:
+            if self.journal.user_base(tag) is None:
                 # What the user's files were when the session began: the base of suggestions and syncs.
-                self._set_user_base(tag, {rel: self.ws.read(rel) for rel in self._synced_files()
+                self.journal.set_user_base(tag, {rel: self.ws.read(rel) for rel in self._synced_files()
                                           if (self.ws.wt_path / rel).is_file()})
             self._emit("session", tag=tag, resumed=False, worktree=str(self.ws.wt_path), branch=session.branch)
         else:
@@ -322,27 +321,19 @@ class Loop:
     def _synced_files(self) -> list[str]:
         return [*self.cfg.editable, self.cfg.program]
 
-    def _user_base(self, tag: str) -> dict[str, str]:
-        assert self.journal is not None
-        stored = self.journal.meta(USER_BASE_KEY.format(tag=tag))
-        return {str(k): str(v) for k, v in json.loads(stored).items()} if stored else {}
-
-    def _set_user_base(self, tag: str, texts: dict[str, str]) -> None:
-        assert self.journal is not None
-        self.journal.set_meta(USER_BASE_KEY.format(tag=tag), json.dumps(texts))
-
     def _carry_user_base(self, old_tag: str, new_tag: str) -> None:
         """A session continued under a new budget starts from the incumbent's code, but the user's
         version is still the user's: pending suggestions carry over."""
-        texts = self._user_base(old_tag)
+        assert self.journal is not None
+        texts = self.journal.user_base(old_tag)
         if texts:
-            self._set_user_base(new_tag, texts)
+            self.journal.set_user_base(new_tag, texts)
 
     def _notice_offline_edits(self) -> None:
         """The user may have edited their files while no loop ran: sync with them before going on."""
         assert self.session is not None
-        base = self._user_base(self.session.tag)
-        for rel, text in base.items():
+        assert self.journal is not None
+        for rel, text in (self.journal.user_base(self.session.tag) or {}).items():
             try:
                 if (self.cfg.root / rel).read_text(encoding="utf-8") != text:
                     self.request_sync([rel])
@@ -358,7 +349,7 @@ class Loop:
         with self._control:
             paths, self._sync_paths = sorted(self._sync_paths), set()
         tag = self.session.tag
-        base = self._user_base(tag)
+        base = self.journal.user_base(tag) or {}
         new_base = dict(base)
         changed: list[str] = []
         for rel in self._synced_files():
@@ -385,7 +376,7 @@ class Loop:
         # client ever sees the user's new version against the loop's old code.
         baseline = self._start_baseline(
             f"baseline after your change to {', '.join(measured)} ({self.cfg.baseline_runs} runs)") if measured else None
-        self._set_user_base(tag, new_base)
+        self.journal.set_user_base(tag, new_base)
         self._emit("rebased", paths=changed, files=[rel for rel in new_base if new_base[rel] != base.get(rel)])
         if baseline is not None:
             self._emit("message", level="info",

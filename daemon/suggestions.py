@@ -11,7 +11,6 @@ new suggestion, and clients drop the old one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import git
@@ -19,8 +18,6 @@ import git
 from .annotate import History
 from .journal import Experiment, Journal
 from .threeway import Change, changes, lines, text_edit
-
-USER_BASE_KEY = "user_base:{tag}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +53,13 @@ def suggestion_id(tag: str, path: str, incumbent_id: int) -> str:
     return f"{tag}:{path}@{incumbent_id}"
 
 
+def suggestion_path(sid: str) -> str | None:
+    """The file a suggestion id names (`tag:path@id`), or None if it is not one of ours."""
+    if ":" not in sid or "@" not in sid:
+        return None
+    return sid.split(":", 1)[1].rsplit("@", 1)[0]
+
+
 def hunk_id(path: str, key: str) -> str:
     return f"{path}#{key}"
 
@@ -88,11 +92,9 @@ class SuggestionBook:
 
     def base_text(self, tag: str, path: str) -> str | None:
         """The user's version the session last synced with (its start, or the last rebase)."""
-        stored = self.journal.meta(USER_BASE_KEY.format(tag=tag))
-        if stored is not None:
-            texts = json.loads(stored)
-            if path in texts:
-                return str(texts[path])
+        texts = self.journal.user_base(tag) or {}
+        if path in texts:
+            return texts[path]
         session = self.journal.session(tag)
         if session is None:
             return None

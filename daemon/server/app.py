@@ -6,11 +6,9 @@ import asyncio
 import logging
 import os
 import signal
-from pathlib import Path
 from typing import Any
 
 from lsprotocol import types as lsp
-from pygls import uris
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 
@@ -24,7 +22,7 @@ from .auth import DaemonProtocol
 from .core import DaemonCore, call_in_thread
 from .framing import serve_connection
 from .progress import ExperimentProgress
-from .suggestions import Reservations, SuggestionFeature
+from .suggestions import Reservations, SuggestionFeature, relative
 
 log = logging.getLogger("overnight.daemon")
 
@@ -168,14 +166,8 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
             raise _NotFound(message=f"no experiment #{params.id}")
         return detail
 
-    def _rel(uri: str) -> str | None:
-        try:
-            return Path(uris.to_fs_path(uri) or "").resolve().relative_to(core.cfg.root).as_posix()
-        except ValueError:
-            return None
-
     def _history(uri: str) -> tuple[list[str], dict[int, list[Any]]]:
-        rel = _rel(uri)
+        rel = relative(core, uri)
         doc = ls.workspace.get_text_document(uri)
         if rel is None:
             return list(doc.lines), {}

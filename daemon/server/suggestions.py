@@ -27,7 +27,7 @@ from pygls.lsp.server import LanguageServer
 
 from overnight.protocol import types as t
 
-from ..suggestions import PendingHunk, PendingSuggestion, suggestion_id
+from ..suggestions import PendingHunk, PendingSuggestion, suggestion_id, suggestion_path
 from .core import DaemonCore, call_in_thread
 
 log = logging.getLogger("overnight.daemon")
@@ -158,8 +158,7 @@ class SuggestionFeature:
 
     def _removal(self, sid: str, now: dict[str, Any]) -> tuple[t.SuggestionState, str]:
         suggestion, keys = self.sent[sid]
-        path = sid.split(":", 1)[1].rsplit("@", 1)[0] if ":" in sid else ""
-        decided = self.core.journal.hunk_decisions(self.core.tag or "", path)
+        decided = self.core.journal.hunk_decisions(self.core.tag or "", suggestion_path(sid) or "")
         states = {decided.get(k) for k in keys}
         if states == {"rejected"}:
             return t.SuggestionState.REJECTED, "rejected"
@@ -179,8 +178,7 @@ class SuggestionFeature:
     def _find(self, now: dict[str, tuple[PendingSuggestion, UserText]], sid: str,
               hunk: str | None) -> tuple[PendingSuggestion, UserText, list[PendingHunk]]:
         if sid not in now:
-            tag_path = sid.rsplit("@", 1)[0]
-            if self.core.tag and tag_path.split(":", 1)[-1] in self.core.cfg.editable:
+            if self.core.tag and suggestion_path(sid) in self.core.cfg.editable:
                 raise InvalidState(message=f"suggestion {sid} is no longer pending (accepted, rejected, replaced by a "
                                            "newer one, or your code changed those lines): list the suggestions again")
             raise NotFound(message=f"no suggestion {sid}")
@@ -210,10 +208,7 @@ class SuggestionFeature:
             if not result.applied:
                 reason = result.failure_reason or "the editor refused the edit (did the buffer change meanwhile?)"
                 return t.AcceptSuggestionResult(applied=False, message=f"{reason}; the suggestion stays pending")
-            tag = self.core.tag or ""
-            await call_in_thread(lambda: self.core.journal.decide_hunks(
-                tag, pending.path, [h.key for h in hunks], "accepted", suggestion_id=pending.id,
-                experiment_ids=sorted({i for h in hunks for i in h.experiment_ids})))
+            await self._record(pending, hunks, "accepted")
         finally:
             self.reservations.release(keys)
         self.core.changed()
@@ -226,14 +221,17 @@ class SuggestionFeature:
         if not self.reservations.take(keys):
             raise InvalidState(message="another client is accepting this change right now")
         try:
-            tag = self.core.tag or ""
-            await call_in_thread(lambda: self.core.journal.decide_hunks(
-                tag, pending.path, [h.key for h in hunks], "rejected", suggestion_id=pending.id,
-                experiment_ids=sorted({i for h in hunks for i in h.experiment_ids}), reason=(params.reason or "").strip()))
+            await self._record(pending, hunks, "rejected", (params.reason or "").strip())
         finally:
             self.reservations.release(keys)
         self.core.changed()
         return t.RejectSuggestionResult()
+
+    async def _record(self, pending: PendingSuggestion, hunks: list[PendingHunk], state: str, reason: str = "") -> None:
+        tag = self.core.tag or ""
+        ids = sorted({i for h in hunks for i in h.experiment_ids})
+        await call_in_thread(lambda: self.core.journal.decide_hunks(
+            tag, pending.path, [h.key for h in hunks], state, suggestion_id=pending.id, experiment_ids=ids, reason=reason))
 
     async def code_lenses(self, uri: str) -> list[lsp.CodeLens]:
         path = relative(self.core, uri)

@@ -402,11 +402,11 @@ async def test_set_budget_starts_a_new_session(daemon: Daemon) -> None:
         assert stopped.tag == f"{old.tag}-3s"
 
 
-async def _bridge_session(daemon: Daemon, messages: list[dict[str, Any]], answers: int) -> dict[int, Any]:
-    """Raw JSON-RPC through `overnight attach` (what no typed client would send): id → reply."""
+async def _bridge(daemon: Daemon, messages: list[dict[str, Any]]) -> asyncio.subprocess.Process:
+    """`overnight attach` with an initialize (the right token) and these raw JSON-RPC messages written to it."""
     bridge = await asyncio.create_subprocess_exec(*OVERNIGHT, "attach", cwd=str(daemon.root),
                                                   stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    assert bridge.stdin is not None and bridge.stdout is not None
+    assert bridge.stdin is not None
     init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "processId": None, "capabilities": {},
         "initializationOptions": {"token": daemon.token, "protocolVersion": t.PROTOCOL_VERSION}}}
@@ -414,6 +414,13 @@ async def _bridge_session(daemon: Daemon, messages: list[dict[str, Any]], answer
         body = json.dumps(message).encode()
         bridge.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
     await bridge.stdin.drain()
+    return bridge
+
+
+async def _bridge_session(daemon: Daemon, messages: list[dict[str, Any]], answers: int) -> dict[int, Any]:
+    """Raw JSON-RPC through `overnight attach` (what no typed client would send): id → reply."""
+    bridge = await _bridge(daemon, messages)
+    assert bridge.stdout is not None
     replies: dict[int, Any] = {}
     while len(replies) < answers + 1:
         header = await asyncio.wait_for(bridge.stdout.readuntil(b"\r\n\r\n"), 60)
@@ -437,17 +444,8 @@ async def test_bad_messages_get_errors_and_the_daemon_goes_on(daemon: Daemon) ->
     assert replies[3]["error"]["code"] == t.ErrorCode.INVALID_STATE and "tag" in replies[3]["error"]["message"]
     assert replies[4]["error"]["code"] == -32602
     # A client that vanishes mid-request: the daemon answers into the void and goes on.
-    bridge = await asyncio.create_subprocess_exec(*OVERNIGHT, "attach", cwd=str(daemon.root),
-                                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-    assert bridge.stdin is not None
-    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "processId": None, "capabilities": {},
-        "initializationOptions": {"token": daemon.token, "protocolVersion": t.PROTOCOL_VERSION}}}
     ask = {"jsonrpc": "2.0", "id": 2, "method": t.OVERNIGHT_EXPERIMENTS_LIST, "params": {"offset": 0, "limit": 1000}}
-    for message in (init, ask):
-        body = json.dumps(message).encode()
-        bridge.stdin.write(b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    await bridge.stdin.drain()
+    bridge = await _bridge(daemon, [ask])
     bridge.kill()
     await bridge.wait()
     async with attached(daemon) as ed:
