@@ -185,10 +185,12 @@ class Loop:
         message = self.pause_reason or "paused"
         if (self.state, self.state_message) != ("paused", message):  # the agent's pause announced it already
             self._emit("state", state="paused", message=message)
+        # A new budget while paused switches sessions at once (the new one waits, paused, before its
+        # baseline), so the user sees the budget they set rather than the old session until they resume.
         with self._control:
             self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after
-                                   or self._sync_paths)
-        if self.paused and self._sync_paths:
+                                   or self._sync_paths or self._next_session is not None)
+        if self.paused and self._sync_paths and self._next_session is None:
             self._sync_user_changes()  # the user's edit is synced (and its baseline measured) even while paused
             self._wait_while_paused()
 
@@ -274,6 +276,8 @@ class Loop:
         self._wait_while_paused()  # a daemon started paused waits here, before any run
         if self.stop_requested.is_set():
             return self._summary("stopped by the user")
+        if self._next_session is not None:
+            return self._summary(_NEW_BUDGET)
         if self.journal.incumbent(session.tag) is None:
             self._baseline()
         if self.stop_requested.is_set():

@@ -25,6 +25,7 @@ const PY = process.env.OVERNIGHT_PYTHON ?? [path.join(REPO, ".venv", "bin", "pyt
 const SKIP_SUGGESTIONS = process.env.E2E_SKIP_SUGGESTIONS === "1";
 const DATA_DIR = process.env.OVERNIGHT_TEST_DATA_DIR ?? path.join(WORK, "data");
 const REASON = "the comment churn is noise";
+const THOUGHT = "An LR of 1e-5 is far too low for AdamW at this size: the loss barely moves. 3e-3 is the usual choice.";
 
 const t0 = Date.now();
 const lap = (m) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${m}`);
@@ -63,7 +64,7 @@ function makeWorkspace() {
   git("commit", "-qm", "e2e workspace");
   // The fix: two distant hunks (the learning rate, a comment) so one can be accepted and one rejected.
   const fixed = base.replace(/^LR = 1e-5 /m, "LR = 3e-3 ").replace("# AdamW beta2\n", "# AdamW beta2 (0.99 is the usual choice)\n");
-  const proposals = [{ description: "restore a sane learning rate", files: { "trainer/train.py": fixed } }];
+  const proposals = [{ description: "restore a sane learning rate", reasoning: THOUGHT, files: { "trainer/train.py": fixed } }];
   for (let i = 1; i <= 12; i++) proposals.push({ description: `note ${i}`, files: { "trainer/train.py": fixed + `\n# note ${i}\n` } });
   fs.writeFileSync(path.join(WS, "proposals.jsonl"), proposals.map((p) => JSON.stringify(p)).join("\n") + "\n");
   git("add", "-A");
@@ -227,10 +228,14 @@ async function main() {
       await sleep(300);
       await shot(page, "vscode-sidebar");
     });
+    await step(page, "the agent's thought shows in the sidebar", async () => {
+      await until("the thought in the Agent section", async () => (await frame.textContent("#agent"))?.includes("far too low"), 30000);
+    });
     await step(page, "Pause in the sidebar asks the loop to pause", async () => {
       // While the fix is in flight: the loop decides it, then waits (no further runs to wait for).
       await frame.click('button[data-cmd="overnight.pause"]', { timeout: 10000 });
-      await sleep(500);
+      // The click reached the daemon (the sidebar re-renders several times a second meanwhile).
+      await until("the pause in the journal", () => journalDump().includes("paused from VS Code"), 15000, 300);
     });
     await step(page, "the training script opens", async () => {
       await page.keyboard.press("F1");
@@ -324,7 +329,7 @@ async function main() {
       }, 15000);
       await until("the detail in the sidebar", async () => {
         const d = (await frame.textContent("#detail")) ?? "";
-        return d.includes("val_bpb") && d.includes("Agent's reasoning") && d.includes("restore a sane learning rate");
+        return d.includes("val_bpb") && d.includes("Agent's reasoning") && d.includes("restore a sane learning rate") && d.includes("far too low");
       }, 10000);
       await shot(page, "vscode-experiment");
       await frame.selectOption("#filter", "keep");
@@ -333,6 +338,24 @@ async function main() {
         return st.length === 2 && st.every((x) => x === "keep");
       }, 10000);
       await frame.selectOption("#filter", "all");
+    });
+    await step(page, "Set the Training Budget checks the input and starts a new session", async () => {
+      const tag = /session (\S+)/.exec(cli("status"))?.[1];
+      if (!tag) throw new Error("`overnight status` names no session");
+      await palette(page, "Overnight: Set the Training Budget");
+      await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+      await page.keyboard.press("Control+a");
+      await page.keyboard.type("soon");
+      await page.locator(".quick-input-message", { hasText: "greater than 0" }).first().waitFor({ timeout: 10000 });
+      await page.keyboard.press("Control+a");
+      await page.keyboard.type("5");
+      await page.keyboard.press("Enter");
+      await page.locator(".notification-toast", { hasText: "budget 5 s" }).first().waitFor({ timeout: 15000 });
+      // Paused, the new session starts at once and waits: the sidebar shows it with its budget.
+      await until("the new session in the sidebar", async () => {
+        const t = (await frame.textContent("#loop")) ?? "";
+        return t.includes("5s ·") && t.includes(`${tag}-5s`);
+      }, 60000, 500);
     });
     await step(page, "when the daemon dies the extension says so, offers to start one, and attaches to it", async () => {
       const old = children.find((c) => c.name === "daemon");

@@ -3,6 +3,7 @@ import * as vscode from "vscode";
 import type { Middleware } from "vscode-languageclient/node";
 import { DaemonConnection } from "./connection";
 import { ExperimentDocuments } from "./experiments";
+import { parseBudget } from "./logic/format";
 import { type Filter, SidebarModel } from "./logic/viewModel";
 import { Commands, type Status } from "./protocol";
 import { SidebarProvider, type WebviewMessage } from "./sidebar";
@@ -10,6 +11,8 @@ import { StatusBar } from "./statusBar";
 import { SuggestionController } from "./suggestions";
 
 const PAGE = 200;
+/** The daemon's cap on one page of experiments/list. */
+const MAX_LIST = 1000;
 
 /** Adds a "Show diff" lens after each of the daemon's Reject lenses, with the same arguments. */
 export function withShowDiff(lenses: vscode.CodeLens[]): vscode.CodeLens[] {
@@ -103,7 +106,10 @@ export class Controller implements vscode.Disposable {
       this.suggestions.refresh();
       this.changed();
     });
-    c.on("overnight/agentThought", (p) => this.log.debug(`agent: ${p.text}`));
+    c.on("overnight/agentThought", (p) => {
+      this.model.thought(p);
+      this.changed();
+    });
   }
 
   private async guard(what: string, fn: () => Promise<void>): Promise<void> {
@@ -123,9 +129,21 @@ export class Controller implements vscode.Disposable {
   private async loadExperiments(): Promise<void> {
     await this.guard("experiments/list", async () => {
       const f = this.model.filter;
-      const list = await this.conn.request("overnight/experiments/list", { offset: 0, limit: PAGE, ...(f === "all" ? {} : { status: [f as Status] }) });
+      // As many as the user has paged in, so a refresh does not fold the list back to one page.
+      const limit = Math.min(MAX_LIST, Math.max(PAGE, this.model.experiments.length));
+      const list = await this.conn.request("overnight/experiments/list", { offset: 0, limit, ...(f === "all" ? {} : { status: [f as Status] }) });
       this.model.setExperiments(list.total, list.items);
       this.suggestions.refresh();
+      this.changed();
+    });
+  }
+
+  private async loadMoreExperiments(): Promise<void> {
+    await this.guard("experiments/list", async () => {
+      const f = this.model.filter;
+      const offset = this.model.experiments.length;
+      const list = await this.conn.request("overnight/experiments/list", { offset, limit: PAGE, ...(f === "all" ? {} : { status: [f as Status] }) });
+      this.model.appendExperiments(list.total, list.items);
       this.changed();
     });
   }
@@ -153,7 +171,8 @@ export class Controller implements vscode.Disposable {
     else if (m.type === "filter") {
       this.model.filter = m.value as Filter;
       await this.loadExperiments();
-    } else if (m.type === "select") await vscode.commands.executeCommand(Commands.showExperiment, m.id);
+    } else if (m.type === "more") await this.loadMoreExperiments();
+    else if (m.type === "select") await vscode.commands.executeCommand(Commands.showExperiment, m.id);
   }
 
   private async control(what: string, fn: () => Promise<unknown>): Promise<void> {
@@ -191,6 +210,22 @@ export class Controller implements vscode.Disposable {
       await this.control("redirect", async () => {
         const r = await this.conn.request("overnight/redirect", { instruction: instruction.trim() });
         void vscode.window.showInformationMessage(`Overnight: the agent will see it (feedback #${r.feedbackId}).`);
+      });
+    });
+    reg("overnight.setBudget", async () => {
+      const current = this.model.status?.budget;
+      const input = await vscode.window.showInputBox({
+        title: "Set the training budget",
+        prompt: "Seconds of training per run. Results under another budget do not compare: a new session with a new baseline starts after the experiment in flight.",
+        value: current !== undefined ? String(current) : "", ignoreFocusOut: true,
+        validateInput: (v) => parseBudget(v) === undefined ? "a number of seconds greater than 0" : undefined,
+      });
+      const seconds = input === undefined ? undefined : parseBudget(input);
+      if (seconds === undefined) return;
+      await this.control("set budget", async () => {
+        const r = await this.conn.request("overnight/setBudget", { seconds });
+        void vscode.window.showInformationMessage(`Overnight: budget ${seconds} s from the next session on.`);
+        return r;
       });
     });
     reg("overnight.toggleAnnotations", async () => {

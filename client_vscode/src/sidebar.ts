@@ -9,6 +9,7 @@ export type WebviewMessage =
   | { type: "ready" }
   | { type: "command"; command: string; args?: unknown[] }
   | { type: "filter"; value: string }
+  | { type: "more" }
   | { type: "select"; id: number };
 
 export class SidebarProvider implements vscode.WebviewViewProvider {

@@ -1,4 +1,6 @@
 // The sidebar's webview: renders the view model the extension posts; the loss chart is uPlot.
+import { html, nothing, render, type TemplateResult } from "lit-html";
+import { repeat } from "lit-html/directives/repeat.js";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import "./style.css";
@@ -8,10 +10,6 @@ import { alignSeries } from "../src/logic/curve";
 declare function acquireVsCodeApi(): { postMessage(m: unknown): void };
 const vscode = acquireVsCodeApi();
 const app = document.getElementById("app")!;
-
-function esc(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
-}
 
 function cssVar(name: string, fallback: string): string {
   return getComputedStyle(document.body).getPropertyValue(name).trim() || fallback;
@@ -45,84 +43,109 @@ function ensureChart(host: HTMLElement): uPlot {
 }
 
 const FILTERS = ["all", "keep", "discard", "crash", "timeout", "invalid", "running", "interrupted"];
-let root: { skeleton: boolean } = { skeleton: false };
 
-function skeleton(): void {
-  app.innerHTML = `
-  <section id="conn"></section>
-  <section id="loop"></section>
-  <section id="running"><h3>Running</h3><div id="run-info"></div><div id="chart" class="chart"></div></section>
-  <section id="suggestions"></section>
-  <section id="experiments"><h3>Experiments <span id="exp-total"></span>
-    <select id="filter" aria-label="Filter by status">${FILTERS.map((f) => `<option value="${f}">${f}</option>`).join("")}</select></h3>
-    <table id="exp-table" role="grid"></table></section>
-  <section id="detail"></section>`;
-  (document.getElementById("filter") as HTMLSelectElement).addEventListener("change", (e) =>
-    vscode.postMessage({ type: "filter", value: (e.target as HTMLSelectElement).value }));
-  app.addEventListener("click", (e) => {
-    const el = (e.target as HTMLElement).closest<HTMLElement>("[data-cmd],[data-exp]");
-    if (!el) return;
-    if (el.dataset.exp) vscode.postMessage({ type: "select", id: Number(el.dataset.exp) });
-    else vscode.postMessage({ type: "command", command: el.dataset.cmd, args: el.dataset.args ? JSON.parse(el.dataset.args) : [] });
-  });
-  root.skeleton = true;
+const post = (m: unknown) => vscode.postMessage(m);
+
+function button(label: string, command: string, args: unknown[] = [], cls = ""): TemplateResult {
+  // data-cmd names the command for tests and for anyone reading the DOM; the handler is bound directly.
+  return html`<button class=${cls} data-cmd=${command} @click=${() => post({ type: "command", command, args })}>${label}</button>`;
 }
 
-function button(label: string, cmd: string, args: unknown[] = [], cls = ""): string {
-  return `<button class="${cls}" data-cmd="${esc(cmd)}" data-args="${esc(JSON.stringify(args))}">${esc(label)}</button>`;
-}
-
-function render(vm: ViewModel): void {
-  if (!root.skeleton) skeleton();
-  const conn = document.getElementById("conn")!;
-  conn.innerHTML = vm.connection === "connected" ? "" : `<div class="banner ${vm.connection}">
-    <strong>${vm.connection === "connecting" ? "Connecting…" : "Disconnected"}</strong> ${esc(vm.connectionMessage)}
+function connection(vm: ViewModel): TemplateResult | typeof nothing {
+  if (vm.connection === "connected") return nothing;
+  return html`<div class="banner ${vm.connection}">
+    <strong>${vm.connection === "connecting" ? "Connecting…" : "Disconnected"}</strong> ${vm.connectionMessage}
     <div class="row">${button("Start the daemon", "overnight.startDaemon")}${button("Retry", "overnight.connect", [], "secondary")}</div></div>`;
-  const loop = document.getElementById("loop")!;
-  if (vm.state) {
-    const paused = vm.state.value === "paused";
-    loop.innerHTML = `<div class="state state-${esc(vm.state.value)}" id="loop-state">${esc(vm.state.label)}</div>
-      ${vm.state.message ? `<div class="message">${esc(vm.state.message)}</div>` : ""}
-      <div class="row controls">${paused ? button("Resume", "overnight.resume") : button("Pause", "overnight.pause")}
-        ${button("Stop after this experiment", "overnight.stopAfterCurrent", [], "secondary")}
-        ${button("Redirect…", "overnight.redirect", [], "secondary")}</div>
-      <dl class="summary">${vm.summary.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("")}</dl>`;
-  } else loop.innerHTML = "";
-  const info = document.getElementById("run-info")!;
-  info.innerHTML = vm.running
-    ? `<div class="run-title"><strong>${esc(vm.running.title)}</strong> ${esc(vm.running.description)}</div>
-       <div class="bar"><div style="width:${(100 * vm.running.progress).toFixed(1)}%"></div></div>
-       <div class="muted">${esc(vm.running.detail)}</div>`
-    : `<div class="muted">No experiment in flight.</div>`;
-  const host = document.getElementById("chart")!;
-  const c = ensureChart(host);
-  c.setData(alignSeries(vm.curve.incumbent, vm.curve.current) as uPlot.AlignedData);
-  c.setSeries(1, { show: true });
-  host.dataset.points = String(vm.curve.current.length);
-  host.dataset.incumbentPoints = String(vm.curve.incumbent.length);
-  const sug = document.getElementById("suggestions")!;
-  sug.innerHTML = vm.suggestions.length === 0 ? "" : `<h3>Suggestions <span class="count">${vm.suggestions.length}</span></h3>
-    ${vm.suggestions.map((s) => `<div class="suggestion"><div><strong>${esc(s.file)}</strong> ${esc(s.experiments)} · ${s.hunks} change${s.hunks === 1 ? "" : "s"}</div>
-      <div class="muted">${esc(s.evidence)}</div>
+}
+
+function loop(vm: ViewModel): TemplateResult | typeof nothing {
+  if (!vm.state) return nothing;
+  const paused = vm.state.value === "paused";
+  return html`<div class="state state-${vm.state.value}" id="loop-state">${vm.state.label}</div>
+    ${vm.state.message ? html`<div class="message">${vm.state.message}</div>` : nothing}
+    <div class="row controls">${paused ? button("Resume", "overnight.resume") : button("Pause", "overnight.pause")}
+      ${button("Stop after this experiment", "overnight.stopAfterCurrent", [], "secondary")}
+      ${button("Redirect…", "overnight.redirect", [], "secondary")}</div>
+    <dl class="summary">${vm.summary.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>`;
+}
+
+function running(vm: ViewModel): TemplateResult {
+  const r = vm.running;
+  if (!r) return html`<div class="muted">No experiment in flight.</div>`;
+  return html`<div class="run-title"><strong>${r.title}</strong> ${r.description}</div>
+    <div class="bar"><div style="width:${(100 * r.progress).toFixed(1)}%"></div></div>
+    <div class="muted">${r.detail}</div>`;
+}
+
+function agent(vm: ViewModel): TemplateResult | typeof nothing {
+  if (!vm.agent) return nothing;
+  return html`<h3>Agent <span class="muted">${vm.agent.streaming ? "thinking…" : "last thought"}</span></h3>
+    <pre class="thought">${vm.agent.text}</pre>`;
+}
+
+function suggestions(vm: ViewModel): TemplateResult | typeof nothing {
+  if (vm.suggestions.length === 0) return nothing;
+  return html`<h3>Suggestions <span class="count">${vm.suggestions.length}</span></h3>
+    ${repeat(vm.suggestions, (s) => s.id, (s) => html`<div class="suggestion">
+      <div><strong>${s.file}</strong> ${s.experiments} · ${s.hunks} change${s.hunks === 1 ? "" : "s"}</div>
+      <div class="muted">${s.evidence}</div>
       <div class="row">${button("Go to", "overnight.revealSuggestion", [s.id])}${button("Accept all", "overnight.acceptSuggestion", [s.id], "secondary")}
-      ${button("Reject…", "overnight.rejectSuggestion", [s.id], "secondary")}${button("Diff", "overnight.showSuggestionDiff", [s.id], "secondary")}</div></div>`).join("")}`;
-  document.getElementById("exp-total")!.textContent = `(${vm.total})`;
-  (document.getElementById("filter") as HTMLSelectElement).value = vm.filter;
-  document.getElementById("exp-table")!.innerHTML = `<tr><th>#</th><th>description</th><th>Δbpb</th><th>status</th></tr>` +
-    vm.experiments.map((e) => `<tr class="exp ${e.selected ? "selected" : ""}" data-exp="${e.id}" tabindex="0" title="${esc(e.description)} · val_bpb ${esc(e.bpb)}">
-      <td>${esc(e.label.replace(" baseline", ""))}</td><td class="desc">${esc(e.description)}</td>
-      <td class="delta ${e.tone}">${esc(e.delta)}</td><td><span class="status status-${e.status}">${esc(e.status)}</span></td></tr>`).join("");
+        ${button("Reject…", "overnight.rejectSuggestion", [s.id], "secondary")}${button("Diff", "overnight.showSuggestionDiff", [s.id], "secondary")}</div>
+    </div>`)}`;
+}
+
+function experiments(vm: ViewModel): TemplateResult {
+  const select = (id: number) => post({ type: "select", id });
+  return html`<h3>Experiments <span id="exp-total">(${vm.total})</span>
+      <select id="filter" aria-label="Filter by status" .value=${vm.filter}
+        @change=${(e: Event) => post({ type: "filter", value: (e.target as HTMLSelectElement).value })}>
+        ${FILTERS.map((f) => html`<option value=${f} ?selected=${f === vm.filter}>${f}</option>`)}</select></h3>
+    <table id="exp-table" role="grid"><tr><th>#</th><th>description</th><th>Δbpb</th><th>status</th></tr>
+      ${repeat(vm.experiments, (e) => e.id, (e) => html`<tr class="exp ${e.selected ? "selected" : ""}" data-exp=${e.id} tabindex="0"
+          title="${e.description} · val_bpb ${e.bpb}" @click=${() => select(e.id)}
+          @keydown=${(k: KeyboardEvent) => { if (k.key === "Enter") select(e.id); }}>
+        <td>${e.label.replace(" baseline", "")}</td><td class="desc">${e.description}</td>
+        <td class="delta ${e.tone}">${e.delta}</td><td><span class="status status-${e.status}">${e.status}</span></td></tr>`)}</table>
+    ${vm.more ? html`<div class="row"><button id="more" class="secondary" @click=${() => post({ type: "more" })}>Older experiments…</button></div>` : nothing}`;
+}
+
+function detail(vm: ViewModel): TemplateResult | typeof nothing {
   const d = vm.detail;
-  document.getElementById("detail")!.innerHTML = d ? `<h3>${esc(d.title)}</h3>
-    <dl class="summary">${d.metrics.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${esc(v)}</dd>`).join("")}</dl>
-    ${d.decision ? `<h4>Decision</h4><p>${esc(d.decision)}</p>` : ""}
-    ${d.error ? `<h4>Error</h4><pre>${esc(d.error)}</pre>` : ""}
-    ${d.hypothesis ? `<h4>Hypothesis</h4><p>${esc(d.hypothesis)}</p>` : ""}
-    <h4>Agent's reasoning</h4><p>${d.reasoning ? esc(d.reasoning) : '<span class="muted">none recorded</span>'}</p>
-    <div class="row">${button("Open diff", "overnight.showExperiment", [d.id])}</div>` : "";
+  if (!d) return nothing;
+  return html`<h3>${d.title}</h3>
+    <dl class="summary">${d.metrics.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>
+    ${d.decision ? html`<h4>Decision</h4><p>${d.decision}</p>` : nothing}
+    ${d.error ? html`<h4>Error</h4><pre>${d.error}</pre>` : nothing}
+    ${d.hypothesis ? html`<h4>Hypothesis</h4><p>${d.hypothesis}</p>` : nothing}
+    <h4>Agent's reasoning</h4><p>${d.reasoning ? d.reasoning : html`<span class="muted">none recorded</span>`}</p>
+    <div class="row">${button("Open diff", "overnight.showExperiment", [d.id])}</div>`;
+}
+
+// lit-html patches only the parts whose values changed: progress frames arrive several times a second,
+// and re-creating the controls on each would swallow a click (mousedown and mouseup on different
+// buttons) and drop keyboard focus. The chart host is a stable element that uPlot fills.
+function view(vm: ViewModel): TemplateResult {
+  return html`<section id="conn">${connection(vm)}</section>
+    <section id="loop">${loop(vm)}</section>
+    <section id="running"><h3>Running</h3><div id="run-info">${running(vm)}</div>
+      <div id="chart" class="chart" data-points=${vm.curve.current.length} data-incumbent-points=${vm.curve.incumbent.length}></div></section>
+    <section id="agent">${agent(vm)}</section>
+    <section id="suggestions">${suggestions(vm)}</section>
+    <section id="experiments">${experiments(vm)}</section>
+    <section id="detail">${detail(vm)}</section>`;
+}
+
+let drawn = false;
+
+function draw(vm: ViewModel): void {
+  if (!drawn) app.replaceChildren(); // the "Loading…" placeholder; lit-html renders after existing content
+  drawn = true;
+  render(view(vm), app);
+  const c = ensureChart(document.getElementById("chart")!);
+  c.setData(alignSeries(vm.curve.incumbent, vm.curve.current) as uPlot.AlignedData);
 }
 
 window.addEventListener("message", (e: MessageEvent<{ type: string; model: ViewModel }>) => {
-  if (e.data.type === "model") render(e.data.model);
+  if (e.data.type === "model") draw(e.data.model);
 });
 vscode.postMessage({ type: "ready" });

@@ -5,6 +5,8 @@ The file is JSON Lines; each line is one proposal::
     {"description": "halve the LR", "patch": "--- a/trainer/train.py\\n+++ ...", "hypothesis": "..."}
     {"description": "...", "files": {"trainer/train.py": "<whole new content>"}}
 
+A proposal's optional "reasoning" is recorded with it and sent to clients as the agent's thought.
+
 Position is derived from the journal (how many replayed experiments the session already has), so
 a resumed session continues where it stopped.
 """
@@ -12,6 +14,7 @@ a resumed session continues where it stopped.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,8 @@ class ReplayAgent:
 
     def __init__(self, proposals: list[Proposal]) -> None:
         self.proposals = proposals
+        # The loop's thought hook: a replayed proposal's recorded reasoning is what the agent thought.
+        self.on_thought: Callable[[str, bool], None] | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayAgent:
@@ -70,4 +75,6 @@ class ReplayAgent:
         if done >= len(self.proposals):
             return None
         p = self.proposals[done]
+        if p.reasoning and self.on_thought is not None:
+            self.on_thought(p.reasoning, True)
         return Proposal(p.description, p.edit, p.hypothesis, p.reasoning, {"replay_index": done})

@@ -176,13 +176,22 @@ class DaemonCore:
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
         )
 
+    def session_head(self) -> str | None:
+        """The commit the session branch points at; None before the session has one. Thread-safe."""
+        if not self.tag:
+            return None
+        # `git rev-parse` in its own process: gitpython's Repo.rev_parse goes through one persistent
+        # `git cat-file` pipe per Repo, and the server's threads calling it at once hang or read each
+        # other's answers (an editor asks for inlay hints and hovers at the same moment).
+        try:
+            return str(self._repo.git.rev_parse("--verify", "--quiet", f"refs/heads/overnight/{self.tag}^{{commit}}"))
+        except git.GitCommandError:
+            return None
+
     def line_history(self, rel: str, buffer_text: str) -> dict[int, list[Touch]]:
         """Per-line experiment history of an editable file, mapped onto the client's buffer."""
-        if not self.tag or rel not in self.cfg.editable:
-            return {}
-        try:
-            head = self._repo.rev_parse(f"overnight/{self.tag}").hexsha
-        except (git.BadName, ValueError):
+        head = self.session_head()
+        if head is None or not self.tag or rel not in self.cfg.editable:
             return {}
         tag = self.tag
         # Recomputed when the branch or the journal moved; the file versions stay cached.

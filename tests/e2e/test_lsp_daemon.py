@@ -387,15 +387,25 @@ async def test_the_users_edit_on_disk_is_rebased_onto_and_measured(daemon: Daemo
 
 async def test_set_budget_starts_a_new_session(daemon: Daemon) -> None:
     async with attached(daemon) as ed:
-        old = await ed.ask(t.OVERNIGHT_STATUS, t.StatusParams())
+        await ed.ask(t.OVERNIGHT_PAUSE, t.PauseParams(reason="a new budget"))
+        deadline = time.monotonic() + 240  # a re-measured baseline of the synced edit may still run
+        while (old := await ed.ask(t.OVERNIGHT_STATUS, t.StatusParams())).state != t.LoopState.PAUSED:
+            assert time.monotonic() < deadline, f"the loop did not pause: {old.state}"
+            await asyncio.sleep(0.5)
         with pytest.raises(JsonRpcException) as bad:
             await ed.ask(t.OVERNIGHT_SET_BUDGET, t.SetBudgetParams(seconds=-3.0))
         assert bad.value.code == -32602
         await ed.ask(t.OVERNIGHT_SET_BUDGET, t.SetBudgetParams(seconds=3.0))
-        await ed.ask(t.OVERNIGHT_RESUME, t.ResumeParams())
+        # While paused the new session starts at once, and waits paused before its baseline.
         status = await ed.until("the new session", lambda: [p for p in ed.got(t.OVERNIGHT_LOOP_STATE_CHANGED)
                                                             if p.tag and p.tag != old.tag])
         assert status[-1].budget == 3.0 and status[-1].tag == f"{old.tag}-3s"
+        await ed.until("the new session paused", lambda: [p for p in ed.got(t.OVERNIGHT_LOOP_STATE_CHANGED)
+                                                           if p.tag == f"{old.tag}-3s" and p.state == t.LoopState.PAUSED])
+        now = await ed.ask(t.OVERNIGHT_STATUS, t.StatusParams())
+        assert now.state == t.LoopState.PAUSED and now.tag == f"{old.tag}-3s" and now.budget == 3.0
+        assert not [p for p in ed.got(t.OVERNIGHT_EXPERIMENT_STARTED) if p.experiment.kind == t.ExperimentKind.BASELINE]
+        await ed.ask(t.OVERNIGHT_RESUME, t.ResumeParams())
         await ed.until("its baseline", lambda: [p for p in ed.got(t.OVERNIGHT_EXPERIMENT_STARTED)
                                                 if p.experiment.kind == t.ExperimentKind.BASELINE])
         stopped = await ed.ask(t.OVERNIGHT_STOP, t.StopParams(when=t.StopWhen.NOW))

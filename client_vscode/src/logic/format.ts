@@ -98,3 +98,11 @@ export function statusBarTooltip(status: LoopStatus | undefined, connected: bool
   if (status.sigma !== undefined) lines.push(`Noise floor σ: ${status.sigma.toFixed(4)}`);
   return lines.join("\n");
 }
+
+/** A training budget typed by the user: seconds > 0 ("90", "90s", "1.5"); undefined when it is not one. */
+export function parseBudget(text: string): number | undefined {
+  const m = /^\s*(\d+(?:\.\d*)?|\.\d+)\s*s?\s*$/i.exec(text);
+  if (!m) return undefined;
+  const seconds = Number(m[1]);
+  return Number.isFinite(seconds) && seconds > 0 ? seconds : undefined;
+}

@@ -1,7 +1,7 @@
 // The sidebar's state, fed by the daemon's replies and notifications, and the plain view model the
 // webview draws. Pure: the extension feeds it, the webview renders `view()`.
 import type {
-  ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LoopStatus, RunProgress, Status, Suggestion,
+  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LoopStatus, RunProgress, Status, Suggestion,
 } from "../protocol";
 import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
 import { bpb, budgetFraction, delta, duration, experimentLabel, STATE_ICON, STATE_LABEL, STATUS_ICON } from "./format";
@@ -52,10 +52,16 @@ export interface ViewModel {
   total: number;
   experiments: ExperimentRow[];
   suggestions: SuggestionRow[];
+  /** More experiments than listed: the sidebar offers the next page. */
+  more: boolean;
+  /** The agent's reasoning as it streams (the newest part), or its last finished thought. */
+  agent?: { text: string; streaming: boolean };
   detail?: DetailView;
 }
 
 const MAX_CURVE_POINTS = 400;
+/** The sidebar shows the end of the agent's thought; long plans keep their newest part. */
+export const THOUGHT_TAIL = 1200;
 
 export class SidebarModel {
   connection: Connection = "connecting";
@@ -72,6 +78,8 @@ export class SidebarModel {
   private liveRun = -1;
   incumbentId?: number;
   private incumbentCurve: Point[] = [];
+  private thoughtText = "";
+  private thoughtDone = true;
 
   setConnection(c: Connection, message = ""): void {
     this.connection = c;
@@ -121,6 +129,20 @@ export class SidebarModel {
   setExperiments(total: number, items: ExperimentSummary[]): void {
     this.total = total;
     this.experiments = items;
+  }
+
+  /** The next page (older experiments), appended below the ones listed. */
+  appendExperiments(total: number, items: ExperimentSummary[]): void {
+    const seen = new Set(this.experiments.map((e) => e.id));
+    this.total = total;
+    this.experiments = [...this.experiments, ...items.filter((e) => !seen.has(e.id))];
+  }
+
+  /** A chunk of the agent's streamed reasoning: appended, or the start of a new thought after a done one. */
+  thought(p: AgentThought): void {
+    if (this.thoughtDone) this.thoughtText = "";
+    this.thoughtText = (this.thoughtText + p.text).slice(-4 * THOUGHT_TAIL);
+    this.thoughtDone = p.done;
   }
 
   setSuggestions(items: Suggestion[]): void {
@@ -186,7 +208,12 @@ export class SidebarModel {
         evidence: x.evidence,
         hunks: x.hunks.length,
       })),
+      more: this.experiments.length < this.total,
     };
+    const thought = this.thoughtText.trim();
+    if (thought) {
+      vm.agent = { text: thought.length > THOUGHT_TAIL ? `…${thought.slice(-THOUGHT_TAIL)}` : thought, streaming: !this.thoughtDone };
+    }
     if (s) {
       vm.state = { value: s.state, label: STATE_LABEL[s.state], icon: STATE_ICON[s.state], message: s.message ?? "" };
       vm.summary = [

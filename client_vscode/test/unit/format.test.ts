@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
 import type { LoopStatus } from "../../src/protocol";
-import { bpb, delta, duration, statusBarText } from "../../src/logic/format";
+import { bpb, delta, duration, parseBudget, statusBarText } from "../../src/logic/format";
 
 const status: LoopStatus = {
   state: "running", tag: "t", agent: "replay", budget: 2, clock: "cpu", experiments: 3, kept: 1, protocolVersion: "1.0",
@@ -30,4 +30,11 @@ test("status bar: state, the current experiment's progress, the best so far; dis
   assert.equal(statusBarText(status, true), "$(sync~spin) Overnight: running \u00b7 #4 \u00b7 best 2.331");
   assert.equal(statusBarText({ ...status, state: "paused", current: undefined }, true), "$(debug-pause) Overnight: paused \u00b7 best 2.331");
   assert.equal(statusBarText(status, false), "$(debug-disconnect) Overnight: disconnected");
+});
+
+test("a typed budget: seconds > 0, an optional s; anything else is not one", () => {
+  for (const [text, want] of [["90", 90], ["90s", 90], [" 1.5 ", 1.5], [".5", 0.5], ["300 S", 300]] as const) {
+    assert.equal(parseBudget(text), want, text);
+  }
+  for (const text of ["", "0", "-5", "abc", "1e3", "5 min", "NaN", "Infinity", "0.0s"]) assert.equal(parseBudget(text), undefined, text);
 });

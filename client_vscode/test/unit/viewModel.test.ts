@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
 import type { ExperimentSummary, LoopStatus } from "../../src/protocol";
-import { SidebarModel } from "../../src/logic/viewModel";
+import { SidebarModel, THOUGHT_TAIL } from "../../src/logic/viewModel";
 
 const exp = (id: number, status: ExperimentSummary["status"], d?: number): ExperimentSummary => ({
   id, kind: id === 1 ? "baseline" : "experiment", status, description: `e${id}`, agent: "replay", created: id, delta: d,
@@ -53,4 +53,29 @@ test("suggestions come and go; a filtered list ignores other statuses", () => {
   m.setExperiments(1, [exp(2, "keep")]);
   m.experimentStarted({ experiment: exp(3, "running"), runsPlanned: 1 });
   assert.deepEqual(m.view().experiments.map((e) => e.id), [2]);
+});
+
+test("the agent's thought streams in chunks; the next thought replaces a finished one; long ones keep their end", () => {
+  const m = new SidebarModel();
+  assert.equal(m.view().agent, undefined);
+  m.thought({ text: "Try a ", done: false });
+  m.thought({ text: "wider MLP.", done: false });
+  assert.deepEqual(m.view().agent, { text: "Try a wider MLP.", streaming: true });
+  m.thought({ text: "", done: true });
+  assert.deepEqual(m.view().agent, { text: "Try a wider MLP.", streaming: false });
+  m.thought({ text: "Now warmup.", done: false });
+  assert.equal(m.view().agent?.text, "Now warmup.");
+  m.thought({ text: "x".repeat(THOUGHT_TAIL * 2) + "END", done: true });
+  const t = m.view().agent!.text;
+  assert.equal(t.length, THOUGHT_TAIL + 1);
+  assert.ok(t.startsWith("…") && t.endsWith("END"));
+});
+
+test("older experiments page in below the listed ones, without duplicates", () => {
+  const m = new SidebarModel();
+  m.setExperiments(5, [exp(5, "keep"), exp(4, "discard")]);
+  assert.equal(m.view().more, true);
+  m.appendExperiments(5, [exp(4, "discard"), exp(3, "crash"), exp(2, "keep"), exp(1, "keep")]);
+  assert.deepEqual(m.view().experiments.map((e) => e.id), [5, 4, 3, 2, 1]);
+  assert.equal(m.view().more, false);
 });
