@@ -12,6 +12,8 @@ value a later experiment changed still carries its history).
 from __future__ import annotations
 
 import difflib
+import logging
+import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 import git
 
 from .journal import Experiment
+
+log = logging.getLogger("overnight.daemon")
 
 
 @dataclass(frozen=True)
@@ -80,21 +84,44 @@ class History:
     def version(self, rev: str, rel: str) -> list[str] | None:
         key = (rev, rel)
         if key not in self._versions:
-            try:
-                self._versions[key] = str(self.repo.git.show(f"{rev}:{rel}")).splitlines()
-            except git.GitCommandError:
-                self._versions[key] = None
-        return self._versions[key]
+            self.prefetch([rev], rel)
+        return self._versions.get(key)  # absent only when git itself failed: not cached, asked again
+
+    def prefetch(self, revs: list[str], rel: str) -> None:
+        """Read the file at every rev not cached yet through one `git cat-file --batch`: a session of
+        a thousand experiments is a thousand versions, and a process per version took seconds."""
+        wanted = list(dict.fromkeys(rev for rev in revs if (rev, rel) not in self._versions))
+        if not wanted:
+            return
+        try:
+            out = subprocess.run(["git", "cat-file", "--batch"], cwd=self.repo.git_dir, check=True,
+                                 capture_output=True, input="".join(f"{rev}:{rel}\n" for rev in wanted).encode()).stdout
+        except (OSError, subprocess.CalledProcessError) as exc:
+            log.warning("reading %s from git failed: %s", rel, exc)
+            return
+        pos = 0
+        for rev in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split()
+            pos = end + 1
+            if len(header) != 3 or header[1] != b"blob":  # "<rev:path> missing", or not a file
+                self._versions[(rev, rel)] = None
+                continue
+            size = int(header[2])
+            self._versions[(rev, rel)] = out[pos:pos + size].decode("utf-8", errors="replace").splitlines()
+            pos += size + 1  # the blob, then a newline
 
     def lines(self, head: str, rel: str, experiments: list[Experiment]) -> dict[int, list[Touch]]:
         """Head line → the experiments that touched it, newest first."""
+        relevant = [exp for exp in experiments
+                    if exp.kind == "experiment" and exp.is_final and exp.commit_sha and rel in exp.diff]
+        self.prefetch([head, *(rev for exp in relevant for rev in (exp.parent_commit, exp.commit_sha) if rev)], rel)
         head_lines = self.version(head, rel)
         if head_lines is None:
             return {}
         result: dict[int, list[Touch]] = {}
-        for exp in experiments:
-            if exp.kind != "experiment" or not exp.is_final or not exp.commit_sha or rel not in exp.diff:
-                continue
+        for exp in relevant:
+            assert exp.commit_sha is not None
             before, after = self.version(exp.parent_commit, rel), self.version(exp.commit_sha, rel)
             if before is None or after is None:
                 continue

@@ -31,17 +31,19 @@ _SUMMARY_CRASH: dict[str, Any] = {
 }
 _STATUS_IDLE: dict[str, Any] = {
     "state": "idle", "agent": "sweep", "budget": 60.0, "clock": "auto", "experiments": 0, "kept": 0,
-    "protocolVersion": "1.0",
+    "protocolVersion": "1.1",
 }
 _STATUS_RUNNING: dict[str, Any] = {
     "state": "running", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 12, "valBpb": 1.4954}, "current": _SUMMARY_RUNNING, "experiments": 13, "kept": 2,
-    "protocolVersion": "1.0",
+    "live": {"experimentId": 14, "run": 0, "runsPlanned": 2,
+             "curve": [[0, 0.0, 5.551], [100, 19.6, 2.412], [200, 39.1, 1.903]]},
+    "protocolVersion": "1.1",
 }
 _STATUS_PAUSED: dict[str, Any] = {
     "state": "paused", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 14, "valBpb": 1.4823}, "experiments": 14, "kept": 3,
-    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.0",
+    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.1",
 }
 _STATUS_STOPPING: dict[str, Any] = {
     **_STATUS_RUNNING, "state": "stopping", "message": "stopping after #14",
@@ -133,5 +135,5 @@ EXAMPLES: list[dict[str, Any]] = [
 ]
 
 # The connection's own messages (standard LSP methods carrying Overnight's types).
-INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.0"}
-SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.0"}
+INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.1"}
+SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.1"}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"
 NAMESPACE = "overnight/"
 
 
@@ -175,6 +175,13 @@ STRUCTS: tuple[Struct, ...] = (
         f("created", "number", "Unix time (seconds) it was started."),
         opt("finished", "number", "Unix time (seconds) it was decided; absent while in flight."),
     )),
+    Struct("LiveRun", "The run in flight, so that a client attaching mid-run draws its curve from the start.", (
+        f("experimentId", "integer", "The experiment it belongs to."),
+        f("run", "integer", "Index of the run within its experiment, from 0."),
+        f("runsPlanned", "integer", "Runs the experiment will take at most (confirmations included)."),
+        f("curve", "[integer, number, number][]",
+          "The loss curve so far: [step, elapsed seconds, train loss] triples, thinned to at most 500."),
+    )),
     Struct("LoopStatus", "The loop as a whole: what a sidebar shows.", (
         f("state", "LoopState", "What the loop is doing."),
         opt("tag", "string", "The session tag (branch `overnight/<tag>`); absent before a session opens."),
@@ -184,6 +191,7 @@ STRUCTS: tuple[Struct, ...] = (
         opt("sigma", "number", "The noise floor (bpb) measured by the baseline; absent until measured."),
         opt("best", "BestResult", "The incumbent; absent until the baseline is kept."),
         opt("current", "ExperimentSummary", "The experiment in flight, if any."),
+        opt("live", "LiveRun", "The run in flight and its curve so far (since 1.1); absent between runs."),
         f("experiments", "integer", "Experiments of this session so far (baselines not counted)."),
         f("kept", "integer", "How many of them were kept."),
         opt("message", "string", "Why the loop is in this state (a pause reason, the stop reason, an error)."),

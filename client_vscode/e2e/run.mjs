@@ -293,8 +293,12 @@ async function main() {
         if (!disk.includes("LR = 1e-5")) throw new Error("the accepted edit was written to disk");
         await until("the accepted hunk's CodeLens gone", async () => (await lens("Accept").count()) === 1, 20000);
       });
-      await step(page, "Reject asks for a reason and records it", async () => {
-        await lens("Reject").first().click();
+      await step(page, "Go to puts the cursor on the hunk; Ctrl+Alt+N rejects it with a reason", async () => {
+        await frame.click('#suggestions button[data-cmd="overnight.revealSuggestion"]', { timeout: 10000 });
+        await until("the cursor on the BETA2 hunk", async () =>
+          /Ln 25,/.test((await page.locator(".statusbar-item", { hasText: /^Ln \d+/ }).first().textContent()) ?? ""), 10000);
+        await sleep(300); // the hunk-at-cursor context key follows the selection
+        await page.keyboard.press("Control+Alt+n");
         await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
         await page.keyboard.type(REASON);
         await page.keyboard.press("Enter");

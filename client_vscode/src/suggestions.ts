@@ -196,7 +196,10 @@ export class SuggestionController implements vscode.Disposable {
     if (!s) return;
     const doc = await vscode.workspace.openTextDocument(vscode.Uri.parse(s.uri));
     const h = s.hunks[0];
-    const editor = await vscode.window.showTextDocument(doc, { preserveFocus: true, preview: true });
+    // The user asked to go there: the editor takes focus with the cursor on the hunk, so the
+    // accept/reject keybindings act on it at once.
+    const at = h ? new vscode.Position(h.range.start.line, 0) : undefined;
+    const editor = await vscode.window.showTextDocument(doc, { preview: true, selection: at && new vscode.Range(at, at) });
     if (h) editor.revealRange(new vscode.Range(h.range.start.line, 0, h.range.end.line, 0), vscode.TextEditorRevealType.InCenterIfOutsideViewport);
   }
 

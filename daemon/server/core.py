@@ -27,6 +27,8 @@ from ..watch import UserFileWatcher
 log = logging.getLogger("overnight.daemon")
 
 Broadcast = Callable[[str, Any], None]
+# The most points of the live curve a status carries (a client draws a few hundred at most).
+LIVE_POINTS = 500
 
 
 def summary(exp: Experiment) -> t.ExperimentSummary:
@@ -49,6 +51,8 @@ class DaemonCore:
         self.tag = tag
         self.journal = Journal(cfg.journal_path)  # a reader of its own: WAL lets it read while the loop writes
         self.current: Experiment | None = None
+        # The run in flight with its curve so far (the loop's thread writes, status readers copy).
+        self._live: t.LiveRun | None = None
         self.error: str | None = None
         self.finished = threading.Event()
         self._broadcast: Broadcast = lambda method, params: None
@@ -130,22 +134,27 @@ class DaemonCore:
             self._notify_state()
         elif event.kind == "experiment_started":
             self.current = data["experiment"]
+            self._live = t.LiveRun(experiment_id=data["experiment"].id, run=0, runs_planned=data["runs_planned"],
+                                   curve=[])
             self._broadcast(t.OVERNIGHT_EXPERIMENT_STARTED, t.ExperimentStartedParams(
                 experiment=summary(data["experiment"]), runs_planned=data["runs_planned"]))
         elif event.kind == "progress":
             frame = data["frame"]
             if frame.get("type") == "progress":
                 try:
-                    self._broadcast(t.OVERNIGHT_PROGRESS, t.RunProgress(
+                    progress = t.RunProgress(
                         experiment_id=data["experiment_id"], run=data["run"], step=int(frame["step"]),
                         elapsed=float(frame["elapsed"]), budget=self.loop.cfg.budget,
                         train_loss=float(frame["train_loss"]),
                         tokens_per_s=float(frame["tokens_per_s"]) if "tokens_per_s" in frame else None,
-                    ))
+                    )
                 except (KeyError, TypeError, ValueError):
-                    pass  # a malformed frame is the run's problem, not the clients'
+                    return  # a malformed frame is the run's problem, not the clients'
+                self._record_live(progress)
+                self._broadcast(t.OVERNIGHT_PROGRESS, progress)
         elif event.kind == "experiment_finished":
             self.current = None
+            self._live = None
             self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(data["experiment"])))
             self._changed()
         elif event.kind == "rebased":
@@ -153,6 +162,17 @@ class DaemonCore:
         elif event.kind == "thought":
             self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(
                 experiment_id=data.get("experiment_id"), text=data["text"], done=data["done"]))
+
+    def _record_live(self, p: t.RunProgress) -> None:
+        live = self._live
+        if live is None or live.experiment_id != p.experiment_id or live.run != p.run:
+            planned = live.runs_planned if live is not None and live.experiment_id == p.experiment_id else p.run + 1
+            live = t.LiveRun(experiment_id=p.experiment_id, run=p.run, runs_planned=max(planned, p.run + 1), curve=[])
+        curve = [*live.curve, (p.step, p.elapsed, p.train_loss)]
+        if len(curve) > LIVE_POINTS:
+            curve = curve[::2]  # thinned evenly, so a long run's curve keeps its shape
+        self._live = t.LiveRun(experiment_id=live.experiment_id, run=live.run, runs_planned=live.runs_planned,
+                               curve=curve)
 
     def _notify_state(self) -> None:
         self._broadcast(t.OVERNIGHT_LOOP_STATE_CHANGED, self.status())
@@ -172,6 +192,7 @@ class DaemonCore:
             best=t.BestResult(id=incumbent.id, val_bpb=incumbent.val_bpb)
             if incumbent and incumbent.val_bpb is not None else None,
             current=summary(self.current) if self.current else None,
+            live=self._live if self.current else None,
             experiments=n, kept=kept,
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
         )

@@ -226,6 +226,18 @@ async def test_two_editors_watch_the_loop_and_one_leaving_changes_nothing(daemon
         async with attached(daemon) as a:
             status = await a.ask(t.OVERNIGHT_STATUS, t.StatusParams())
             assert status.agent == "replay" and status.protocol_version == t.PROTOCOL_VERSION
+            # A client asking mid-run gets the run in flight with its curve so far (to draw it from the start).
+            live = None
+            deadline = time.monotonic() + 240
+            while live is None:
+                assert time.monotonic() < deadline, "never saw a run in flight with a curve"
+                now = await b.ask(t.OVERNIGHT_STATUS, t.StatusParams())
+                if now.current and now.live and len(now.live.curve) >= 2:
+                    live = now.live
+                    assert live.experiment_id == now.current.id and live.runs_planned >= live.run + 1
+                    assert [c[1] for c in live.curve] == sorted(c[1] for c in live.curve)
+                    assert all(0 <= c[1] <= now.budget * 2 and c[2] > 0 for c in live.curve)
+                await asyncio.sleep(0.3)
             kept = await a.until("the first keep", lambda: [p for p in a.got(t.OVERNIGHT_EXPERIMENT_FINISHED)
                                                             if p.experiment.kind == t.ExperimentKind.EXPERIMENT
                                                             and p.experiment.status == t.Status.KEEP])

@@ -51,3 +51,24 @@ def test_kept_and_discarded_experiments_land_on_the_lines_they_touched(tmp_path:
 def test_align_maps_survivors_and_in_place_edits_only() -> None:
     assert align(["a", "b", "c"], ["x", "a", "B", "c"]) == {0: 1, 1: 2, 2: 3}  # b edited in place
     assert align(["a", "b", "c"], ["a", "x", "y", "c"]) == {0: 0, 2: 3}  # b replaced by two lines: no line of its own
+
+
+def test_versions_read_in_one_batch_are_the_files_lines(tmp_path: Path) -> None:
+    repo = git.Repo.init(tmp_path)
+    (tmp_path / "other.txt").write_text("x\n")
+    commit_all(tmp_path)
+    before = repo.head.commit.hexsha  # train.py does not exist yet
+    texts = ["a = 1\nb = 2\n", "a = 1\n# é ünïcode → ok\nb = 3", "", "\n\nblank lines\n\n"]
+    revs = []
+    for i, text in enumerate(texts):
+        (tmp_path / "train.py").write_text(text)
+        commit_all(tmp_path, f"v{i}")
+        revs.append(repo.head.commit.hexsha)
+    history = History(repo)
+    history.prefetch([before, *revs, revs[0], "0" * 40], "train.py")
+    assert history.version(before, "train.py") is None
+    assert history.version("0" * 40, "train.py") is None
+    for rev, text in zip(revs, texts, strict=True):
+        # As an editor's buffer splits them: trailing blank lines included (gitpython's show strips one).
+        assert history.version(rev, "train.py") == text.splitlines()
+    assert history.version(revs[0], "other.txt") == ["x"]  # another file: read on demand

@@ -1,7 +1,7 @@
 // The sidebar's state, fed by the daemon's replies and notifications, and the plain view model the
 // webview draws. Pure: the extension feeds it, the webview renders `view()`.
 import type {
-  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LoopStatus, RunProgress, Status, Suggestion,
+  AgentThought, ExperimentDetail, LiveRun, ExperimentStartedParams, ExperimentSummary, LoopStatus, RunProgress, Status, Suggestion,
 } from "../protocol";
 import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
 import { bpb, budgetFraction, delta, duration, experimentLabel, STATE_ICON, STATE_LABEL, STATUS_ICON } from "./format";
@@ -89,6 +89,20 @@ export class SidebarModel {
   setStatus(s: LoopStatus): void {
     this.status = s;
     if (!s.current) this.lastProgress = undefined;
+    if (s.live) this.adoptLive(s.live, s.budget);
+  }
+
+  /** The daemon's record of the run in flight: a client that attached mid-run draws it from the start. */
+  private adoptLive(live: LiveRun, budget: number): void {
+    this.runsPlanned = live.runsPlanned;
+    const same = this.lastProgress?.experimentId === live.experimentId && this.liveRun === live.run;
+    if (same && this.liveCurve.length >= live.curve.length) return; // ours is as complete already
+    this.liveRun = live.run;
+    this.liveCurve = downsample(fromRunCurve(live.curve), MAX_CURVE_POINTS);
+    const last = live.curve[live.curve.length - 1];
+    this.lastProgress = last
+      ? { experimentId: live.experimentId, run: live.run, step: last[0], elapsed: last[1], budget, trainLoss: last[2] }
+      : undefined;
   }
 
   /** The incumbent whose curve the chart should show, when it differs from the one loaded. */

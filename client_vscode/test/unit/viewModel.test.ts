@@ -79,3 +79,19 @@ test("older experiments page in below the listed ones, without duplicates", () =
   assert.deepEqual(m.view().experiments.map((e) => e.id), [5, 4, 3, 2, 1]);
   assert.equal(m.view().more, false);
 });
+
+test("a client attaching mid-run draws the run's curve so far from the status", () => {
+  const m = new SidebarModel();
+  m.setStatus({ ...status, current: exp(3, "running"), live: { experimentId: 3, run: 1, runsPlanned: 2,
+    curve: [[0, 0, 5.5], [10, 0.5, 4.2], [20, 1.0, 3.9]] } });
+  let v = m.view();
+  assert.deepEqual(v.curve.current, [[0, 5.5], [0.5, 4.2], [1.0, 3.9]]);
+  assert.match(v.running!.detail, /run 2\/2 · step 20/);
+  assert.equal(v.running?.progress, 0.5);
+  // Live frames continue the adopted curve; a later status with fewer points does not cut it back.
+  m.progress({ experimentId: 3, run: 1, step: 30, elapsed: 1.5, budget: 2, trainLoss: 3.7 });
+  m.setStatus({ ...status, current: exp(3, "running"), live: { experimentId: 3, run: 1, runsPlanned: 2, curve: [[0, 0, 5.5]] } });
+  v = m.view();
+  assert.equal(v.curve.current.length, 4);
+  assert.deepEqual(v.curve.current[3], [1.5, 3.7]);
+});
