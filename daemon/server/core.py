@@ -201,12 +201,12 @@ class DaemonCore:
         """The commit the session branch points at; None before the session has one. Thread-safe."""
         if not self.tag:
             return None
-        # `git rev-parse` in its own process: gitpython's Repo.rev_parse goes through one persistent
-        # `git cat-file` pipe per Repo, and the server's threads calling it at once hang or read each
-        # other's answers (an editor asks for inlay hints and hovers at the same moment).
+        # Read from the ref files (loose or packed) only: gitpython's Repo.rev_parse goes through one
+        # persistent `git cat-file` pipe per Repo, and the server's threads calling it at once hang or
+        # read each other's answers (an editor asks for inlay hints and hovers at the same moment).
         try:
-            return str(self._repo.git.rev_parse("--verify", "--quiet", f"refs/heads/overnight/{self.tag}^{{commit}}"))
-        except git.GitCommandError:
+            return str(git.SymbolicReference.dereference_recursive(self._repo, f"refs/heads/overnight/{self.tag}"))
+        except ValueError:  # no such branch (yet)
             return None
 
     def line_history(self, rel: str, buffer_text: str) -> dict[int, list[Touch]]:
