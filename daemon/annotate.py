@@ -66,6 +66,7 @@ class History:
     def __init__(self, repo: git.Repo) -> None:
         self.repo = repo
         self._versions: dict[tuple[str, str], list[str] | None] = {}
+        self._touched: dict[tuple[str, str, str], tuple[set[int], set[int]]] = {}
         # The last history computed per (head, file, journal state): inlay hints, hovers and suggestions
         # ask for the same one, often at once (an editor opening the file); one computes, the others wait.
         self._lock = threading.Lock()
@@ -120,17 +121,24 @@ class History:
         if head_lines is None:
             return {}
         result: dict[int, list[Touch]] = {}
+        # Most experiments start from one of a few incumbents: align each source version to the head once.
+        to_head_by_rev: dict[str, dict[int, int]] = {}
         for exp in relevant:
             assert exp.commit_sha is not None
             before, after = self.version(exp.parent_commit, rel), self.version(exp.commit_sha, rel)
             if before is None or after is None:
                 continue
-            old, new = touched(before, after)
+            key = (exp.parent_commit, exp.commit_sha, rel)
+            if key not in self._touched:  # commits never change: what a change touched is computed once
+                self._touched[key] = touched(before, after)
+            old, new = self._touched[key]
             if exp.status == "keep":
-                source, lines = after, new
+                source, source_rev, lines = after, exp.commit_sha, new
             else:
-                source, lines = before, old
-            to_head = align(source, head_lines)
+                source, source_rev, lines = before, exp.parent_commit, old
+            if source_rev not in to_head_by_rev:
+                to_head_by_rev[source_rev] = align(source, head_lines)
+            to_head = to_head_by_rev[source_rev]
             delta = None
             if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
                 delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
