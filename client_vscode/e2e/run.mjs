@@ -293,11 +293,19 @@ async function main() {
         if (!disk.includes("LR = 1e-5")) throw new Error("the accepted edit was written to disk");
         await until("the accepted hunk's CodeLens gone", async () => (await lens("Accept").count()) === 1, 20000);
       });
-      await step(page, "Go to puts the cursor on the hunk; Ctrl+Alt+N rejects it with a reason", async () => {
+      await step(page, "Go to puts the cursor on the hunk; Ctrl+Alt+N rejects it with a reason (Escape cancels)", async () => {
         await frame.click('#suggestions button[data-cmd="overnight.revealSuggestion"]', { timeout: 10000 });
         await until("the cursor on the BETA2 hunk", async () =>
           /Ln 25,/.test((await page.locator(".statusbar-item", { hasText: /^Ln \d+/ }).first().textContent()) ?? ""), 10000);
         await sleep(300); // the hunk-at-cursor context key follows the selection
+        // Escape cancels: nothing is rejected, the hunk stays.
+        await page.keyboard.press("Control+Alt+n");
+        await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+        await page.keyboard.type("changed my mind");
+        await page.keyboard.press("Escape");
+        await page.waitForSelector(".quick-input-widget", { state: "hidden", timeout: 10000 });
+        await sleep(1000);
+        if ((await lens("Accept").count()) !== 1 || journalDump().includes("changed my mind")) throw new Error("Escape rejected the hunk");
         await page.keyboard.press("Control+Alt+n");
         await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
         await page.keyboard.type(REASON);
