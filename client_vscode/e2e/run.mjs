@@ -392,6 +392,26 @@ async function main() {
         return t && !/disconnected|connecting/.test(t);
       }, 60000, 500);
     });
+    await step(page, "with overnight.daemon.autoStart on, a window opened without a daemon starts one unasked", async () => {
+      cli("shutdown");
+      const stopped = detachedDaemon;
+      await until("the daemon gone", () => { try { process.kill(stopped, 0); return false; } catch { return true; } }, 60000, 500);
+      const settings = path.join(WORK, "cs-data", "User", "settings.json");
+      fs.writeFileSync(settings, JSON.stringify({ ...JSON.parse(fs.readFileSync(settings, "utf8")), "overnight.daemon.autoStart": true }, null, 2));
+      await page.reload(); // the window opens again: the extension activates and finds no daemon
+      await until("a daemon started by the extension", () => {
+        try {
+          const info = JSON.parse(fs.readFileSync(path.join(WS, ".overnight", "daemon.json"), "utf8"));
+          if (info.pid !== stopped) detachedDaemon = info.pid;
+          return detachedDaemon !== stopped;
+        } catch { return false; }
+      }, 90000, 500);
+      await until("the status bar connected", async () => {
+        const t = await page.locator(".statusbar-item", { hasText: "Overnight:" }).first().textContent({ timeout: 2000 });
+        return t && !/disconnected|connecting/.test(t);
+      }, 60000, 500);
+      if (await page.locator(".notification-toast", { hasText: "No Overnight daemon runs" }).count()) throw new Error("it asked anyway");
+    });
   } finally {
     await browser.close().catch(() => {});
   }
