@@ -74,3 +74,9 @@ export function daemonCommand(python: string, workspaceRoot: string): string[] {
 export function reconnectDelay(attempt: number): number {
   return Math.min(5000, 500 * 2 ** Math.max(0, attempt));
 }
+
+/** The Overnight workspace among the window's folders: the first with overnight.toml or .overnight/
+ * (a multi-root window may list others first); the first folder when none has them. */
+export function pickWorkspaceRoot(folders: readonly string[], exists: (p: string) => boolean = fs.existsSync): string | undefined {
+  return folders.find((f) => exists(path.join(f, "overnight.toml")) || exists(path.join(f, ".overnight"))) ?? folders[0];
+}

@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
-import { daemonCommand, parseDiscovery, pythonFor, readDiscovery, reconnectDelay } from "../../src/logic/discovery";
+import { daemonCommand, parseDiscovery, pickWorkspaceRoot, pythonFor, readDiscovery, reconnectDelay } from "../../src/logic/discovery";
 
 const good = { host: "127.0.0.1", port: 4567, pid: 42, token: "s3cret" };
 
@@ -35,4 +35,13 @@ test("the python that starts the daemon, and its command line", () => {
 
 test("reconnection backs off to five seconds", () => {
   assert.deepEqual([0, 1, 2, 3, 4, 10].map(reconnectDelay), [500, 1000, 2000, 4000, 5000, 5000]);
+});
+
+test("in a multi-root window the folder with overnight.toml or .overnight/ is the workspace", () => {
+  const has = new Set(["/b/overnight.toml", "/c/.overnight"]);
+  const exists = (p: string) => has.has(p);
+  assert.equal(pickWorkspaceRoot(["/a", "/b", "/c"], exists), "/b");
+  assert.equal(pickWorkspaceRoot(["/a", "/c"], exists), "/c");
+  assert.equal(pickWorkspaceRoot(["/a", "/d"], exists), "/a");
+  assert.equal(pickWorkspaceRoot([], exists), undefined);
 });
