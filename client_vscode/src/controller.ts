@@ -128,10 +128,8 @@ export class Controller implements vscode.Disposable {
 
   private async loadExperiments(): Promise<void> {
     await this.guard("experiments/list", async () => {
-      const f = this.model.filter;
       // As many as the user has paged in, so a refresh does not fold the list back to one page.
-      const limit = Math.min(MAX_LIST, Math.max(PAGE, this.model.experiments.length));
-      const list = await this.conn.request("overnight/experiments/list", { offset: 0, limit, ...(f === "all" ? {} : { status: [f as Status] }) });
+      const list = await this.listExperiments(0, Math.min(MAX_LIST, Math.max(PAGE, this.model.experiments.length)));
       this.model.setExperiments(list.total, list.items);
       this.suggestions.refresh();
       this.changed();
@@ -140,12 +138,16 @@ export class Controller implements vscode.Disposable {
 
   private async loadMoreExperiments(): Promise<void> {
     await this.guard("experiments/list", async () => {
-      const f = this.model.filter;
-      const offset = this.model.experiments.length;
-      const list = await this.conn.request("overnight/experiments/list", { offset, limit: PAGE, ...(f === "all" ? {} : { status: [f as Status] }) });
+      const list = await this.listExperiments(this.model.experiments.length, PAGE);
       this.model.appendExperiments(list.total, list.items);
       this.changed();
     });
+  }
+
+  /** A page of the experiment list under the sidebar's status filter. */
+  private listExperiments(offset: number, limit: number) {
+    const f = this.model.filter;
+    return this.conn.request("overnight/experiments/list", { offset, limit, ...(f === "all" ? {} : { status: [f as Status] }) });
   }
 
   private async loadIncumbent(): Promise<void> {

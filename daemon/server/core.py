@@ -166,7 +166,7 @@ class DaemonCore:
     def _record_live(self, p: t.RunProgress) -> None:
         live = self._live
         if live is None or live.experiment_id != p.experiment_id or live.run != p.run:
-            planned = live.runs_planned if live is not None and live.experiment_id == p.experiment_id else p.run + 1
+            planned = live.runs_planned if live is not None and live.experiment_id == p.experiment_id else 1
             live = t.LiveRun(experiment_id=p.experiment_id, run=p.run, runs_planned=max(planned, p.run + 1), curve=[])
         curve = [*live.curve, (p.step, p.elapsed, p.train_loss)]
         if len(curve) > LIVE_POINTS:
@@ -211,10 +211,10 @@ class DaemonCore:
 
     def line_history(self, rel: str, buffer_text: str) -> dict[int, list[Touch]]:
         """Per-line experiment history of an editable file, mapped onto the client's buffer."""
-        head = self.session_head()
-        if head is None or not self.tag or rel not in self.cfg.editable:
-            return {}
         tag = self.tag
+        head = self.session_head() if tag and rel in self.cfg.editable else None
+        if head is None or not tag:
+            return {}
         # Recomputed when the branch or the journal moved; the file versions stay cached.
         history = self._history.cached_lines(head, rel, lambda: self.journal.experiments(tag), self.journal.stamp(tag))
         head_lines = self._history.version(head, rel) or []

@@ -1,7 +1,8 @@
 // The sidebar's state, fed by the daemon's replies and notifications, and the plain view model the
 // webview draws. Pure: the extension feeds it, the webview renders `view()`.
 import type {
-  AgentThought, ExperimentDetail, LiveRun, ExperimentStartedParams, ExperimentSummary, LoopStatus, RunProgress, Status, Suggestion,
+  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LiveRun, LoopStatus, RunProgress, Status,
+  Suggestion,
 } from "../protocol";
 import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
 import { bpb, budgetFraction, delta, duration, experimentLabel, STATE_ICON, STATE_LABEL, STATUS_ICON } from "./format";
