@@ -251,10 +251,20 @@ async function main() {
       await page.keyboard.type("19");
       await page.keyboard.press("Enter");
       await until("an inlay hint with a kept experiment", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 180000, 500);
-      const line = page.locator(".editor-instance .view-line", { hasText: "LR = " }).first();
-      const box = await line.boundingBox();
-      await page.mouse.move(box.x + 30, box.y + box.height / 2);
-      await page.locator(".monaco-hover", { hasText: "Experiments that touched this line" }).first().waitFor({ timeout: 15000 });
+      if (!SKIP_SUGGESTIONS) {
+        // The keep that brings the hint also brings its suggestion, whose CodeLens lands above the LR
+        // line moments later and moves it down: point at the line once the layout has settled.
+        await page.locator(".editor-instance .codelens-decoration a", { hasText: "Accept" }).first().waitFor({ timeout: 60000 });
+      }
+      const hover = page.locator(".monaco-hover", { hasText: "Experiments that touched this line" })
+        .filter({ hasText: "restore a sane learning rate" }).first();
+      await until("the hover on the LR line", async () => {
+        // As a user would: point again if the line moved under the pointer (a re-render hides a hover).
+        await page.mouse.move(5, 400);
+        const box = await page.locator(".editor-instance .view-line", { hasText: "LR = " }).first().boundingBox();
+        await page.mouse.move(box.x + 30, box.y + box.height / 2, { steps: 3 });
+        return hover.waitFor({ timeout: 4000 }).then(() => true);
+      }, 30000, 0);
       await shot(page, "vscode-annotations");
       await page.keyboard.press("Escape");
     });
