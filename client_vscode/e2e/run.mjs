@@ -251,6 +251,8 @@ async function main() {
       await page.keyboard.type("19");
       await page.keyboard.press("Enter");
       await until("an inlay hint with a kept experiment", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 180000, 500);
+      const lenses = await page.locator(".editor-instance .codelens-decoration a", { hasText: "Accept" }).count();
+      lap(`the hint shows; the suggestion's CodeLens ${lenses ? "is already there" : "has not landed yet"}`);
       if (!SKIP_SUGGESTIONS) {
         // The keep that brings the hint also brings its suggestion, whose CodeLens lands above the LR
         // line moments later and moves it down: point at the line once the layout has settled.
@@ -271,8 +273,11 @@ async function main() {
     await step(page, "a command toggles the annotations", async () => {
       await page.mouse.move(5, 400);
       await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+      lap("toggled off");
       await until("the hints gone", async () => !/#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
+      lap("the hints are gone");
       await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+      lap("toggled back on");
       await until("the hints back", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
     });
     if (!SKIP_SUGGESTIONS) {
