@@ -312,7 +312,9 @@ async function main() {
         await frame.click('#suggestions button[data-cmd="overnight.revealSuggestion"]', { timeout: 10000 });
         await until("the cursor on the BETA2 hunk", async () =>
           /Ln 25,/.test((await page.locator(".statusbar-item", { hasText: /^Ln \d+/ }).first().textContent()) ?? ""), 10000);
-        await sleep(300); // the hunk-at-cursor context key follows the selection
+        // The status bar names the keys once the hunk-at-cursor context key is set.
+        const keysHint = page.locator(".statusbar-item", { hasText: "Ctrl+Alt+N reject" }).first();
+        await keysHint.waitFor({ timeout: 15000 });
         // Escape cancels: nothing is rejected, the hunk stays.
         await page.keyboard.press("Control+Alt+n");
         await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
@@ -326,6 +328,7 @@ async function main() {
         await page.keyboard.type(REASON);
         await page.keyboard.press("Enter");
         await until("no CodeLens left", async () => (await lens("Accept").count()) === 0, 20000);
+        await keysHint.waitFor({ state: "hidden", timeout: 15000 });
         await until("the reason in the journal", () => journalDump().includes(REASON), 15000, 500);
       });
     }

@@ -3,6 +3,7 @@
 // a hover with the hunk as a diff, commands with keybindings for the hunk at the cursor.
 import * as vscode from "vscode";
 import type { DaemonConnection } from "./connection";
+import { hunkKeysText } from "./logic/format";
 import { applyHunks, type HunkView, hunkAtLine, hunkViews } from "./logic/hunks";
 import type { SidebarModel } from "./logic/viewModel";
 import { Commands, type Suggestion } from "./protocol";
@@ -25,13 +26,15 @@ export class SuggestionController implements vscode.Disposable {
     borderStyle: "none none dashed none",
     borderWidth: "1px",
   });
+  // While the cursor is on a suggested change: the keys that act on it (click: its diff).
+  private readonly keysHint = vscode.window.createStatusBarItem("overnight.hunkAtCursor", vscode.StatusBarAlignment.Left, 49);
   private readonly lensEmitter = new vscode.EventEmitter<void>();
   private readonly disposables: vscode.Disposable[] = [];
   private timer?: NodeJS.Timeout;
 
   constructor(private readonly model: SidebarModel, private readonly conn: DaemonConnection, private readonly log: vscode.LogOutputChannel) {
     this.disposables.push(
-      this.removed, this.summary, this.insertion, this.lensEmitter,
+      this.removed, this.summary, this.insertion, this.lensEmitter, this.keysHint,
       vscode.window.onDidChangeVisibleTextEditors(() => this.refresh()),
       vscode.workspace.onDidChangeTextDocument((e) => {
         if (this.forUri(e.document.uri).length) this.refreshSoon();
@@ -90,8 +93,16 @@ export class SuggestionController implements vscode.Disposable {
   }
 
   private updateContext(editor: vscode.TextEditor): void {
-    const has = this.hunkAt(editor) !== undefined;
-    void vscode.commands.executeCommand("setContext", "overnight.hunkAtCursor", has);
+    const v = this.hunkAt(editor);
+    // The hint shows once the context key is set, so the keys it names work when it is seen.
+    void vscode.commands.executeCommand("setContext", "overnight.hunkAtCursor", v !== undefined).then(() => {
+      if (!v) return this.keysHint.hide();
+      this.keysHint.name = "Overnight suggestion at the cursor";
+      this.keysHint.text = hunkKeysText(process.platform);
+      this.keysHint.tooltip = `Overnight suggestion (${v.evidence}) at the cursor: accept or reject it with these keys; click to see its diff.`;
+      this.keysHint.command = { title: "Show diff", command: "overnight.showSuggestionDiff", arguments: [v.suggestionId, v.hunkId] };
+      this.keysHint.show();
+    });
   }
 
   hunkAt(editor: vscode.TextEditor | undefined): HunkView | undefined {

@@ -106,3 +106,9 @@ export function parseBudget(text: string): number | undefined {
   const seconds = Number(m[1]);
   return Number.isFinite(seconds) && seconds > 0 ? seconds : undefined;
 }
+
+/** The status-bar hint while the cursor is on a suggested change: the keys that act on it. */
+export function hunkKeysText(platform: string): string {
+  const mod = platform === "darwin" ? "\u2318\u2325" : "Ctrl+Alt+";
+  return `$(check) ${mod}Y accept  $(close) ${mod}N reject`;
+}

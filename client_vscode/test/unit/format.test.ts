@@ -1,7 +1,9 @@
 import { strict as assert } from "node:assert";
+import * as fs from "node:fs";
+import * as path from "node:path";
 import { test } from "node:test";
 import type { LoopStatus } from "../../src/protocol";
-import { bpb, delta, duration, parseBudget, statusBarText } from "../../src/logic/format";
+import { bpb, delta, duration, hunkKeysText, parseBudget, statusBarText } from "../../src/logic/format";
 
 const status: LoopStatus = {
   state: "running", tag: "t", agent: "replay", budget: 2, clock: "cpu", experiments: 3, kept: 1, protocolVersion: "1.0",
@@ -37,4 +39,13 @@ test("a typed budget: seconds > 0, an optional s; anything else is not one", () 
     assert.equal(parseBudget(text), want, text);
   }
   for (const text of ["", "0", "-5", "abc", "1e3", "5 min", "NaN", "Infinity", "0.0s"]) assert.equal(parseBudget(text), undefined, text);
+});
+
+test("the hunk-at-cursor hint names the keybindings of package.json, per platform", () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "package.json"), "utf8"));
+  const keys = Object.fromEntries(pkg.contributes.keybindings.map((k: { command: string; key: string }) => [k.command, k.key]));
+  assert.equal(keys["overnight.acceptHunkAtCursor"], "ctrl+alt+y");
+  assert.equal(keys["overnight.rejectHunkAtCursor"], "ctrl+alt+n");
+  assert.equal(hunkKeysText("linux"), "$(check) Ctrl+Alt+Y accept  $(close) Ctrl+Alt+N reject");
+  assert.equal(hunkKeysText("darwin"), "$(check) \u2318\u2325Y accept  $(close) \u2318\u2325N reject");
 });
