@@ -151,12 +151,19 @@ async function editorText(page) {
   return (await page.$eval(".editor-instance .monaco-editor .view-lines", (e) => e.innerText)).replace(/\u00a0/g, " ");
 }
 
+// Enter only once the quick pick has filtered down to the wanted item: under load the list lags the
+// typing, and Enter would run whatever row was highlighted before.
+async function pickWhenFocused(page, label) {
+  const row = page.locator(".quick-input-list .monaco-list-row.focused", { hasText: label }).first();
+  await row.waitFor({ timeout: 15000 });
+  await page.keyboard.press("Enter");
+}
+
 async function palette(page, text) {
   await page.keyboard.press("F1");
   await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 15000 });
   await page.keyboard.type(text);
-  await sleep(600);
-  await page.keyboard.press("Enter");
+  await pickWhenFocused(page, text);
 }
 
 const results = [];
@@ -242,8 +249,7 @@ async function main() {
       await page.waitForSelector(".quick-input-widget input", { state: "visible" });
       await page.keyboard.press("Backspace");
       await page.keyboard.type("trainer/train.py");
-      await sleep(800);
-      await page.keyboard.press("Enter");
+      await pickWhenFocused(page, "train.py");
       await until("train.py in the editor", async () => (await editorText(page)).includes("Byte-level GPT"), 30000);
     });
     await step(page, "per-line annotations show on the lines experiments touched", async () => {
