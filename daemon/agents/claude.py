@@ -15,11 +15,12 @@ import os
 import random
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import anthropic
 
-from ..config import Config
+from ..config import Config, ConfigError, load_config
 from ..workspace import Edit
 from . import prompt
 from .base import AgentError, AgentPaused, Context, Proposal
@@ -152,12 +153,26 @@ class ClaudeAgent:
 
     # -- proposing --------------------------------------------------------------------------------
 
+    def _current_cap(self) -> float:
+        """The cap as overnight.toml says now: raising it there and resuming lifts the pause, no restart.
+        A file that does not load (half-saved, a typo) keeps the cap in force and says why in the log."""
+        try:
+            cap = load_config(self.cfg.root).claude.spending_cap_usd
+        except (ConfigError, OSError) as exc:
+            log.warning("the spending cap stays $%.2f: overnight.toml does not load: %s", self.c.spending_cap_usd, exc)
+            return self.c.spending_cap_usd
+        if cap != self.c.spending_cap_usd:
+            log.info("spending cap: $%.2f → $%.2f (overnight.toml)", self.c.spending_cap_usd, cap)
+            self.c = replace(self.c, spending_cap_usd=cap)
+        return cap
+
     def propose(self, ctx: Context) -> Proposal:
         spent = session_cost(ctx.history) + self.carry
-        if spent.cost_usd >= self.c.spending_cap_usd:
+        cap = self._current_cap()
+        if spent.cost_usd >= cap:
             raise AgentPaused(
-                f"the Claude agent's spending cap is reached: ${spent.cost_usd:.2f} of ${self.c.spending_cap_usd:.2f} "
-                "spent in this session. Raise [claude] spending_cap_usd in overnight.toml and restart, or switch agent.")
+                f"the Claude agent's spending cap is reached: ${spent.cost_usd:.2f} of ${cap:.2f} spent in this "
+                "session. Raise [claude] spending_cap_usd in overnight.toml and resume, or switch agent.")
         req = prompt.build(ctx, keep_sigma=self.cfg.keep_sigma, recent=self.c.recent)
         self.last_prompt_chars = req.chars()
         messages = list(req.messages)

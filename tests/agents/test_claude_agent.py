@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,12 +142,23 @@ def test_an_outage_pauses_and_the_probe_sees_the_api_back(fake: FakeAnthropic, a
     assert agent.probe() is False and agent.probe() is True
 
 
-def test_the_spending_cap_pauses(agent: ClaudeAgent) -> None:
-    agent.c = replace(agent.c, spending_cap_usd=0.5)
+def test_the_spending_cap_pauses_until_raised_in_the_config(fake: FakeAnthropic, agent: ClaudeAgent) -> None:
+    toml = agent.cfg.root / "overnight.toml"
+    toml.write_text("[claude]\nspending_cap_usd = 0.5\n")
     spent = exp(2, meta={"usage": Usage(cost_usd=0.6).as_dict()})
     with pytest.raises(AgentPaused) as info:
         agent.propose(context(history=[spent]))
     assert info.value.retry_in is None and "spending cap" in str(info.value) and "$0.60 of $0.50" in str(info.value)
+    assert "resume" in str(info.value) and not fake.requests
+    # A file that does not load keeps the cap in force.
+    toml.write_text("[claude]\nspending_cap_usd = 'lots'\n")
+    with pytest.raises(AgentPaused, match=r"\$0\.60 of \$0\.50"):
+        agent.propose(context(history=[spent]))
+    # The human raises it and resumes: the next proposal goes out, no restart.
+    toml.write_text("[claude]\nspending_cap_usd = 1.0\n")
+    fake.add(GOOD)
+    assert agent.propose(context(history=[spent])).description == "LR 3e-3 → 6e-3"
+    assert agent.c.spending_cap_usd == 1.0
 
 
 def test_a_missing_or_refused_key_is_one_clear_message(fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch,
