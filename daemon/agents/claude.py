@@ -172,7 +172,7 @@ class ClaudeAgent:
         if spent.cost_usd >= cap:
             raise AgentPaused(
                 f"the Claude agent's spending cap is reached: ${spent.cost_usd:.2f} of ${cap:.2f} spent in this "
-                "session. Raise [claude] spending_cap_usd in overnight.toml and resume, or switch agent.")
+                "session. Raise [claude] spending_cap_usd in overnight.toml, then resume (or run again), or switch agent.")
         req = prompt.build(ctx, keep_sigma=self.cfg.keep_sigma, recent=self.c.recent)
         self.last_prompt_chars = req.chars()
         messages = list(req.messages)
