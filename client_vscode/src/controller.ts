@@ -11,8 +11,6 @@ import { StatusBar } from "./statusBar";
 import { SuggestionController } from "./suggestions";
 
 const PAGE = 200;
-/** The daemon's cap on one page of experiments/list. */
-const MAX_LIST = 1000;
 
 /** Adds a "Show diff" lens after each of the daemon's Reject lenses, with the same arguments. */
 export function withShowDiff(lenses: vscode.CodeLens[]): vscode.CodeLens[] {
@@ -128,8 +126,8 @@ export class Controller implements vscode.Disposable {
 
   private async loadExperiments(): Promise<void> {
     await this.guard("experiments/list", async () => {
-      // As many as the user has paged in, so a refresh does not fold the list back to one page.
-      const list = await this.listExperiments(0, Math.min(MAX_LIST, Math.max(PAGE, this.model.experiments.length)));
+      // As many as the user has paged in (the daemon caps a page), so a refresh does not fold the list back to one page.
+      const list = await this.listExperiments(0, Math.max(PAGE, this.model.experiments.length));
       this.model.setExperiments(list.total, list.items);
       this.suggestions.refresh();
       this.changed();

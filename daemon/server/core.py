@@ -29,6 +29,8 @@ log = logging.getLogger("overnight.daemon")
 Broadcast = Callable[[str, Any], None]
 # The most points of the live curve a status carries (a client draws a few hundred at most).
 LIVE_POINTS = 500
+# The most experiments one experiments/list page carries (clients may ask for more; they get this many).
+MAX_PAGE = 1000
 
 
 def summary(exp: Experiment) -> t.ExperimentSummary:
@@ -224,7 +226,7 @@ class DaemonCore:
         if not self.tag:
             return t.ExperimentList(total=0, items=[])
         statuses = [s.value for s in params.status] if params.status else None
-        total, page = self.journal.page(self.tag, max(0, params.offset), max(0, min(params.limit, 1000)), statuses)
+        total, page = self.journal.page(self.tag, max(0, params.offset), max(0, min(params.limit, MAX_PAGE)), statuses)
         return t.ExperimentList(total=total, items=[summary(e) for e in page])
 
     def get_experiment(self, exp_id: int) -> t.ExperimentDetail | None:
