@@ -7,6 +7,7 @@ config file at all.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -16,6 +17,13 @@ CONFIG_NAME = "overnight.toml"
 STATE_DIR = ".overnight"
 
 AGENTS = ("sweep", "replay", "claude")
+CLOCKS = ("auto", "steps", "cpu", "wall")
+SANDBOXES = ("bwrap", "none")
+# Keys of earlier versions that no longer exist, and what replaced them.
+_RENAMED = {
+    "keep_sigma": "the keep rule is a sequential t-test now: set alpha (its false-keep rate) instead",
+    "confirm_runs": "every keep rests on at least two runs; max_runs caps the runs of a candidate near the bar",
+}
 
 
 class ConfigError(ValueError):
@@ -75,26 +83,43 @@ class Config:
     evaluate: tuple[str, ...] = ("{python}", "prepare.py", "evaluate")
     # Builds or verifies the data; its last stdout line may be {"data_dir", "manifest_sha256"} (JSON).
     prepare: tuple[str, ...] = ("{python}", "prepare.py", "--json")
-    # Seconds of training per run, measured by the harness's budget clock.
+    # Seconds of training per run. With the default clock the harness turns them into a step count from the
+    # code's own measured speed (its fastest steps), so equal code trains equally however busy the machine is.
     budget: float = 60.0
-    # "cpu": process CPU time per thread (steady on a drifting VM); "wall"; "auto": wall on CUDA.
+    # "auto" (= "steps"): the calibrated step count above; "cpu": process CPU time per thread; "wall".
     clock: str = "auto"
-    # Extra seconds before a run is killed: start-up, model export, and the clock's slack.
-    grace: float = 30.0
+    # Budget-seconds of CPU a run may spend outside its training loop: start-up and model export together.
+    grace: float = 15.0
     memory_limit_gb: float = 8.0
     # CPU threads a run may use (torch.set_num_threads); 0: every core this process may use.
     threads: int = 0
     metric: str = "val_bpb"
     direction: str = "minimize"
     agent: str = "sweep"
+    # "bwrap": every run sealed in a bubblewrap sandbox (no network, no secrets, no validation bytes, a
+    # read-only filesystem). "none": unsealed, only when set explicitly; such sessions are marked.
+    sandbox: str = "bwrap"
+    # Let training runs reach the network (recorded with the session: it is part of how it measures).
+    network: bool = False
     # The noise floor: how often the baseline runs at session start.
     baseline_runs: int = 3
-    # A candidate is kept only if it beats the incumbent by more than keep_sigma noise σ.
-    keep_sigma: float = 2.0
-    # Re-runs on another seed before a candidate that passed the first screen is kept.
-    confirm_runs: int = 1
-    # Lower bound on σ so three lucky identical baselines cannot make every change "significant".
+    # The keep rule (decide.py): the false-keep rate it allows per decision, and the most runs a candidate
+    # near the bar gets before it is decided.
+    alpha: float = 0.01
+    max_runs: int = 4
+    # Every this many candidates the incumbent runs once more: σ and the incumbent's mean keep up with drift.
+    rerun_every: int = 4
+    # Lower bound on σ, so a few identical baseline runs cannot make every change "significant".
     min_sigma: float = 0.002
+    # Every this many keeps, the incumbent and the session's baseline code also run at transfer_budget × the
+    # budget and transfer_scale × the model (where train.py scales with OVERNIGHT_SCALE): does the gain
+    # survive at scale? 0: off.
+    transfer_every: int = 5
+    transfer_budget: float = 4.0
+    transfer_scale: float = 2.0
+    # Before each run, wait (saying so) while other processes leave fewer than this share of the run's
+    # threads idle; 0: never wait.
+    machine_share: float = 0.5
     replay_file: str = "proposals.jsonl"
     sweep: SweepConfig = field(default_factory=SweepConfig)
     claude: ClaudeConfig = field(default_factory=ClaudeConfig)
@@ -114,26 +139,45 @@ class Config:
         return cfg
 
     def validate(self) -> None:
-        if self.budget <= 0:
-            raise ConfigError(f"budget must be positive, got {self.budget}")
-        if self.threads < 0:
-            raise ConfigError(f"threads must be 0 (every core) or a positive count, got {self.threads}")
+        _number("budget", self.budget, 0.1, 7 * 86400.0)
+        _number("grace", self.grace, 1.0, 86400.0)
+        _number("memory_limit_gb", self.memory_limit_gb, 0.1, 1e5)
+        _number("alpha", self.alpha, 1e-6, 0.2)
+        _number("min_sigma", self.min_sigma, 0.0, 10.0)
+        _number("transfer_budget", self.transfer_budget, 1.0, 100.0)
+        _number("transfer_scale", self.transfer_scale, 1.0, 16.0)
+        _number("machine_share", self.machine_share, 0.0, 1.0)
+        _count("threads", self.threads, 0, 4096)
+        _count("baseline_runs", self.baseline_runs, 2, 100, "at least 2: one run cannot measure noise")
+        _count("max_runs", self.max_runs, 2, 100, "at least 2: a keep always rests on two runs")
+        _count("rerun_every", self.rerun_every, 0, 10_000)
+        _count("transfer_every", self.transfer_every, 0, 10_000)
         if self.agent not in AGENTS:
             raise ConfigError(f"agent must be one of {', '.join(AGENTS)}, got {self.agent!r}")
         if self.direction not in ("minimize", "maximize"):
             raise ConfigError(f"direction must be 'minimize' or 'maximize', got {self.direction!r}")
-        if self.clock not in ("auto", "cpu", "wall"):
-            raise ConfigError(f"clock must be 'auto', 'cpu' or 'wall', got {self.clock!r}")
-        if self.baseline_runs < 2:
-            raise ConfigError("baseline_runs must be at least 2: one run cannot measure noise")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock must be one of {', '.join(repr(c) for c in CLOCKS)}, got {self.clock!r}")
+        if self.sandbox not in SANDBOXES:
+            raise ConfigError(f"sandbox must be \"bwrap\" (sealed runs) or \"none\" (unsealed), got {self.sandbox!r}")
         if not self.editable:
             raise ConfigError("no editable files declared: the agent would have nothing to change")
         overlap = set(self.editable) & set(self.frozen)
         if overlap:
             raise ConfigError(f"files both editable and frozen: {', '.join(sorted(overlap))}")
-        for rel in (*self.editable, *self.frozen, self.program):
+        for rel in (*self.editable, *self.frozen, self.program, self.workdir):
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise ConfigError(f"{rel!r}: workspace files must be relative paths inside the workspace")
+
+
+def _number(key: str, value: float, low: float, high: float) -> None:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ConfigError(f"{key} must be a number from {low:g} to {high:g}, got {value!r}")
+
+
+def _count(key: str, value: int, low: int, high: int, why: str = "") -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key} must be {why or f'a whole number from {low} to {high}'}, got {value!r}")
 
 
 def _tuple(value: Any, key: str) -> tuple[str, ...]:
@@ -168,6 +212,10 @@ def _section(cls: type, raw: Any, key: str) -> Any:
 _DEFAULTS = Config(root=Path("."))
 
 
+def _kind(default: object) -> str:
+    return {"float": "a number", "int": "a whole number", "str": "a string"}.get(type(default).__name__, type(default).__name__)
+
+
 def load_config(root: Path) -> Config:
     """Load ``overnight.toml`` from ``root`` (defaults when it does not exist)."""
     root = root.resolve()
@@ -177,9 +225,15 @@ def load_config(root: Path) -> Config:
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from exc
+            raise ConfigError(f"{path}: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
     known = {f.name for f in fields(Config)} - {"root"}
     unknown = set(raw) - known
+    for key in sorted(unknown & set(_RENAMED)):
+        raise ConfigError(f"{path}: {key} is no longer a setting: {_RENAMED[key]}")
     if unknown:
         raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
@@ -192,9 +246,13 @@ def load_config(root: Path) -> Config:
             values[key] = _section(ClaudeConfig, value, key)
         else:
             default = getattr(_DEFAULTS, key)
-            expected = (int, float) if isinstance(default, float) else type(default)
-            if isinstance(value, bool) or not isinstance(value, expected):
-                raise ConfigError(f"{path}: {key} must be {type(default).__name__}, got {value!r}")
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{path}: {key} must be true or false, got {value!r}")
+            else:
+                expected = (int, float) if isinstance(default, float) else type(default)
+                if isinstance(value, bool) or not isinstance(value, expected):
+                    raise ConfigError(f"{path}: {key} must be {_kind(default)}, got {value!r}")
             values[key] = value
     try:
         cfg = Config(root=root, **values)

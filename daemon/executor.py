@@ -1,15 +1,18 @@
-"""Starts one training run, enforces its budget and memory from outside, reads its progress, evaluates it.
+"""Runs one training run sealed, charges it from outside, and has the pinned harness score what it saved.
 
-The training process gets the write end of a pipe (``OVERNIGHT_CHANNEL_FD``) on which the
-harness writes msgpack frames. The budget is enforced here, not trusted to ``train.py``: the run
-is killed once its budget clock passes budget + grace (and, whatever the clock, once wall time
-passes a hang limit). The metric comes from a separate evaluation process running the frozen
-harness on the model the run saved: a number ``train.py`` prints is never read.
+The training process runs in the sandbox (``sandbox.py``): it sees its experiment's tree read-only, the training
+split, and a scratch directory; it gets the write end of a pipe (``OVERNIGHT_CHANNEL_FD``) for msgpack progress
+frames. Nothing it says about itself is believed: the CPU it used is read from ``/proc`` for its whole process tree
+(``supervise.py``) and the run is killed when it passes its budget. Frames only tell *when* it says it moved from
+start-up to training to export; each phase has its own allowance, so time spent training before the ``start``
+frame or after the ``end`` frame is charged too.
+
+The model it saved is copied out of its scratch (no symlinks, no hard links, bounded size) and scored by the
+session's pinned copy of the harness, in a second sandbox that never sees anything the run wrote but that file.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -24,43 +27,95 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import psutil
+
+from .sandbox import Sandbox, copy_out, remove_tree
+from .supervise import Sample, TreeWatch, tree_pids
 
 Frame = dict[str, Any]
 
-# How often the supervisor samples the child's clock and memory.
-_POLL_S = 0.1
-# A run on the CPU clock that sleeps or blocks accrues no CPU time; past this many budgets of
-# wall time it is treated as hung.
-_HANG_FACTOR = 3.0
+# How often the supervisor samples the tree.
+_POLL_S = 0.2
 _LOG_TAIL_CHARS = 4000
+# Exit code of `prepare.py evaluate` when it refuses a model (unsafe file, not causal, ...): not a crash, `invalid`.
+EXIT_REFUSED = 4
+# The largest model file the harness is handed.
+_MAX_MODEL_BYTES = 2 * 2**30
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How a run is charged. All CPU figures are *budget seconds*: CPU seconds of the tree ÷ the run's threads.
+
+    ``train_factor``: the training phase (``start`` frame to ``end`` frame) may use this multiple of the budget. The
+    harness stops an honest run after a step count calibrated from its fastest steps, so it uses the budget times
+    its mean/fastest step-time ratio; a run that trains on regardless is killed here.
+    ``grace``: start-up (before ``start``) and export (after ``end``) together.
+    ``hang_window``: a tree that neither ran nor waited for a CPU this long is hung.
+    ``wall_factor``: the wall-clock ceiling, ``wall_factor × (budget + grace)``; reached while the machine kept the
+    run waiting for a core, the run is *starved* (not a measurement), otherwise it timed out.
+    """
+
+    train_factor: float = 1.25
+    grace: float = 15.0
+    hang_window: float = 60.0
+    wall_factor: float = 6.0
+    max_procs: int = 256
+    eval_cpu: float = 600.0
+
+
+@dataclass(frozen=True)
+class Harness:
+    """The session's pinned copy of the frozen files: where it is and what it must hash to."""
+
+    directory: Path          # holds the frozen files at their workspace-relative paths
+    workdir: str             # the evaluation's working directory inside it
+    evaluate: tuple[str, ...]
+    check: Callable[[], str | None]  # re-hashes the copy; a message when it no longer matches
+
+
+@dataclass(frozen=True)
+class DataPin:
+    """The harness's data as pinned for the session (``prepare.py --json``)."""
+
+    directory: Path
+    manifest_sha256: str | None = None
+    training_files: tuple[str, ...] = ("manifest.json", "train.bin")
+    hidden_sources: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
 class RunRequest:
-    cwd: Path
+    tree: Path                       # the experiment's files (its commit checked out), read-only to the run
+    workdir: str                     # where the run starts, relative to the tree
     command: tuple[str, ...]
-    evaluate: tuple[str, ...]
     budget: float
-    clock: str  # "cpu" or "wall": already resolved
-    grace: float
+    clock: str                       # steps | cpu | wall: already resolved
     memory_limit_gb: float
     seed: int
     threads: int
-    model_out: Path
+    run_dir: Path                    # the run's own folder: scratch, copied-out model (the daemon's)
     log_path: Path
-    # The harness's data, pinned by the loop: the run is pointed at it, and its manifest must still
-    # hash the same after the run (a run that rewrites the data and its manifest is caught here).
-    data_dir: str | None = None
-    manifest_sha256: str | None = None
+    data: DataPin
+    harness: Harness
+    sandbox: Sandbox
+    limits: Limits = Limits()
+    network: bool = False
+    gpu: bool = False
+    scale: float = 1.0
+    # Checks after the training process ended and before anything is evaluated (frozen files, the Python
+    # environment): a message makes the run `invalid`, never evaluated.
+    after_run: Callable[[], str | None] = lambda: None
 
 
 @dataclass
 class RunOutcome:
-    status: str  # ok | crash | timeout | interrupted
+    status: str  # ok | crash | timeout | interrupted | starved | invalid
     val_bpb: float | None = None
     holdout_bpb: float | None = None
+    ood_bpb: float | None = None
+    train_bpb: float | None = None
     steps: int | None = None
+    steps_planned: int | None = None
     tokens: int | None = None
     tokens_per_s: float | None = None
     n_params: int | None = None
@@ -71,39 +126,38 @@ class RunOutcome:
     startup_seconds: float | None = None
     train_wall_seconds: float | None = None
     eval_seconds: float | None = None
+    # Measured from outside: CPU seconds of the whole tree, and seconds its threads waited for a core.
+    cpu_seconds: float | None = None
+    delay_seconds: float | None = None
     curve: list[tuple[int, float, float]] = field(default_factory=list)
     error: str | None = None
     log_tail: str = ""
     data_changed: bool = False
-
-
-def _child_setup() -> None:
-    """In the training process before exec: its own process group (so the whole tree can be
-    killed) and, on Linux, death with its parent, so a kill -9 of the loop leaves no orphan run."""
-    os.setsid()
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The harness's self-checks (causality, batch independence, finite outputs, ...) and its flags.
+    checks: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    # Which check refused the model (an `invalid` run), with the harness's evidence.
+    refused_check: str | None = None
 
 
 def resolve_command(command: tuple[str, ...]) -> list[str]:
     return [sys.executable if part == "{python}" else part for part in command]
 
 
-def resolve_clock(clock: str) -> str:
-    if clock != "auto":
-        return clock
-    # Asked in a child process: importing torch here would cost the long-lived daemon ~200 MB of
-    # memory for one boolean.
+def cuda_available() -> bool:
+    # Asked in a child process: importing torch here would cost the long-lived daemon ~200 MB of memory.
     probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    return "wall" if probe.stdout.strip() == "True" else "cpu"
+    return probe.stdout.strip() == "True"
+
+
+def resolve_clock(clock: str) -> str:
+    """``auto`` is the calibrated step count on every device (equal code, equal training)."""
+    return "steps" if clock == "auto" else clock
 
 
 class _FrameReader(threading.Thread):
-    """Reads msgpack frames from the harness's pipe until the child closes it."""
+    """Reads msgpack frames from the harness's pipe until the child closes it; stamps when each kind arrived."""
 
     def __init__(self, fd: int, on_frame: Callable[[Frame], None]) -> None:
         super().__init__(daemon=True, name="overnight-frames")
@@ -111,8 +165,8 @@ class _FrameReader(threading.Thread):
         self.on_frame = on_frame
         self.frames: list[Frame] = []
         self.bad_frames = 0
-        # When the harness's start frame arrived (monotonic clock): start-up ends there.
-        self.started_at: float | None = None
+        # monotonic time of the first frame of each type ("start", "end", ...): the phases' boundaries.
+        self.arrived: dict[str, float] = {}
 
     def run(self) -> None:
         unpacker = msgpack.Unpacker(raw=False, max_buffer_size=16 * 1024 * 1024)
@@ -124,9 +178,9 @@ class _FrameReader(threading.Thread):
                         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
                             self.bad_frames += 1
                             continue
-                        self.frames.append(frame)
-                        if frame["type"] == "start" and self.started_at is None:
-                            self.started_at = time.monotonic()
+                        if len(self.frames) < 100_000:  # a run cannot grow the daemon without bound
+                            self.frames.append(frame)
+                        self.arrived.setdefault(str(frame["type"]), time.monotonic())
                         try:
                             self.on_frame(frame)
                         except Exception:  # a listener's bug must not stop the run's supervision
@@ -135,34 +189,6 @@ class _FrameReader(threading.Thread):
                     # Garbage on the channel: drop what is buffered and keep the run going.
                     self.bad_frames += 1
                     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=16 * 1024 * 1024)
-
-
-def _tree(proc: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return [proc]
-
-
-def _sample(proc: psutil.Process) -> tuple[float, float]:
-    """CPU seconds (user + sys) and resident MB of the process tree."""
-    cpu = rss = 0.0
-    for p in _tree(proc):
-        try:
-            t = p.cpu_times()
-            cpu += t.user + t.system
-            rss += p.memory_info().rss
-        except psutil.Error:
-            continue
-    return cpu, rss / 2**20
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def _tail(path: Path) -> str:
@@ -181,129 +207,281 @@ def _last_line(text: str) -> str:
 
 
 def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
-def _data_env(req: RunRequest) -> dict[str, str]:
-    return {"OVERNIGHT_DATA_DIR": req.data_dir} if req.data_dir else {}
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _manifest_unchanged(req: RunRequest) -> bool:
-    if req.data_dir is None or req.manifest_sha256 is None:
-        return True
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the run's session and every descendant still alive, then reap the child."""
+    pids = tree_pids(proc.pid)
     try:
-        digest = hashlib.sha256((Path(req.data_dir) / "manifest.json").read_bytes()).hexdigest()
-    except OSError:
-        return False
-    return digest == req.manifest_sha256
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait()
+
+
+# -- supervision --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Verdict:
+    status: str             # exited | timeout | starved | crash | interrupted
+    error: str | None = None
+
+
+@dataclass
+class _Phases:
+    """CPU of the tree (budget seconds) at the phase boundaries the frames mark, as the supervisor saw it."""
+
+    at_start: float | None = None
+    at_end: float | None = None
+    wall_start: float | None = None
+    wall_end: float | None = None
+
+
+class _Supervisor:
+    """Polls a process tree and says when, and why, it must be stopped."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], *, threads: int, memory_limit_gb: float, limits: Limits,
+                 stop: threading.Event | None) -> None:
+        self.proc = proc
+        self.watch = TreeWatch(proc.pid)
+        self.threads = max(1, threads)
+        self.memory_limit_mb = memory_limit_gb * 1024
+        self.limits = limits
+        self.stop = stop
+        self.started = time.monotonic()
+        self.last = Sample(0.0, 0.0, 0.0, 0)
+        # (wall, cpu + delay) a hang window ago: a tree that neither ran nor waited is not doing anything.
+        self._history: list[tuple[float, float]] = []
+
+    def charge(self, sample: Sample | None = None) -> float:
+        return (sample or self.last).cpu / self.threads
+
+    def check(self, sample: Sample, wall: float, wall_cap: float) -> _Verdict | None:
+        """The limits every process tree has: memory, size, the user's stop, hangs, the wall ceiling."""
+        if self.stop is not None and self.stop.is_set():
+            return _Verdict("interrupted", "stopped by the user")
+        if sample.rss_mb > self.memory_limit_mb:
+            return _Verdict("crash", f"out of memory: {sample.rss_mb / 1024:.2f} GB exceeds the "
+                                     f"{self.memory_limit_mb / 1024:g} GB limit")
+        if sample.procs > self.limits.max_procs:
+            return _Verdict("crash", f"too many processes: {sample.procs} (at most {self.limits.max_procs})")
+        now_active = sample.cpu + sample.delay
+        self._history.append((wall, now_active))
+        window = self.limits.hang_window
+        while len(self._history) > 1 and self._history[1][0] <= wall - window:
+            self._history.pop(0)
+        w0, a0 = self._history[0]
+        if wall - w0 >= window * 0.99 and now_active - a0 < 0.02 * window:
+            return _Verdict("timeout", f"hung: used no CPU for {wall - w0:.0f} s")
+        if wall > wall_cap:
+            waited = sample.delay / max(1e-9, sample.cpu + sample.delay)
+            if waited > 0.3:
+                return _Verdict("starved", f"the machine gave it too little CPU: {wall:.0f} s wall for "
+                                           f"{self.charge(sample):.1f} budget-seconds of CPU ({waited:.0%} of its time "
+                                           "waiting for a core)")
+            return _Verdict("timeout", f"killed after {wall:.0f} s wall ({self.charge(sample):.1f} budget-seconds of CPU)")
+        return None
+
+    def poll(self) -> Sample:
+        self.last = self.watch.sample()
+        return self.last
+
+
+def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: _FrameReader,
+                        stop: threading.Event | None, on_phase: Callable[[str], None]) -> tuple[_Verdict, _Phases, _Supervisor]:
+    lim = req.limits
+    sup = _Supervisor(proc, threads=req.threads, memory_limit_gb=req.memory_limit_gb, limits=lim, stop=stop)
+    phases = _Phases()
+    wall_cap = lim.wall_factor * (req.budget + lim.grace) + 60.0
+    train_cap = lim.train_factor * req.budget + 1.0
+    phase = "starting"
+    on_phase(phase)
+    while True:
+        exited = proc.poll() is not None
+        sample = sup.poll()
+        now = time.monotonic()
+        wall = now - sup.started
+        charge = sup.charge(sample)
+        # Phase boundaries, as the frames mark them (the CPU at the first poll after the frame arrived).
+        if phases.at_start is None and "start" in reader.arrived:
+            phases.at_start, phases.wall_start = charge, reader.arrived["start"]
+            phase = "training"
+            on_phase(phase)
+        if phases.at_end is None and "end" in reader.arrived:
+            phases.at_end, phases.wall_end = charge, reader.arrived["end"]
+            phase = "exporting"
+            on_phase(phase)
+        if exited:
+            return _Verdict("exited"), phases, sup
+        verdict = sup.check(sample, wall, wall_cap)
+        if verdict is None:
+            verdict = _over_budget(req, phases, charge, now, train_cap)
+        if verdict is not None:
+            _kill_tree(proc)
+            return verdict, phases, sup
+        time.sleep(_POLL_S)
+
+
+def _over_budget(req: RunRequest, phases: _Phases, charge: float, now: float, train_cap: float) -> _Verdict | None:
+    """Each phase within its allowance: start-up and export share the grace, training its multiple of the budget."""
+    lim = req.limits
+    startup = phases.at_start if phases.at_start is not None else charge
+    if phases.at_start is None:
+        if startup > lim.grace:
+            return _Verdict("timeout", f"used {startup:.1f} budget-seconds of CPU before training began "
+                                       f"(start-up and export may use {lim.grace:g} together)")
+        return None
+    end = phases.at_end if phases.at_end is not None else charge
+    training = end - phases.at_start
+    if req.gpu and phases.wall_start is not None:
+        # On a GPU the work is not CPU time: the training phase is charged its wall time too.
+        wall_end = phases.wall_end if phases.wall_end is not None else now
+        training = max(training, wall_end - phases.wall_start)
+    if training > train_cap:
+        return _Verdict("timeout", f"trained past its budget: {training:.1f} budget-seconds of CPU in training, "
+                                   f"over the {train_cap:.1f} allowed ({lim.train_factor:g} × budget {req.budget:g} s)")
+    if phases.at_end is not None:
+        export = charge - phases.at_end
+        if startup + export > lim.grace:
+            return _Verdict("timeout", f"used {startup + export:.1f} budget-seconds of CPU outside training "
+                                       f"(start-up {startup:.1f}, after training {export:.1f}; the grace is {lim.grace:g})")
+    return None
+
+
+# -- the run ------------------------------------------------------------------------------------------
 
 
 def execute(
     req: RunRequest,
     on_frame: Callable[[Frame], None] = lambda frame: None,
     stop: threading.Event | None = None,
+    on_phase: Callable[[str], None] = lambda phase: None,
 ) -> RunOutcome:
-    """Run one training run to its end (or its kill) and evaluate the model it saved."""
+    """Run one training run to its end (or its kill) and have the pinned harness score the model it saved."""
     req.log_path.parent.mkdir(parents=True, exist_ok=True)
-    req.model_out.unlink(missing_ok=True)
+    remove_tree(req.run_dir)
+    scratch = req.run_dir / "scratch"
+    scratch.mkdir(parents=True)
     read_fd, write_fd = os.pipe()
-    env = {
-        **os.environ,
+    run_env = {
         "OVERNIGHT_CHANNEL_FD": str(write_fd),
         "OVERNIGHT_BUDGET_S": repr(req.budget),
         "OVERNIGHT_BUDGET_CLOCK": req.clock,
         "OVERNIGHT_SEED": str(req.seed),
         "OVERNIGHT_THREADS": str(req.threads),
-        "OVERNIGHT_MODEL_OUT": str(req.model_out),
-        **_data_env(req),
-        "PYTHONUNBUFFERED": "1",
-        # Spin-waiting OpenMP threads would burn CPU time that the cpu budget clock charges.
+        "OVERNIGHT_SCALE": repr(req.scale),
+        # Spin-waiting OpenMP threads would burn CPU time that the run is charged for.
         "OMP_WAIT_POLICY": "PASSIVE",
     }
+    launch = req.sandbox.training(
+        command=resolve_command(req.command), tree=req.tree, workdir=req.workdir, scratch=scratch,
+        data_files={name: req.data.directory / name for name in req.data.training_files},
+        hidden_sources=list(req.data.hidden_sources), network=req.network, gpu=req.gpu, env=run_env,
+        pass_fds=(write_fd,), memory_limit_gb=req.memory_limit_gb, model_name="model.ovm",
+    )
     started = time.monotonic()
-    with req.log_path.open("wb") as log:
-        try:
-            proc = subprocess.Popen(
-                resolve_command(req.command), cwd=req.cwd, env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,), preexec_fn=_child_setup,
-            )
-        except OSError as exc:
-            os.close(read_fd)
-            os.close(write_fd)
-            return RunOutcome(status="crash", error=f"could not start {req.command[0]}: {exc}")
-        os.close(write_fd)
-        reader = _FrameReader(read_fd, on_frame)
-        reader.start()
-        status, error, peak_mb = _supervise(proc, req, started, stop)
-    reader.join(timeout=5)
-    wall = time.monotonic() - started
-    outcome = _summarise(reader.frames, status, error, peak_mb, wall, req, proc.returncode)
-    if reader.started_at is not None:
-        outcome.startup_seconds = reader.started_at - started
-    if outcome.status == "crash" and outcome.error and outcome.error.startswith("the run exited"):
-        # Say why, not only that: the last line of a traceback names the exception.
-        last = _last_line(_tail(req.log_path))
-        if last:
-            outcome.error += f": {last}"
-    if not _manifest_unchanged(req):
-        outcome.status, outcome.data_changed = "crash", True
-        outcome.error = f"the harness's data in {req.data_dir} changed during the run: a run may not write it"
-    if outcome.status == "ok":
-        _evaluate(req, outcome)
-    outcome.log_tail = _tail(req.log_path)
-    return outcome
-
-
-def _supervise(
-    proc: subprocess.Popen[bytes], req: RunRequest, started: float, stop: threading.Event | None
-) -> tuple[str, str | None, float]:
-    """Wait for the child while enforcing the limits; returns (status, error, peak MB)."""
-    ps = psutil.Process(proc.pid)
-    peak_mb = 0.0
-    limit_mb = req.memory_limit_gb * 1024
-    wall_limit = req.budget + req.grace if req.clock == "wall" else _HANG_FACTOR * req.budget + req.grace
-    while proc.poll() is None:
-        cpu, rss_mb = _sample(ps)
-        peak_mb = max(peak_mb, rss_mb)
-        wall = time.monotonic() - started
-        used = wall if req.clock == "wall" else cpu / max(1, req.threads)
-        if stop is not None and stop.is_set():
-            _kill_group(proc)
-            return "interrupted", "stopped by the user", peak_mb
-        if rss_mb > limit_mb:
-            _kill_group(proc)
-            return "crash", f"out of memory: {rss_mb / 1024:.2f} GB exceeds the {req.memory_limit_gb:g} GB limit", peak_mb
-        if used > req.budget + req.grace or wall > wall_limit:
-            _kill_group(proc)
-            what = f"{used:.1f} s on the {req.clock} clock" if used > req.budget + req.grace else f"{wall:.1f} s wall"
-            return "timeout", f"killed after {what}: budget {req.budget:g} s + grace {req.grace:g} s", peak_mb
-        time.sleep(_POLL_S)
-    # The process group may hold stragglers (a forked data worker): they die with the run.
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    return "exited", None, peak_mb
+        with req.log_path.open("wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, pass_fds=(write_fd,), start_new_session=True,
+                    preexec_fn=launch.preexec,
+                )
+            except OSError as exc:
+                os.close(read_fd)
+                os.close(write_fd)
+                return RunOutcome(status="crash", error=f"could not start {req.command[0]}: {exc}")
+            os.close(write_fd)
+            reader = _FrameReader(read_fd, on_frame)
+            reader.start()
+            verdict, phases, sup = _supervise_training(proc, req, reader, stop, on_phase)
+            _kill_tree(proc)  # the whole tree goes with the run: stragglers, double-forked children
+        reader.join(timeout=5)
+        wall = time.monotonic() - started
+        outcome = _summarise(reader.frames, verdict, sup, wall, proc.returncode)
+        if "start" in reader.arrived:
+            outcome.startup_seconds = reader.arrived["start"] - started
+        if outcome.status == "crash" and outcome.error and outcome.error.startswith("the run exited"):
+            # Say why, not only that: the last line of a traceback names the exception.
+            last = _last_line(_tail(req.log_path))
+            if last:
+                outcome.error += f": {last}"
+        if outcome.status == "ok":
+            _after_run(req, outcome, scratch, phases)
+        if outcome.status == "ok":
+            on_phase("evaluating")
+            _evaluate(req, outcome, stop)
+        outcome.log_tail = _tail(req.log_path)
+        return outcome
+    finally:
+        remove_tree(req.run_dir)
 
 
-def _summarise(
-    frames: list[Frame], status: str, error: str | None, peak_mb: float, wall: float,
-    req: RunRequest, returncode: int | None,
-) -> RunOutcome:
-    out = RunOutcome(status="ok", wall_seconds=wall, peak_mem_mb=peak_mb or None)
+def _after_run(req: RunRequest, out: RunOutcome, scratch: Path, phases: _Phases) -> None:
+    """What must hold before the model is scored: the data, the harness and the environment untouched, a model saved."""
+    if not _manifest_unchanged(req.data):
+        out.status, out.data_changed = "crash", True
+        out.error = f"the harness's data in {req.data.directory} changed during the run: a run may not write it"
+        return
+    problem = req.after_run()
+    if problem:
+        out.status, out.error = "invalid", problem
+        return
+    if phases.at_end is None:
+        out.status, out.error = "crash", "the run exited without finishing its training (no end frame)"
+        return
+    try:
+        copy_out(scratch / "model.ovm", req.run_dir / "model.ovm", max_bytes=_MAX_MODEL_BYTES)
+    except FileNotFoundError:
+        out.status, out.error = "crash", "the run finished without saving a model for the harness to evaluate"
+    except (OSError, ValueError) as exc:
+        out.status, out.error = "invalid", f"the model file cannot be handed to the harness: {exc}"
+
+
+def _manifest_unchanged(data: DataPin) -> bool:
+    if data.manifest_sha256 is None:
+        return True
+    import hashlib
+
+    try:
+        digest = hashlib.sha256((data.directory / "manifest.json").read_bytes()).hexdigest()
+    except OSError:
+        return False
+    return digest == data.manifest_sha256
+
+
+def _summarise(frames: list[Frame], verdict: _Verdict, sup: _Supervisor, wall: float, returncode: int | None) -> RunOutcome:
+    out = RunOutcome(status="ok", wall_seconds=wall, peak_mem_mb=sup.watch.peak_rss_mb or None,
+                     cpu_seconds=sup.last.cpu, delay_seconds=sup.last.delay)
+    error = verdict.error
     for frame in frames:
         kind = frame.get("type")
         if kind == "start":
-            out.n_params = frame.get("n_params") if isinstance(frame.get("n_params"), int) else None
+            out.n_params = _int(frame.get("n_params"))
             out.device = str(frame.get("device", ""))[:32] or None
+        elif kind == "calibrated":
+            out.steps_planned = _int(frame.get("steps"))
         elif kind == "progress":
-            step, elapsed, loss = frame.get("step"), _finite(frame.get("elapsed")), _finite(frame.get("train_loss"))
-            if isinstance(step, int) and elapsed is not None and loss is not None:
+            step, elapsed, loss = _int(frame.get("step")), _finite(frame.get("elapsed")), _finite(frame.get("train_loss"))
+            if step is not None and elapsed is not None and loss is not None:
                 out.curve.append((step, elapsed, loss))
             out.tokens_per_s = _finite(frame.get("tokens_per_s")) or out.tokens_per_s
         elif kind == "end":
-            out.steps = frame.get("steps") if isinstance(frame.get("steps"), int) else None
-            out.tokens = frame.get("tokens") if isinstance(frame.get("tokens"), int) else None
+            out.steps = _int(frame.get("steps"))
+            out.steps_planned = _int(frame.get("steps_planned")) or out.steps_planned
+            out.tokens = _int(frame.get("tokens"))
             out.train_seconds = _finite(frame.get("elapsed"))
             out.train_wall_seconds = _finite(frame.get("wall"))
             reported = _finite(frame.get("peak_mem_mb"))
@@ -313,42 +491,87 @@ def _summarise(
             error = error or str(frame.get("message", "the run reported an error"))[:2000]
     if out.tokens and out.train_seconds:
         out.tokens_per_s = out.tokens / out.train_seconds
-    if status in ("timeout", "interrupted") or (status == "crash" and error):
-        out.status, out.error = status, error
+    if verdict.status != "exited":
+        out.status, out.error = verdict.status, error
     elif returncode != 0:
         out.status = "crash"
         out.error = error or f"the run exited with code {returncode}"
         if returncode is not None and returncode < 0:
             out.error = error or f"the run was killed by signal {-returncode}"
-    elif not req.model_out.exists():
-        out.status, out.error = "crash", "the run finished without saving a model for the harness to evaluate"
     return out
 
 
-def _evaluate(req: RunRequest, out: RunOutcome) -> None:
-    command = [*resolve_command(req.evaluate), "--model", str(req.model_out), "--splits", "val,holdout"]
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(
-            command, cwd=req.cwd, capture_output=True, text=True, timeout=max(120.0, req.budget),
-            env={**os.environ, "OVERNIGHT_THREADS": str(req.threads), **_data_env(req)}, stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired:
-        out.status, out.error = "crash", "the harness evaluation timed out"
+# -- evaluation ---------------------------------------------------------------------------------------
+
+
+def _evaluate(req: RunRequest, out: RunOutcome, stop: threading.Event | None) -> None:
+    problem = req.harness.check()
+    if problem:
+        out.status, out.error = "invalid", problem
         return
+    model = req.run_dir / "model.ovm"
+    launch = req.sandbox.evaluation(
+        command=[*resolve_command(req.harness.evaluate), "--splits", "val,holdout,ood"],
+        harness_dir=req.harness.directory, workdir=req.harness.workdir, model_file=model,
+        data_dir=req.data.directory, env={"OVERNIGHT_THREADS": str(req.threads), "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    started = time.monotonic()
+    result_path = req.run_dir / "evaluation.out"
+    with result_path.open("wb") as stdout, (req.run_dir / "evaluation.err").open("wb") as stderr:
+        proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.DEVNULL, stdout=stdout,
+                                stderr=stderr, start_new_session=True, preexec_fn=launch.preexec)
+        lim = req.limits
+        sup = _Supervisor(proc, threads=req.threads, memory_limit_gb=req.memory_limit_gb, limits=lim, stop=stop)
+        verdict: _Verdict | None = None
+        while proc.poll() is None:
+            sample = sup.poll()
+            wall = time.monotonic() - sup.started
+            verdict = sup.check(sample, wall, lim.wall_factor * lim.eval_cpu / 4 + 60.0)
+            if verdict is None and sup.charge(sample) > lim.eval_cpu:
+                verdict = _Verdict("crash", f"the harness evaluation used more than {lim.eval_cpu:g} budget-seconds of CPU")
+            if verdict is not None:
+                break
+            time.sleep(_POLL_S)
+        _kill_tree(proc)
     out.eval_seconds = time.monotonic() - started
+    stdout_text = result_path.read_text(encoding="utf-8", errors="replace")
+    stderr_text = (req.run_dir / "evaluation.err").read_text(encoding="utf-8", errors="replace")
     with req.log_path.open("a", encoding="utf-8") as log:
-        log.write(f"\n--- evaluation ({' '.join(command)}) ---\n{proc.stdout}{proc.stderr}")
+        log.write(f"\n--- evaluation by the session's pinned harness ---\n{stdout_text[-20000:]}{stderr_text[-20000:]}")
+    if verdict is not None:
+        status = "crash" if verdict.status == "timeout" else verdict.status
+        out.status, out.error = status, f"evaluation: {verdict.error}"
+        return
+    result = _last_json(stdout_text)
+    if proc.returncode == EXIT_REFUSED and result is not None and isinstance(result.get("refused"), str):
+        out.status, out.error = "invalid", str(result["refused"])[:500]
+        out.refused_check = str(result.get("check") or "") or None
+        evidence = result.get("evidence")
+        out.checks = {str(out.refused_check or "refused"): {"ok": False, **(evidence if isinstance(evidence, dict) else {})}}
+        return
     if proc.returncode != 0:
-        message = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit code {proc.returncode}"
+        message = _last_line(stderr_text) or f"exit code {proc.returncode}"
         out.status, out.error = "crash", f"evaluation failed: {message}"
         return
-    try:
-        result = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (json.JSONDecodeError, IndexError):
+    if result is None:
         out.status, out.error = "crash", "evaluation printed no result"
         return
     out.val_bpb = _finite(result.get("val_bpb"))
     out.holdout_bpb = _finite(result.get("holdout_bpb"))
+    out.ood_bpb = _finite(result.get("ood_bpb"))
+    out.train_bpb = _finite(result.get("train_bpb"))
+    checks, flags = result.get("checks"), result.get("flags")
+    out.checks = checks if isinstance(checks, dict) else {}
+    out.flags = [str(f)[:300] for f in flags] if isinstance(flags, list) else []
     if out.val_bpb is None:
         out.status, out.error = "crash", f"evaluation gave no finite val_bpb: {result.get('val_bpb')!r}"
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        return value if isinstance(value, dict) else None
+    return None

@@ -18,10 +18,10 @@ from typing import Any
 
 import msgpack
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Decisions an experiment can end with; "running" and "interrupted" are in-flight states.
-FINAL_STATUSES = ("keep", "discard", "crash", "timeout", "invalid")
+FINAL_STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "held")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS experiments (
     id INTEGER PRIMARY KEY,
     tag TEXT NOT NULL REFERENCES sessions(tag),
     kind TEXT NOT NULL,                 -- baseline | experiment
-    status TEXT NOT NULL,               -- running | interrupted | keep | discard | crash | timeout | invalid
+    status TEXT NOT NULL,               -- running | interrupted | keep | discard | crash | timeout | invalid | held
     parent_commit TEXT NOT NULL,
     commit_sha TEXT,
     ref TEXT,
@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     experiment_id INTEGER NOT NULL REFERENCES experiments(id),
     seed INTEGER NOT NULL,
-    status TEXT NOT NULL,               -- ok | crash | timeout
+    status TEXT NOT NULL,               -- ok | crash | timeout | starved | invalid
     val_bpb REAL,
     holdout_bpb REAL,
     steps INTEGER,
@@ -92,6 +92,29 @@ CREATE TABLE IF NOT EXISTS feedback (
     text TEXT NOT NULL,
     created REAL NOT NULL
 );
+-- What the loop flagged for the human (a keep held for its holdout, a val-holdout gap growing, ...).
+CREATE TABLE IF NOT EXISTS flags (
+    id INTEGER PRIMARY KEY,
+    tag TEXT NOT NULL,
+    text TEXT NOT NULL,
+    created REAL NOT NULL
+);
+-- Transfer checks: the incumbent and the session's baseline code at a larger budget and model.
+CREATE TABLE IF NOT EXISTS transfers (
+    id INTEGER PRIMARY KEY,
+    tag TEXT NOT NULL,
+    incumbent_id INTEGER NOT NULL,
+    baseline_id INTEGER NOT NULL,
+    budget REAL NOT NULL,
+    scale REAL NOT NULL,
+    baseline_bpb REAL,
+    incumbent_bpb REAL,
+    gain REAL,                          -- baseline − incumbent at the larger budget (positive: better)
+    gain_at_budget REAL,                -- the same at the session's budget
+    ratio REAL,                         -- gain / gain_at_budget: how much of the gain survives
+    error TEXT,
+    created REAL NOT NULL
+);
 -- The user's decisions on suggestion hunks, by the hunk's content key (see threeway.py): a decision
 -- sticks to the change itself, across re-anchoring and newer suggestions that still carry it.
 CREATE TABLE IF NOT EXISTS hunk_decisions (
@@ -106,6 +129,23 @@ CREATE TABLE IF NOT EXISTS hunk_decisions (
     PRIMARY KEY (tag, path, hunk_key)
 );
 """
+
+
+# Schema 2 (the sealed run, the metric's self-checks, the outside accounting): columns added to existing tables.
+_ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "runs": (
+        ("ood_bpb", "REAL"),                # the out-of-distribution gauge (never in the agent's context)
+        ("train_bpb", "REAL"),              # the harness's score on a slice of the training split
+        ("steps_planned", "INTEGER"),       # the step count the harness calibrated from the code's speed
+        ("cpu_seconds", "REAL"),            # CPU of the run's whole process tree, measured from outside
+        ("delay_seconds", "REAL"),          # time its threads waited for a core (a busy machine)
+        ("checks", "TEXT"),                 # JSON: the harness's self-checks (causal, batch, finite, ...)
+        ("flags", "TEXT"),                  # JSON list: what the checks flagged without refusing
+    ),
+    "experiments": (
+        ("ood_bpb", "REAL"),
+    ),
+}
 
 
 @dataclass
@@ -142,6 +182,13 @@ class Run:
     error: str | None = None
     log_path: str | None = None
     log_tail: str | None = None
+    ood_bpb: float | None = None
+    train_bpb: float | None = None
+    steps_planned: int | None = None
+    cpu_seconds: float | None = None
+    delay_seconds: float | None = None
+    checks: dict[str, Any] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
     id: int | None = None
 
 
@@ -169,6 +216,7 @@ class Experiment:
     attempts: int
     created: float
     finished: float | None
+    ood_bpb: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -180,6 +228,7 @@ _RUN_COLUMNS = (
     "n_params", "device", "peak_mem_mb", "train_seconds", "wall_seconds", "startup_seconds",
     "train_wall_seconds", "eval_seconds", "curve",
     "error", "log_path", "log_tail", "started", "finished",
+    "ood_bpb", "train_bpb", "steps_planned", "cpu_seconds", "delay_seconds", "checks", "flags",
 )
 
 
@@ -204,12 +253,20 @@ class Journal:
         # executescript commits on its own, so the schema is created outside _tx; it is idempotent.
         self._db.executescript(_SCHEMA)
         row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row["value"]) > SCHEMA_VERSION:
+        if row is not None and int(row["value"]) > SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path} was written by a newer Overnight (schema {row['value']} > {SCHEMA_VERSION})"
             )
+        missing = [(table, name, decl) for table, columns in _ADDED_COLUMNS.items()
+                   for name, decl in columns
+                   if name not in {str(r["name"]) for r in self._db.execute(f"PRAGMA table_info({table})")}]
+        if not missing and row is not None and int(row["value"]) == SCHEMA_VERSION:
+            return  # nothing to write: a reader of an up-to-date journal takes no write lock
+        with self._tx() as db:
+            for table, name, decl in missing:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+            db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?) ON CONFLICT(key) DO UPDATE SET"
+                       " value=excluded.value", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -307,16 +364,16 @@ class Journal:
     def finish_experiment(
         self, exp_id: int, *, status: str, decided_by: str, reason: str,
         evidence: dict[str, Any] | None = None, val_bpb: float | None = None,
-        holdout_bpb: float | None = None, error: str | None = None,
+        holdout_bpb: float | None = None, error: str | None = None, ood_bpb: float | None = None,
     ) -> None:
         if status not in FINAL_STATUSES:
             raise ValueError(f"not a final status: {status}")
         with self._tx() as db:
             db.execute(
                 "UPDATE experiments SET status=?, decided_by=?, decision_reason=?, evidence=?, val_bpb=?,"
-                " holdout_bpb=?, error=?, finished=? WHERE id=?",
+                " holdout_bpb=?, error=?, finished=?, ood_bpb=? WHERE id=?",
                 (status, decided_by, reason, json.dumps(evidence) if evidence is not None else None,
-                 val_bpb, holdout_bpb, error, time.time(), exp_id),
+                 val_bpb, holdout_bpb, error, time.time(), ood_bpb, exp_id),
             )
 
     def experiment(self, exp_id: int) -> Experiment | None:
@@ -384,6 +441,8 @@ class Journal:
     def add_run(self, run: Run) -> int:
         values = {c: getattr(run, c) for c in _RUN_COLUMNS}
         values["curve"] = msgpack.packb([list(p) for p in run.curve])
+        values["checks"] = json.dumps(run.checks)
+        values["flags"] = json.dumps(run.flags)
         with self._tx() as db:
             cur = db.execute(
                 f"INSERT INTO runs({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
@@ -414,6 +473,24 @@ class Journal:
     def feedback(self, tag: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM feedback WHERE tag=? ORDER BY id", (tag,))]
 
+
+    # -- flags and transfer checks ---------------------------------------------------------------
+
+    def add_flag(self, tag: str, text: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO flags(tag, text, created) VALUES (?,?,?)", (tag, text, time.time()))
+
+    def flags(self, tag: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM flags WHERE tag=? ORDER BY id", (tag,))]
+
+    def add_transfer(self, tag: str, **values: Any) -> None:
+        cols = ["tag", *values, "created"]
+        with self._tx() as db:
+            db.execute(f"INSERT INTO transfers({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                       (tag, *values.values(), time.time()))
+
+    def transfers(self, tag: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._query("SELECT * FROM transfers WHERE tag=? ORDER BY id", (tag,))]
 
     # -- suggestion decisions ---------------------------------------------------------------------
 
@@ -457,4 +534,6 @@ def _experiment(row: sqlite3.Row) -> Experiment:
 def _run(row: sqlite3.Row) -> Run:
     values = dict(row)
     values["curve"] = [tuple(p) for p in msgpack.unpackb(values["curve"])] if values["curve"] else []
+    values["checks"] = json.loads(values["checks"]) if values.get("checks") else {}
+    values["flags"] = json.loads(values["flags"]) if values.get("flags") else []
     return Run(**values)

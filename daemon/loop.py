@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -22,14 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import harness
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .config import Config
-from .decide import judge, noise_sigma
-from .executor import RunOutcome, RunRequest, execute, resolve_clock, resolve_command
+from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
+from .executor import DataPin, Harness, Limits, RunOutcome, RunRequest, cuda_available, execute, resolve_clock
 from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
+from .sandbox import Sandbox, SandboxUnavailable, detect
+from .supervise import machine_busy_cores, usable_cores
 from .threeway import merge
-from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref
+from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref, git_errors
 
 # An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
 # in case it is the experiment itself that takes the machine down.
@@ -40,7 +44,9 @@ _RUN_FIELDS = tuple(
 )
 # Settings that change what the metric means: a session is only resumed with the same ones.
 _MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "metric", "direction", "editable", "frozen",
-                     "threads")
+                     "threads", "sandbox", "network")
+# Between two looks at a busy machine.
+_MACHINE_POLL_S = 5.0
 # The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
 _MAX_AGENT_FAILURES = 3
 
@@ -97,9 +103,15 @@ class Loop:
         self.journal: Journal | None = None
         self.ws: Workspace | None = None
         self.session: Session | None = None
-        self.clock = "cpu"
-        self.data_dir: str | None = None
-        self.manifest_sha256: str | None = None
+        self.clock = "steps"
+        self.gpu = False
+        self.sandbox: Sandbox | None = None
+        self.data: DataPin | None = None
+        self.harness_dir: Path | None = None
+        # What Python runs on its own at start-up, as it was when the loop started: a run may not change it.
+        self.environment: dict[str, str] = {}
+        # The phase of the run in flight (starting, training, exporting, evaluating, waiting for the machine).
+        self.phase = ""
         # Set from other threads, acted on between experiments: the user's own edits to sync with, and
         # a new budget (a new session).
         self._sync_paths: set[str] = set()
@@ -197,6 +209,7 @@ class Loop:
     def run(self, max_experiments: int | None = None, tag: str | None = None) -> Summary:
         lock = WorkspaceLock(self.cfg.state_dir)
         ws = Workspace(self.cfg)  # before the lock: a non-repo gets its clear message first
+        self.sandbox = self._open_sandbox()
         with lock:
             self.journal = Journal(self.cfg.journal_path)
             try:
@@ -217,6 +230,18 @@ class Loop:
 
     # -- the session ------------------------------------------------------------------------------
 
+    def _open_sandbox(self) -> Sandbox:
+        """Every run is sealed, or the user said explicitly that it need not be: never silently unsealed."""
+        try:
+            sandbox = detect(self.cfg.sandbox)
+        except SandboxUnavailable as exc:
+            raise LoopError(str(exc)) from None
+        if not sandbox.sealed:
+            self._emit("message", level="warning",
+                       text='runs are NOT sealed (sandbox = "none"): a run can read the validation data, write the '
+                            "journal and reach the network; this session's numbers are marked unsealed")
+        return sandbox
+
     def _emit(self, kind: str, **data: Any) -> None:
         if kind == "state":
             self.state, self.state_message = data["state"], data.get("message", "")
@@ -232,6 +257,8 @@ class Loop:
             base = self.ws.open(tag, start)
             config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.cfg).items()}
             session = Session(tag, branch_name(tag), base, self.ws.frozen_hashes(), config, time.time())
+            # The copy every evaluation of the session runs, taken before the session exists in the journal.
+            self.harness_dir = harness.pin(self.cfg.state_dir, tag, self.ws.frozen_sources(), session.frozen_hashes)
             self.journal.create_session(session)
             if self.journal.user_base(tag) is None:
                 # What the user's files were when the session began: the base of suggestions and syncs.
@@ -241,6 +268,12 @@ class Loop:
         else:
             self._check_comparable(session)
             self.ws.open(tag)
+            try:
+                sources = {rel: self.ws.blob(session.base_commit, rel) for rel in session.frozen_hashes}
+                self.harness_dir = harness.pin(self.cfg.state_dir, tag, sources, session.frozen_hashes)
+            except (harness.HarnessError, git_errors()) as exc:
+                raise LoopError(f"session {tag!r} cannot be resumed: its harness cannot be pinned ({exc}). "
+                                "Start a new session with --tag NEW.") from None
             incumbent = self.journal.incumbent(tag)
             # Whatever a killed run left in the worktree goes: the journal's last kept commit is the truth.
             self.ws.reset_to(incumbent.commit_sha if incumbent and incumbent.commit_sha else session.base_commit)
@@ -267,7 +300,9 @@ class Loop:
         assert self.journal is not None and self.ws is not None
         self.session = session = self._open_session(tag, start)
         self.clock = resolve_clock(self.cfg.clock)
+        self.gpu = cuda_available()
         self._prepare_data()
+        self.environment = harness.environment_fingerprint()
         for exp in self.journal.unfinished(session.tag):
             self._recover(exp)
         self._notice_offline_edits()
@@ -294,6 +329,8 @@ class Loop:
                 return self._summary(_NEW_BUDGET)
             if self._sync_paths:
                 self._sync_user_changes()
+                continue
+            if self._maintenance():
                 continue
             self._emit("state", state="proposing", message=f"{self.agent.name} is proposing")
             try:
@@ -433,31 +470,25 @@ class Loop:
         return summary
 
     def _prepare_data(self) -> None:
-        """Build or verify the corpus once per start, before any run (the harness owns the data)."""
-        assert self.ws is not None
+        """Build or verify the corpus once per start, with the pinned harness, before any run; pin it for the session."""
+        assert self.harness_dir is not None and self.journal is not None and self.session is not None
         self._emit("state", state="preparing", message="preparing the data (harness: prepare.py)")
-        proc = subprocess.run(
-            resolve_command(self.cfg.prepare), cwd=self.ws.wt_path / self.cfg.workdir,
-            capture_output=True, text=True, stdin=subprocess.DEVNULL,
-        )
-        if proc.returncode != 0:
-            detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-3:]
-            raise LoopError("the harness could not prepare the data:\n  " + "\n  ".join(detail))
         try:
-            pinned = json.loads(proc.stdout.strip().splitlines()[-1])
-            self.data_dir, self.manifest_sha256 = str(pinned["data_dir"]), str(pinned["manifest_sha256"])
-        except (IndexError, ValueError, KeyError, TypeError):
-            self._emit("message", level="warning",
-                       text="the harness does not report its data manifest: the data is not pinned for this session")
-            return
-        assert self.journal is not None and self.session is not None
+            pinned = harness.prepare_data(self.harness_dir, self.cfg.workdir, self.cfg.prepare)
+        except harness.HarnessError as exc:
+            raise LoopError(str(exc)) from None
+        if pinned is None:
+            raise LoopError("the harness does not report its data (the last line of `prepare.py --json` must be "
+                            '{"data_dir", "manifest_sha256", "training_files"}): a sealed run needs to know what '
+                            "it may see, and the session needs its data pinned")
+        self.data = pinned
         key = f"data_manifest:{self.session.tag}"
         recorded = self.journal.meta(key)
         if recorded is None:
-            self.journal.set_meta(key, self.manifest_sha256)
-        elif recorded != self.manifest_sha256:
+            self.journal.set_meta(key, str(pinned.manifest_sha256))
+        elif recorded != pinned.manifest_sha256:
             raise LoopError(
-                f"the data in {self.data_dir} is not the data session {self.session.tag!r} was measured on "
+                f"the data in {pinned.directory} is not the data session {self.session.tag!r} was measured on "
                 "(its manifest changed): results would not compare. Start a new session with --tag NEW."
             )
 
@@ -468,20 +499,54 @@ class Loop:
         incumbent = self.journal.incumbent(self.session.tag)
         assert incumbent is not None
         program_path = self.ws.wt_path / self.cfg.program
+        noise = self._noise()
         return Context(
             program=program_path.read_text(encoding="utf-8") if program_path.is_file() else "",
             files=self.ws.editable_files(),
-            incumbent=incumbent,
-            history=self.journal.experiments(self.session.tag),
+            incumbent=_for_agent(incumbent),
+            history=[_for_agent(e) for e in self.journal.experiments(self.session.tag)],
             feedback=self.journal.feedback(self.session.tag),
-            sigma=self._sigma(),
+            sigma=noise.sigma,
+            bar=self._bar(noise),
         )
 
-    def _sigma(self) -> float:
+    def _rule(self) -> Rule:
+        return Rule(alpha=self.cfg.alpha, max_runs=self.cfg.max_runs)
+
+    def _groups(self, field_name: str = "val_bpb") -> list[list[float]]:
+        """Every version of unchanged code the session measured repeatedly: its baselines and the incumbents it
+        kept, with their confirmation runs and re-runs. One group per version."""
         assert self.journal is not None and self.session is not None
-        baselines = [e for e in self.journal.experiments(self.session.tag) if e.kind == "baseline" and e.status == "keep"]
-        runs = [r.val_bpb for r in self.journal.runs(baselines[-1].id) if r.val_bpb is not None] if baselines else []
-        return noise_sigma(runs, self.cfg.min_sigma)
+        groups = []
+        for exp in self.journal.experiments(self.session.tag):
+            if exp.status != "keep":
+                continue
+            values = [getattr(r, field_name) for r in self.journal.runs(exp.id) if r.status == "ok"]
+            values = [v for v in values if v is not None]
+            if values:
+                groups.append(values)
+        return groups
+
+    def _noise(self, field_name: str = "val_bpb") -> Noise:
+        groups = self._groups(field_name)
+        try:
+            return pooled_noise(groups, self.cfg.min_sigma)
+        except ValueError:
+            # Fewer than two runs of any version (an old journal, a holdout the harness did not report).
+            return Noise(sigma=max(self.cfg.min_sigma, 0.0), df=0, runs=sum(map(len, groups)), groups=len(groups))
+
+    def _bar(self, noise: Noise) -> float:
+        """About how much better than the incumbent a candidate must measure to be kept (for the agent's prompt)."""
+        if noise.df < 1:
+            return 0.0
+        verdict = judge([0.0] * 3, [0.0] * self._rule().min_runs, noise, self._rule(), "minimize")
+        bar = verdict.evidence.get("bar")
+        return float(bar) if isinstance(bar, (int, float)) else 0.0
+
+    def _incumbent_runs(self, incumbent: Experiment, field_name: str = "val_bpb") -> list[float]:
+        assert self.journal is not None
+        values = [getattr(r, field_name) for r in self.journal.runs(incumbent.id) if r.status == "ok"]
+        return [v for v in values if v is not None]
 
     def _baseline(self, description: str | None = None) -> None:
         self._run_baseline(self._start_baseline(description))
@@ -504,29 +569,29 @@ class Loop:
         assert exp is not None
         self._emit("state", state="baseline", message="measuring the noise floor")
         self._emit("experiment_started", experiment=exp, runs_planned=self.cfg.baseline_runs)
-        values = []
+        outcomes: list[RunOutcome] = []
         for k in range(self.cfg.baseline_runs):
             outcome = self._one_run(exp, k)
             if outcome is None:
                 return
             if outcome.status != "ok" or outcome.val_bpb is None:
-                self._finish(exp, "timeout" if outcome.status == "timeout" else "crash", reason=f"baseline run {k + 1} failed",
-                             error=outcome.error)
+                status = {"timeout": "timeout", "invalid": "invalid"}.get(outcome.status, "crash")
+                self._finish(exp, status, reason=f"baseline run {k + 1} failed", error=outcome.error)
                 raise LoopError(
                     f"the baseline run failed ({outcome.status}): {outcome.error}\n"
                     f"  log: {self._log_path(exp_id, k)}\n"
                     "  The unmodified training script must run before anything can be compared with it."
                 )
-            values.append(outcome.val_bpb)
-        sigma = noise_sigma(values, self.cfg.min_sigma)
-        holdouts = [r.holdout_bpb for r in self.journal.runs(exp_id) if r.holdout_bpb is not None]
+            outcomes.append(outcome)
+        values = [o.val_bpb for o in outcomes if o.val_bpb is not None]
+        noise = pooled_noise([values], self.cfg.min_sigma)
+        mean = statistics.fmean(values)
         self._finish(
             exp, "keep",
-            reason=f"baseline: {statistics.fmean(values):.4f} ± {sigma:.4f} over {len(values)} runs",
-            evidence={"runs": values, "mean": statistics.fmean(values), "sigma": sigma,
+            reason=f"baseline: {mean:.4f} ± {noise.sigma:.4f} over {len(values)} runs",
+            evidence={"runs": values, "mean": mean, "sigma": noise.sigma, "df": noise.df,
                       "raw_stdev": statistics.stdev(values), "min_sigma": self.cfg.min_sigma},
-            val_bpb=statistics.fmean(values),
-            holdout_bpb=statistics.fmean(holdouts) if holdouts else None,
+            val_bpb=mean, holdout_bpb=_mean(o.holdout_bpb for o in outcomes), ood_bpb=_mean(o.ood_bpb for o in outcomes),
         )
 
     def _experiment(self, proposal: Proposal, prefetch: bool = False) -> None:
@@ -559,6 +624,8 @@ class Loop:
         self.journal.set_commit(exp_id, commit, ref, self.ws.diff(parent, commit) if parent != commit else "")
 
     def _run_candidate(self, exp_id: int) -> None:
+        """Run the candidate until the sequential rule decides: a clear win or loss stops early, a candidate near
+        the bar runs again (another seed), up to max_runs."""
         assert self.journal is not None and self.ws is not None and self.session is not None
         self.journal.mark_attempt(exp_id)
         exp = self.journal.experiment(exp_id)
@@ -571,86 +638,313 @@ class Loop:
             return
         incumbent = self.journal.incumbent(self.session.tag)
         assert incumbent is not None
-        inc_values = [r.val_bpb for r in self.journal.runs(incumbent.id) if r.val_bpb is not None]
-        sigma = self._sigma()
+        rule = self._rule()
+        noise = self._noise()
+        inc_values = self._incumbent_runs(incumbent)
         self._emit("state", state="running", message=exp.description)
-        self._emit("experiment_started", experiment=exp, runs_planned=1 + self.cfg.confirm_runs)
-        values: list[float] = []
-        holdouts: list[float] = []
-        for k in range(1 + self.cfg.confirm_runs):
+        self._emit("experiment_started", experiment=exp, runs_planned=rule.max_runs)
+        outcomes: list[RunOutcome] = []
+        for k in range(rule.max_runs):
             outcome = self._one_run(exp, k)
             if outcome is None:
                 return
             if outcome.status != "ok" or outcome.val_bpb is None:
                 self.ws.reset_to(exp.parent_commit)
+                if outcome.status == "invalid":
+                    self._finish(exp, "invalid", reason=f"run {k + 1} refused: {outcome.error}", error=outcome.error,
+                                 evidence={"check": outcome.refused_check, "checks": outcome.checks})
+                    return
                 status = "timeout" if outcome.status == "timeout" else "crash"
                 self._finish(exp, status, reason=f"run {k + 1} {status}", error=outcome.error)
                 return
-            values.append(outcome.val_bpb)
-            if outcome.holdout_bpb is not None:
-                holdouts.append(outcome.holdout_bpb)
-            verdict = judge(inc_values, values, sigma=sigma, keep_sigma=self.cfg.keep_sigma,
-                            direction=self.cfg.direction, confirm_runs=self.cfg.confirm_runs)
-            if not verdict.confirm:
+            outcomes.append(outcome)
+            verdict = judge(inc_values, [o.val_bpb for o in outcomes if o.val_bpb is not None], noise, rule,
+                            self.cfg.direction)
+            if verdict.decision != "more":
                 break
-            self._emit("message", level="info", text=f"#{exp.id} {verdict.reason}")
-        evidence = {**verdict.evidence, "incumbent_id": incumbent.id}
-        if not verdict.keep:
+            self._emit("message", level="info", text=f"#{exp.id} {verdict.reason}: running it again on another seed")
+        evidence: dict[str, Any] = {**verdict.evidence, "incumbent_id": incumbent.id}
+        status = verdict.decision
+        reason = verdict.reason
+        holdouts = [o.holdout_bpb for o in outcomes if o.holdout_bpb is not None]
+        if status == "keep":
+            held = self._holdout_verdict(incumbent, holdouts, evidence)
+            if held:
+                status, reason = "held", held
+            self._ood_flag(incumbent, [o.ood_bpb for o in outcomes if o.ood_bpb is not None], evidence)
+        flags = sorted({f for o in outcomes for f in o.flags})
+        if flags:
+            evidence["flags"] = flags
+        if status != "keep":
             self.ws.reset_to(exp.parent_commit)
         self._finish(
-            exp, "keep" if verdict.keep else "discard", reason=verdict.reason, evidence=evidence,
-            val_bpb=statistics.fmean(values), holdout_bpb=statistics.fmean(holdouts) if holdouts else None,
+            exp, status, reason=reason, evidence=evidence, val_bpb=_mean(o.val_bpb for o in outcomes),
+            holdout_bpb=_mean(holdouts), ood_bpb=_mean(o.ood_bpb for o in outcomes),
         )
+        if status == "keep":
+            self._gap_flag()
+        elif status == "held":
+            self._flag(f"#{exp.id} is held for you: {reason}. `overnight show {exp.id}` has both numbers.")
+
+    def _holdout_verdict(self, incumbent: Experiment, holdouts: list[float], evidence: dict[str, Any]) -> str:
+        """A keep whose holdout got worse beyond noise is held for the human: val may have been fitted, not learned."""
+        inc = self._incumbent_runs(incumbent, "holdout_bpb")
+        noise = self._noise("holdout_bpb")
+        if not inc or not holdouts or noise.df < 1:
+            return ""
+        worse, check = worse_beyond_noise(inc, holdouts, noise, self.cfg.direction, self.cfg.alpha)
+        evidence["holdout"] = check
+        if not worse:
+            return ""
+        return (f"val improved but the holdout got worse beyond noise: holdout {statistics.fmean(inc):.4f} → "
+                f"{statistics.fmean(holdouts):.4f}")
+
+    def _ood_flag(self, incumbent: Experiment, oods: list[float], evidence: dict[str, Any]) -> None:
+        inc = self._incumbent_runs(incumbent, "ood_bpb")
+        noise = self._noise("ood_bpb")
+        if not inc or not oods or noise.df < 1:
+            return
+        worse, check = worse_beyond_noise(inc, oods, noise, self.cfg.direction, self.cfg.alpha)
+        evidence["ood"] = check
+        if worse:
+            evidence.setdefault("flags", []).append("out-of-distribution regression")
+            self._flag(f"a keep improved val but the out-of-distribution gauge got worse beyond noise: "
+                       f"{statistics.fmean(inc):.4f} → {statistics.fmean(oods):.4f}")
+
+    def _gap_flag(self) -> None:
+        """Val keeps improving while holdout does not: the session may be fitting its validation split."""
+        assert self.journal is not None and self.session is not None
+        baseline = self.journal.baseline(self.session.tag)
+        incumbent = self.journal.incumbent(self.session.tag)
+        if baseline is None or incumbent is None or baseline.id == incumbent.id:
+            return
+        b_val, b_hold = self._incumbent_runs(baseline), self._incumbent_runs(baseline, "holdout_bpb")
+        i_val, i_hold = self._incumbent_runs(incumbent), self._incumbent_runs(incumbent, "holdout_bpb")
+        val_noise, hold_noise = self._noise(), self._noise("holdout_bpb")
+        if not (b_val and b_hold and i_val and i_hold) or min(val_noise.df, hold_noise.df) < 1:
+            return
+        sign = 1.0 if self.cfg.direction == "minimize" else -1.0
+        val_gain = sign * (statistics.fmean(b_val) - statistics.fmean(i_val))
+        hold_gain = sign * (statistics.fmean(b_hold) - statistics.fmean(i_hold))
+        # The gap's change is a difference of four means; its noise combines both splits' σ.
+        se = math.sqrt((val_noise.sigma**2 + hold_noise.sigma**2) * (1 / len(b_val) + 1 / len(i_val)))
+        if val_gain - hold_gain > 3.0 * se:
+            key = f"gap_flag:{self.session.tag}:{incumbent.id}"
+            if self.journal.meta(key) is None:
+                self.journal.set_meta(key, json.dumps({"val_gain": val_gain, "holdout_gain": hold_gain, "se": se}))
+                self._flag(f"val improved by {val_gain:.4f} since the baseline but the holdout only by {hold_gain:.4f} "
+                           f"(gap grew {val_gain - hold_gain:.4f}, noise {se:.4f}): the session may be fitting its "
+                           "validation split")
+
+    def _flag(self, text: str) -> None:
+        """Something the human should look at: the terminal, every client (a notification), the sidebar."""
+        assert self.journal is not None and self.session is not None
+        self.journal.add_flag(self.session.tag, text)
+        self._emit("flag", text=text)
+        self._emit("message", level="warning", text=text)
 
     def _log_path(self, exp_id: int, k: int) -> Path:
         assert self.session is not None
         return self.cfg.state_dir / "runs" / self.session.tag / f"{exp_id}-{k}.log"
 
-    def _one_run(self, exp: Experiment, k: int) -> RunOutcome | None:
-        """One training run of an experiment, recorded. None when the user stopped it."""
+    def _after_run(self) -> str | None:
+        """After the training process and before any evaluation: the tree, the harness files and the interpreter's
+        start-up files must be as they were. A sealed run cannot touch them; this catches an unsealed one."""
+        assert self.ws is not None and self.session is not None
+        changed = self.ws.changed_frozen(self.session.frozen_hashes)
+        if changed:
+            return f"the run changed frozen harness file(s): {', '.join(changed)}"
+        left = self.ws.dirty()
+        if left:
+            return f"the run left files in its tree: {', '.join(left[:5])}"
+        env = harness.environment_changes(self.environment, harness.environment_fingerprint())
+        if env:
+            return f"the run changed the Python environment: {', '.join(env[:5])}"
+        return None
+
+    def _request(self, exp: Experiment, k: int, seed: int, budget: float | None = None, scale: float = 1.0,
+                 log_name: str | None = None) -> RunRequest:
+        assert self.ws is not None and self.session is not None and self.sandbox is not None
+        assert self.data is not None and self.harness_dir is not None
+        log_path = self._log_path(exp.id, k) if log_name is None else self._log_path(exp.id, k).with_name(log_name)
+        pinned, hashes = self.harness_dir, dict(self.session.frozen_hashes)
+        return RunRequest(
+            tree=self.ws.wt_path, workdir=self.cfg.workdir, command=self.cfg.run, budget=budget or self.cfg.budget,
+            clock=self.clock, memory_limit_gb=self.cfg.memory_limit_gb, seed=seed, threads=self._threads(),
+            run_dir=log_path.with_suffix(".d"), log_path=log_path, data=self.data,
+            harness=Harness(directory=pinned, workdir=self.cfg.workdir, evaluate=tuple(harness.isolated(self.cfg.evaluate)),
+                            check=lambda: harness.check(pinned, hashes)),
+            sandbox=self.sandbox, limits=Limits(grace=self.cfg.grace), network=self.cfg.network, gpu=self.gpu,
+            scale=scale, after_run=self._after_run,
+        )
+
+    def _threads(self) -> int:
+        return self.cfg.threads or usable_cores()
+
+    def _wait_for_machine(self) -> None:
+        """Before a run: wait, saying so, while other processes leave too little of the machine for it."""
+        need = self._threads() * self.cfg.machine_share
+        if need <= 0:
+            return
+        waiting = False
+        while not self.stop_requested.is_set():
+            free = usable_cores() - machine_busy_cores(0.5)
+            if free >= need:
+                if waiting:
+                    self._emit("message", level="info", text="the machine is free again: going on")
+                return
+            if not waiting:
+                waiting = True
+                self._phase("waiting for the machine")
+                self._emit("message", level="warning",
+                           text=f"waiting for the machine: other processes leave {max(0.0, free):.1f} of "
+                                f"{usable_cores()} cores free, a run needs {need:g}")
+            self.stop_requested.wait(_MACHINE_POLL_S)
+
+    def _phase(self, phase: str, experiment_id: int | None = None, run: int | None = None) -> None:
+        self.phase = phase
+        self._emit("phase", phase=phase, experiment_id=experiment_id, run=run)
+
+    def _one_run(self, exp: Experiment, k: int, budget: float | None = None, scale: float = 1.0,
+                 record: bool = True, log_name: str | None = None) -> RunOutcome | None:
+        """One training run of an experiment, recorded. None when the user stopped it.
+
+        A starved run (the machine did not give it its budget) is recorded as such, never compared, and run again
+        with the same seed once the machine has room."""
         assert self.journal is not None and self.ws is not None and self.session is not None
         seed = exp.id * 100 + k
-        log_path = self._log_path(exp.id, k)
-        model_out = log_path.with_suffix(".pt2")
-        request = RunRequest(
-            cwd=self.ws.wt_path / self.cfg.workdir, command=self.cfg.run, evaluate=self.cfg.evaluate,
-            budget=self.cfg.budget, clock=self.clock, grace=self.cfg.grace,
-            memory_limit_gb=self.cfg.memory_limit_gb, seed=seed, threads=self.cfg.threads or _threads(),
-            model_out=model_out, log_path=log_path, data_dir=self.data_dir, manifest_sha256=self.manifest_sha256,
-        )
-        self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=self.cfg.budget, clock=self.clock)
-        started = time.time()
-        outcome = execute(
-            request, on_frame=lambda frame: self._emit("progress", experiment_id=exp.id, run=k, frame=frame),
-            stop=self.stop_requested,
-        )
-        model_out.unlink(missing_ok=True)  # a few MB per run; the commit is what reproduces it
-        if outcome.status == "interrupted":
-            # Not a result: the journal keeps the experiment in flight and the next start re-runs it.
-            self.journal.set_status(exp.id, "interrupted")
-            self.journal.delete_runs(exp.id)
-            self.ws.reset_to(exp.parent_commit)
-            self._emit("message", level="info", text=f"#{exp.id} interrupted; it re-runs on the next start")
+        while True:
+            self._wait_for_machine()
+            if self.stop_requested.is_set():
+                return self._interrupted(exp)
+            request = self._request(exp, k, seed, budget, scale, log_name)
+            self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock)
+            started = time.time()
+            outcome = execute(
+                request, on_frame=lambda frame: self._emit("progress", experiment_id=exp.id, run=k, frame=frame),
+                stop=self.stop_requested, on_phase=lambda phase: self._phase(phase, exp.id, k),
+            )
+            self.phase = ""
+            if outcome.status == "interrupted":
+                return self._interrupted(exp)
+            if record:
+                measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
+                self.journal.add_run(Run(experiment_id=exp.id, seed=seed, started=started, finished=time.time(),
+                                         log_path=str(request.log_path), **measured))
+            self._emit("run_finished", experiment_id=exp.id, run=k, outcome=outcome)
+            if outcome.data_changed:
+                self.ws.reset_to(exp.parent_commit)
+                self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
+                raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
+            if outcome.status != "starved":
+                return outcome
+            self._emit("message", level="warning",
+                       text=f"#{exp.id} run {k + 1} was starved ({outcome.error}): not a measurement; it runs again")
+            if self.ws.dirty():
+                self.ws.reset_to(self.ws.head())
+
+    def _interrupted(self, exp: Experiment) -> None:
+        """Not a result: the journal keeps the experiment in flight and the next start re-runs it. (A decided
+        experiment interrupted while it was re-measured, the incumbent, stays as it was.)"""
+        assert self.journal is not None and self.ws is not None
+        if exp.is_final:
             return None
-        measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
-        self.journal.add_run(Run(experiment_id=exp.id, seed=seed, started=started, finished=time.time(),
-                                 log_path=str(log_path), **measured))
-        self._emit("run_finished", experiment_id=exp.id, run=k, outcome=outcome)
-        if outcome.data_changed:
-            self.ws.reset_to(exp.parent_commit)
-            self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
-            raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
-        return outcome
+        self.journal.set_status(exp.id, "interrupted")
+        self.journal.delete_runs(exp.id)
+        self.ws.reset_to(exp.parent_commit)
+        self._emit("message", level="info", text=f"#{exp.id} interrupted; it re-runs on the next start")
+        return None
+
+    # -- between experiments: the incumbent again, and at scale -------------------------------------
+
+    def _maintenance(self) -> bool:
+        """Re-run the incumbent when it is due, or the transfer check; True when something ran."""
+        return self._rerun_incumbent() or self._transfer_check()
+
+    def _rerun_incumbent(self) -> bool:
+        """Every ``rerun_every`` candidates the incumbent runs once more, interleaved with them: its mean and σ are
+        measured under the same conditions as the candidates it is compared with, and its run count grows."""
+        assert self.journal is not None and self.session is not None
+        if self.cfg.rerun_every <= 0:
+            return False
+        incumbent = self.journal.incumbent(self.session.tag)
+        if incumbent is None:
+            return False
+        runs = self.journal.runs(incumbent.id)
+        since = max((r.finished for r in runs), default=incumbent.created)
+        measured = [e for e in self.journal.experiments(self.session.tag)
+                    if e.kind == "experiment" and e.finished is not None and e.finished > since
+                    and e.status in ("keep", "discard", "held")]
+        if len(measured) < self.cfg.rerun_every:
+            return False
+        k = max((r.seed - incumbent.id * 100 for r in runs), default=-1) + 1
+        self._emit("state", state="running", message=f"re-measuring the incumbent #{incumbent.id}")
+        self._emit("experiment_started", experiment=incumbent, runs_planned=1)
+        outcome = self._one_run(incumbent, k)
+        if outcome is None:
+            return True
+        if outcome.status != "ok":
+            self._emit("message", level="warning",
+                       text=f"a re-run of the incumbent #{incumbent.id} failed ({outcome.status}): {outcome.error}")
+        self._emit("experiment_finished", experiment=self.journal.experiment(incumbent.id))
+        return True
+
+    def _transfer_check(self) -> bool:
+        """Every ``transfer_every`` keeps: do the session's gains survive at a larger budget and model? The
+        incumbent and the baseline's code each run once at ``transfer_budget`` × the budget and ``transfer_scale``
+        (OVERNIGHT_SCALE, which a training script may use to widen and deepen its model)."""
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        if self.cfg.transfer_every <= 0:
+            return False
+        tag = self.session.tag
+        kept = [e for e in self.journal.experiments(tag) if e.kind == "experiment" and e.status == "keep"]
+        incumbent, baseline = self.journal.incumbent(tag), self.journal.baseline(tag)
+        if (not kept or incumbent is None or incumbent.id != kept[-1].id or len(kept) % self.cfg.transfer_every
+                or baseline is None or baseline.commit_sha is None or incumbent.commit_sha is None
+                or any(t["incumbent_id"] == incumbent.id for t in self.journal.transfers(tag))):
+            return False
+        budget, scale = self.cfg.budget * self.cfg.transfer_budget, self.cfg.transfer_scale
+        self._emit("state", state="running",
+                   message=f"transfer check: baseline vs #{incumbent.id} at {budget:g} s, model scale {scale:g}")
+        values: dict[str, float | None] = {}
+        error = None
+        try:
+            for name, exp in (("baseline", baseline), ("incumbent", incumbent)):
+                self.ws.reset_to(str(exp.commit_sha))
+                self._emit("experiment_started", experiment=exp, runs_planned=1)
+                outcome = self._one_run(exp, 0, budget=budget, scale=scale, record=False,
+                                        log_name=f"transfer-{incumbent.id}-{name}.log")
+                if outcome is None:
+                    return True  # stopped: the check runs again on the next start
+                values[name] = outcome.val_bpb if outcome.status == "ok" else None
+                if outcome.status != "ok":
+                    error = f"the {name} run at scale: {outcome.status}: {outcome.error}"
+                    break
+        finally:
+            self.ws.reset_to(str(incumbent.commit_sha))
+        sign = 1.0 if self.cfg.direction == "minimize" else -1.0
+        base, inc = values.get("baseline"), values.get("incumbent")
+        gain = sign * (base - inc) if base is not None and inc is not None else None
+        small = sign * (float(baseline.val_bpb) - float(incumbent.val_bpb)) if baseline.val_bpb and incumbent.val_bpb else None
+        ratio = gain / small if gain is not None and small else None
+        self.journal.add_transfer(tag, incumbent_id=incumbent.id, baseline_id=baseline.id, budget=budget, scale=scale,
+                                  baseline_bpb=base, incumbent_bpb=inc, gain=gain, gain_at_budget=small, ratio=ratio,
+                                  error=error)
+        text = (f"transfer check at {budget:g} s, scale {scale:g}: gain {gain:+.4f} vs {small:+.4f} at the session's budget "
+                f"(ratio {ratio:.2f})" if ratio is not None else f"transfer check at {budget:g} s: {error or 'no gain to compare'}")
+        self._emit("transfer", incumbent_id=incumbent.id, ratio=ratio, gain=gain, gain_at_budget=small)
+        self._emit("message", level="info", text=text)
+        return True
 
     def _finish(self, exp: Experiment, status: str, *, reason: str, error: str | None = None,
                 evidence: dict[str, Any] | None = None, val_bpb: float | None = None,
-                holdout_bpb: float | None = None, decided_by: str = "keep rule") -> None:
+                holdout_bpb: float | None = None, ood_bpb: float | None = None, decided_by: str = "keep rule") -> None:
         assert self.journal is not None
         if status in ("crash", "timeout", "invalid") and decided_by == "keep rule":
             decided_by = "loop"
         self.journal.finish_experiment(
             exp.id, status=status, decided_by=decided_by, reason=reason, evidence=evidence,
-            val_bpb=val_bpb, holdout_bpb=holdout_bpb, error=error,
+            val_bpb=val_bpb, holdout_bpb=holdout_bpb, error=error, ood_bpb=ood_bpb,
         )
         final = self.journal.experiment(exp.id)
         self._emit("experiment_finished", experiment=final)
@@ -674,3 +968,18 @@ class Loop:
             self._run_baseline(exp.id)
         else:
             self._run_candidate(exp.id)
+
+
+def _mean(values: Any) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+# What the agent must never see: the holdout and out-of-distribution scores (they would become something to fit).
+_HIDDEN_EVIDENCE = ("holdout", "ood")
+
+
+def _for_agent(exp: Experiment) -> Experiment:
+    """The experiment as an agent may see it: no holdout, no out-of-distribution score, in no field."""
+    evidence = {k: v for k, v in (exp.evidence or {}).items() if not any(h in k for h in _HIDDEN_EVIDENCE)}
+    return dataclasses.replace(exp, holdout_bpb=None, ood_bpb=None, evidence=evidence if exp.evidence is not None else None)

@@ -157,6 +157,21 @@ class Workspace:
         self.wt.git.reset("--hard", commit)
         self.wt.git.clean("-fd")
 
+    def blob(self, commit: str, rel: str) -> bytes:
+        """A file's exact bytes at a commit (no decoding, no newline stripping)."""
+        out = self.repo.git.execute(["git", "cat-file", "blob", f"{commit}:{rel}"], stdout_as_string=False)
+        assert isinstance(out, bytes)
+        return out
+
+    def frozen_sources(self) -> dict[str, bytes]:
+        """The frozen files as the worktree holds them now."""
+        return {rel: (self.wt_path / rel).read_bytes() for rel in self.cfg.frozen}
+
+    def dirty(self) -> list[str]:
+        """Files of the worktree that differ from its head or are new: a run may not leave any behind."""
+        status = str(self.wt.git.status("--porcelain", "--untracked-files=all", "--ignored"))
+        return [line[3:] for line in status.splitlines() if line.strip()]
+
     def frozen_hashes(self) -> dict[str, str]:
         return {rel: sha256_file(self.wt_path / rel) for rel in self.cfg.frozen}
 
@@ -264,3 +279,8 @@ def _git_message(exc: git.GitCommandError) -> str:
     text = (exc.stderr or str(exc)).strip()
     text = text.removeprefix("stderr:").strip().strip("'").strip()
     return " ".join(text.split())[:500]
+
+
+def git_errors() -> type[Exception]:
+    """The exception git raises for a failed command (for callers that should not import gitpython)."""
+    return git.GitCommandError

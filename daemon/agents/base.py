@@ -52,6 +52,9 @@ class Context:
     feedback: list[dict[str, Any]]
     # The measured run-to-run noise of the metric: what "an improvement" has to beat.
     sigma: float
+    # About how much better than the incumbent a candidate must measure to be kept (the keep rule's bar with
+    # the fewest runs a keep can rest on); 0 before the noise is known.
+    bar: float = 0.0
 
 
 class Agent(Protocol):

@@ -173,7 +173,7 @@ class ClaudeAgent:
             raise AgentPaused(
                 f"the Claude agent's spending cap is reached: ${spent.cost_usd:.2f} of ${cap:.2f} spent in this "
                 "session. Raise [claude] spending_cap_usd in overnight.toml, then resume (or run again), or switch agent.")
-        req = prompt.build(ctx, keep_sigma=self.cfg.keep_sigma, recent=self.c.recent)
+        req = prompt.build(ctx, recent=self.c.recent)
         self.last_prompt_chars = req.chars()
         messages = list(req.messages)
         usage = Usage()

@@ -57,14 +57,14 @@ class Request:
 _CACHE = {"type": "ephemeral"}
 
 
-def build(ctx: Context, *, keep_sigma: float, recent: int = 25) -> Request:
+def build(ctx: Context, *, recent: int = 25) -> Request:
     system: list[dict[str, Any]] = [
         {"type": "text", "text": RULES},
         {"type": "text", "text": "# The research program (program.md)\n\n" + (ctx.program.strip() or "(empty)"),
          "cache_control": _CACHE},
     ]
     files_block = {"type": "text", "text": files_text(ctx), "cache_control": _CACHE}
-    user = [files_block, {"type": "text", "text": journal_text(ctx, keep_sigma=keep_sigma, recent=recent)
+    user = [files_block, {"type": "text", "text": journal_text(ctx, recent=recent)
                           + "\n\n" + feedback_text(ctx) + "\n\n" + ASK}]
     return Request(system=system, tools=[dict(t) for t in TOOLS], messages=[{"role": "user", "content": user}])
 
@@ -113,15 +113,14 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def journal_text(ctx: Context, *, keep_sigma: float, recent: int = 25) -> str:
+def journal_text(ctx: Context, *, recent: int = 25) -> str:
     exps = [e for e in ctx.history if e.kind == "experiment"]
     baseline = next((e for e in ctx.history if e.kind == "baseline" and e.status == "keep"), None)
-    threshold = keep_sigma * ctx.sigma
+    bar = f" (about {ctx.bar:.4f} better than the incumbent, measured on two seeds or more)" if ctx.bar > 0 else ""
     out = [
         "# The journal, condensed",
-        f"## The noise floor\nRun-to-run noise σ = {ctx.sigma:.4f} val_bpb. A change is kept only if it beats the "
-        f"incumbent by more than {keep_sigma:g}σ = {threshold:.4f}, confirmed on another seed. Differences smaller "
-        "than that are noise.",
+        f"## The noise floor\nRun-to-run noise σ = {ctx.sigma:.4f} val_bpb. A change is kept only if a statistical "
+        f"test on several seeds says it beats the incumbent{bar}. Differences smaller than that are noise.",
     ]
     stand = []
     if baseline is not None and baseline.val_bpb is not None:

@@ -68,7 +68,7 @@ def test_prompt_has_cached_prefix_history_noise_and_feedback() -> None:
     ctx = context(history=history, incumbent=history[1], feedback=[
         {"kind": "reject", "experiment_id": 2, "text": "batch size must stay 16"},
         {"kind": "redirect", "experiment_id": None, "text": "try rotary embeddings"}])
-    req = build(ctx, keep_sigma=2.0)
+    req = build(ctx)
     assert req.system[-1]["cache_control"] == {"type": "ephemeral"} and "Lower val_bpb." in req.system[-1]["text"]
     files_block, dynamic = req.messages[0]["content"]
     assert "cache_control" in files_block and "LR = 3e-3" in files_block["text"] and "#2" in files_block["text"]

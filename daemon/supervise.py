@@ -1,0 +1,130 @@
+"""Watching a process tree from outside: the CPU it received, the CPU it waited for, its memory, its size.
+
+Everything the loop charges a run with is measured here, from ``/proc``, never from what the run says about
+itself. The tree is the process we started and every descendant still alive; a descendant that exited and was
+reaped left its CPU time in its parent's ``cutime``/``cstime`` (in a sandbox the PID namespace's init reaps
+double-forked orphans, and it is part of the tree), so CPU spent by short-lived children is not lost.
+
+Run-queue delay (``/proc/<pid>/task/<tid>/schedstat``, field 2) tells a *starved* run — runnable but not
+given a core because the machine is busy — from a *hung* one — sleeping, blocked, or spinning on nothing: the
+first is the machine's fault and is not a measurement, the second is the run's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import psutil
+
+_TICK = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+_PAGE = float(os.sysconf("SC_PAGE_SIZE")) if hasattr(os, "sysconf") else 4096.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One look at the tree: cumulative CPU seconds received and waited for, resident memory, process count."""
+
+    cpu: float
+    delay: float
+    rss_mb: float
+    procs: int
+
+
+def _stat_cpu_rss(pid: int) -> tuple[float, float] | None:
+    """utime + stime + cutime + cstime (seconds) and RSS (MB) of one process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain spaces or parentheses.
+    fields = raw[raw.rfind(b")") + 2:].split()
+    try:
+        ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        rss_pages = int(fields[21])
+    except (IndexError, ValueError):
+        return None
+    return ticks / _TICK, rss_pages * _PAGE / 2**20
+
+
+def _delay(pid: int) -> float:
+    """Run-queue wait (seconds) of every live thread of one process."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def tree_pids(root: int) -> list[int]:
+    """The root and every live descendant."""
+    try:
+        proc = psutil.Process(root)
+        return [root, *(p.pid for p in proc.children(recursive=True))]
+    except psutil.Error:
+        return []
+
+
+@dataclass
+class TreeWatch:
+    """Cumulative accounting of a process tree, monotonic across samples.
+
+    A process that exits between two samples takes the CPU it used since the last sample with it unless its
+    parent reaps it (then it moves to the parent's cutime); the totals never go backwards either way.
+    """
+
+    root: int
+    _cpu: float = 0.0
+    _delay: float = 0.0
+    # Per live pid: what it contributed at the last sample, so an exit does not make the totals drop.
+    _seen_cpu: dict[int, float] = field(default_factory=dict)
+    _seen_delay: dict[int, float] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
+    peak_procs: int = 0
+
+    def sample(self) -> Sample:
+        pids = tree_pids(self.root)
+        rss = 0.0
+        cpu_now: dict[int, float] = {}
+        delay_now: dict[int, float] = {}
+        for pid in pids:
+            stat = _stat_cpu_rss(pid)
+            if stat is None:
+                continue
+            cpu_now[pid], mb = stat
+            rss += mb
+            delay_now[pid] = _delay(pid)
+        # Growth of each live process since its last sample (a new pid grows from 0).
+        for pid, value in cpu_now.items():
+            self._cpu += max(0.0, value - self._seen_cpu.get(pid, 0.0))
+        for pid, value in delay_now.items():
+            self._delay += max(0.0, value - self._seen_delay.get(pid, 0.0))
+        # A reaped child's CPU moves into its parent's cutime: counted again there. Undo that double count by
+        # subtracting what the vanished pids had contributed, bounded by what the parents gained.
+        gone = set(self._seen_cpu) - set(cpu_now)
+        if gone:
+            reaped = sum(self._seen_cpu[p] for p in gone)
+            grown = sum(max(0.0, cpu_now[p] - self._seen_cpu.get(p, 0.0)) for p in cpu_now if p in self._seen_cpu)
+            self._cpu -= min(reaped, grown)
+        self._seen_cpu, self._seen_delay = cpu_now, delay_now
+        self.peak_rss_mb = max(self.peak_rss_mb, rss)
+        self.peak_procs = max(self.peak_procs, len(cpu_now))
+        return Sample(cpu=self._cpu, delay=self._delay, rss_mb=rss, procs=len(cpu_now))
+
+
+def machine_busy_cores(interval: float = 1.0) -> float:
+    """How many cores other processes keep busy right now (measured over ``interval`` seconds)."""
+    percent = psutil.cpu_percent(interval=interval)
+    return percent / 100.0 * (psutil.cpu_count() or 1)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
