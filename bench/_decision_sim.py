@@ -1,6 +1,6 @@
 """Simulated sessions of keep rules: how often each keeps a change of a given true gain, at what compute.
 
-    python bench/_decision_sim.py [--sessions 1500] [--candidates 40] [--seed 20261128]
+    python bench/_decision_sim.py [--sessions 2000] [--candidates 40] [--seed 20261128] [--variants SIGMA]
 
 A session measures the baseline ``baseline_runs`` times, then judges ``candidates`` candidates one
 after another; the sequential rule also re-runs the incumbent once every ``rerun_every`` candidates
@@ -62,10 +62,11 @@ class Normal:
 class Resample:
     """Real measured values of one code version, drawn with replacement (plus a shift for a simulated gain)."""
 
-    values: tuple[float, ...]
+    values: Sequence[float]  # a list is fine: kept as a tuple
     shift: float = 0.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
         if len(self.values) < 2:
             raise ValueError("resampling needs at least two measured values")
 
@@ -114,7 +115,9 @@ class Policy(Protocol):
     name: str
     baseline_runs: int
     rerun_every: int  # re-run the incumbent before every rerun_every-th candidate; 0: never
-    max_runs: int
+
+    @property
+    def max_runs(self) -> int: ...
 
     def decide(self, state: SessionState, candidate: Sequence[float]) -> str: ...
 
@@ -131,11 +134,11 @@ class Sequential:
 
     @property
     def max_runs(self) -> int:
-        return self.rule.max_runs
+        return int(self.rule.max_runs)
 
     def decide(self, state: SessionState, candidate: Sequence[float]) -> str:
         noise = pooled_noise(state.groups, self.min_sigma)
-        return judge(state.incumbent, candidate, noise, self.rule, state.direction).decision
+        return str(judge(state.incumbent, candidate, noise, self.rule, state.direction).decision)
 
 
 @dataclass
@@ -299,8 +302,10 @@ def replay_decision(
         while True:
             runs.append(candidate.draw(rng))
             decision = policy.decide(state, runs)
-            if decision != "more" or len(runs) >= policy.max_runs:
+            if decision != "more":
                 break
+            if len(runs) >= policy.max_runs:
+                raise AssertionError(f"{policy.name} asked for more than {policy.max_runs} runs")
         tally.add(Decision(0, incumbent.mean - candidate.mean, decision == "keep", len(runs)))
     return tally
 
@@ -318,7 +323,7 @@ def policies() -> list[Policy]:
 
 def table(sessions: int, candidates: int, seed: int) -> str:
     gains = [g for g in GAINS if g >= 0]
-    head = ("| σ | rule | " + " | ".join(f"keep@{g:g}" for g in gains) + " | keep@−0.02 | 0.03 first 8 "
+    head = ("| σ | rule | " + " | ".join(f"keep@{g:g}" for g in gains) + " | keep@−0.02 | first 8: keep@0 · keep@0.03 "
             "| cand runs/dec: null · 0.03 · all | all runs/dec |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     make = gains_from(GAINS)
@@ -327,20 +332,50 @@ def table(sessions: int, candidates: int, seed: int) -> str:
             s = simulate(policy, Normal(2.4, sigma), make, sessions=sessions, candidates=candidates,
                          seed=f"{seed}:{sigma}:{policy.name}")
             rates = " | ".join(f"{100 * s.keep_rate(g):.1f}%" for g in gains)
-            early = s.early[0.03].keep_rate if 0.03 in s.early else math.nan
+            early = " · ".join(f"{100 * s.early[g].keep_rate:.1f}%" if g in s.early else "-" for g in (0.0, 0.03))
             runs = (f"{s.by_gain[0.0].runs_per_decision:.2f} · {s.by_gain[0.03].runs_per_decision:.2f} · "
                     f"{s.candidate_runs_per_decision:.2f}")
-            lines.append(f"| {sigma:g} | {policy.name} | {rates} | {100 * s.keep_rate(-0.02):.1f}% | {100 * early:.0f}% "
+            lines.append(f"| {sigma:g} | {policy.name} | {rates} | {100 * s.keep_rate(-0.02):.1f}% | {early} "
                          f"| {runs} | {s.runs_per_decision:.2f} |")
+    return "\n".join(lines)
+
+
+# The rules the defaults were chosen against (daemon/decide.py says what each one costs or buys).
+VARIANTS: dict[str, Rule] = {
+    "defaults": Rule(),
+    "alpha 0.01": Rule(alpha=0.01),
+    "max_runs 3": Rule(max_runs=3),
+    "max_runs 5": Rule(max_runs=5),
+    "alpha split evenly": Rule(spending=()),
+    "futility (0.5, 1.0, 1.5)": Rule(futility=(0.5, 1.0, 1.5)),
+    "futility (1.5, 2.0, 2.5)": Rule(futility=(1.5, 2.0, 2.5)),
+    "no futility stop": Rule(futility=()),
+    "min_runs 1": Rule(min_runs=1),
+}
+
+
+def variants_table(sessions: int, candidates: int, seed: int, sigma: float) -> str:
+    gains = [g for g in GAINS if g >= 0]
+    head = "| rule (σ = " + f"{sigma:g}) | " + " | ".join(f"keep@{g:g}" for g in gains) + " | cand runs/dec: null · all |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, rule in VARIANTS.items():
+        s = simulate(Sequential(rule=rule), Normal(2.4, sigma), gains_from(GAINS), sessions=sessions, candidates=candidates,
+                     seed=f"{seed}:{sigma}:variants")
+        rates = " | ".join(f"{100 * s.keep_rate(g):.1f}%" for g in gains)
+        lines.append(f"| {name} | {rates} | {s.by_gain[0.0].runs_per_decision:.2f} · {s.candidate_runs_per_decision:.2f} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sessions", type=int, default=1500, help="sessions per σ and rule")
+    ap.add_argument("--sessions", type=int, default=2000, help="sessions per σ and rule")
     ap.add_argument("--candidates", type=int, default=40, help="candidates per session")
     ap.add_argument("--seed", type=int, default=20261128)
+    ap.add_argument("--variants", type=float, metavar="SIGMA", help="instead: the rules the defaults were chosen against")
     args = ap.parse_args()
+    if args.variants:
+        print(variants_table(args.sessions, args.candidates, args.seed, args.variants))
+        return 0
     per_gain = args.sessions * args.candidates // len(GAINS)
     print(f"{args.sessions} sessions × {args.candidates} candidates per σ and rule (~{per_gain} decisions per gain; "
           f"binomial SE at 1 %: ±{100 * math.sqrt(0.01 * 0.99 / per_gain):.2f} points), true gains drawn uniformly "

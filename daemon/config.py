@@ -105,7 +105,7 @@ class Config:
     baseline_runs: int = 3
     # The keep rule (decide.py): the false-keep rate it allows per decision, and the most runs a candidate
     # near the bar gets before it is decided.
-    alpha: float = 0.01
+    alpha: float = 0.02
     max_runs: int = 4
     # Every this many candidates the incumbent runs once more: σ and the incumbent's mean keep up with drift.
     rerun_every: int = 4

@@ -436,6 +436,19 @@ class Journal:
             "('running', 'interrupted'))) ORDER BY id DESC LIMIT 1", (tag,))
         return _experiment(rows[0]) if rows else None
 
+    def unchanged_groups(self, tag: str, column: str = "val_bpb") -> list[list[float]]:
+        """Every version of unchanged code the session measured more than once or once: its baselines and the
+        incumbents it kept, with their confirmation runs and re-runs; one list of successful runs per version."""
+        if column not in ("val_bpb", "holdout_bpb", "ood_bpb"):
+            raise ValueError(f"not a metric column: {column}")
+        rows = self._query(
+            f"SELECT r.experiment_id AS id, r.{column} AS v FROM runs r JOIN experiments e ON e.id = r.experiment_id"
+            f" WHERE e.tag=? AND e.status='keep' AND r.status='ok' AND r.{column} IS NOT NULL ORDER BY r.id", (tag,))
+        groups: dict[int, list[float]] = {}
+        for row in rows:
+            groups.setdefault(int(row["id"]), []).append(float(row["v"]))
+        return list(groups.values())
+
     # -- runs -------------------------------------------------------------------------------------
 
     def add_run(self, run: Run) -> int:

@@ -30,6 +30,7 @@ from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
 from .executor import DataPin, Harness, Limits, RunOutcome, RunRequest, cuda_available, execute, resolve_clock
 from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
+from .noise import session_noise
 from .sandbox import Sandbox, SandboxUnavailable, detect
 from .supervise import machine_busy_cores, usable_cores
 from .threeway import merge
@@ -513,34 +514,19 @@ class Loop:
     def _rule(self) -> Rule:
         return Rule(alpha=self.cfg.alpha, max_runs=self.cfg.max_runs)
 
-    def _groups(self, field_name: str = "val_bpb") -> list[list[float]]:
-        """Every version of unchanged code the session measured repeatedly: its baselines and the incumbents it
-        kept, with their confirmation runs and re-runs. One group per version."""
+    def _noise(self, column: str = "val_bpb") -> Noise:
+        """σ pooled from every run of unchanged code in the session (baselines, kept incumbents, re-runs)."""
         assert self.journal is not None and self.session is not None
-        groups = []
-        for exp in self.journal.experiments(self.session.tag):
-            if exp.status != "keep":
-                continue
-            values = [getattr(r, field_name) for r in self.journal.runs(exp.id) if r.status == "ok"]
-            values = [v for v in values if v is not None]
-            if values:
-                groups.append(values)
-        return groups
-
-    def _noise(self, field_name: str = "val_bpb") -> Noise:
-        groups = self._groups(field_name)
-        try:
-            return pooled_noise(groups, self.cfg.min_sigma)
-        except ValueError:
-            # Fewer than two runs of any version (an old journal, a holdout the harness did not report).
-            return Noise(sigma=max(self.cfg.min_sigma, 0.0), df=0, runs=sum(map(len, groups)), groups=len(groups))
+        return session_noise(self.journal, self.session.tag, self.cfg.min_sigma, column)
 
     def _bar(self, noise: Noise) -> float:
-        """About how much better than the incumbent a candidate must measure to be kept (for the agent's prompt)."""
+        """About how much better than the incumbent (in the metric's units) a candidate must measure to be kept with
+        the fewest runs a keep can rest on: for the agent's prompt."""
         if noise.df < 1:
             return 0.0
-        verdict = judge([0.0] * 3, [0.0] * self._rule().min_runs, noise, self._rule(), "minimize")
-        bar = verdict.evidence.get("bar")
+        rule = self._rule()
+        verdict = judge([0.0] * 3, [0.0] * rule.min_runs, noise, rule, "minimize")
+        bar = verdict.evidence.get("threshold")
         return float(bar) if isinstance(bar, (int, float)) else 0.0
 
     def _incumbent_runs(self, incumbent: Experiment, field_name: str = "val_bpb") -> list[float]:
@@ -795,7 +781,7 @@ class Loop:
                 return
             if not waiting:
                 waiting = True
-                self._phase("waiting for the machine")
+                self._phase("waiting")
                 self._emit("message", level="warning",
                            text=f"waiting for the machine: other processes leave {max(0.0, free):.1f} of "
                                 f"{usable_cores()} cores free, a run needs {need:g}")

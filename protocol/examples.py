@@ -31,19 +31,21 @@ _SUMMARY_CRASH: dict[str, Any] = {
 }
 _STATUS_IDLE: dict[str, Any] = {
     "state": "idle", "agent": "sweep", "budget": 60.0, "clock": "auto", "experiments": 0, "kept": 0,
-    "protocolVersion": "1.1",
+    "protocolVersion": "1.2",
 }
 _STATUS_RUNNING: dict[str, Any] = {
     "state": "running", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 12, "valBpb": 1.4954}, "current": _SUMMARY_RUNNING, "experiments": 13, "kept": 2,
     "live": {"experimentId": 14, "run": 0, "runsPlanned": 2,
              "curve": [[0, 0.0, 5.551], [100, 19.6, 2.412], [200, 39.1, 1.903]]},
-    "protocolVersion": "1.1",
+    "protocolVersion": "1.2", "phase": "training", "sealed": True,
 }
 _STATUS_PAUSED: dict[str, Any] = {
     "state": "paused", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 14, "valBpb": 1.4823}, "experiments": 14, "kept": 3,
-    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.1",
+    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.2",
+    "sealed": True, "transferRatio": 0.71,
+    "flags": ["#13 is held for you: val improved but the holdout got worse beyond noise: holdout 1.5011 → 1.5102"],
 }
 _STATUS_STOPPING: dict[str, Any] = {
     **_STATUS_RUNNING, "state": "stopping", "message": "stopping after #14",
@@ -89,15 +91,20 @@ EXAMPLES: list[dict[str, Any]] = [
         "decisionReason": "-0.0131 clears 2 sigma (0.0042); confirmed on seed 1401",
         "decidedBy": "keep rule",
         "evidence": {"runs": [1.4819, 1.4827], "incumbent": [1.4954], "sigma": 0.0021, "incumbent_id": 12},
-        "holdoutBpb": 1.4871,
+        "holdoutBpb": 1.4871, "oodBpb": 2.0121,
         "runs": [
-            {"run": 0, "seed": 1400, "status": "ok", "valBpb": 1.4819, "holdoutBpb": 1.4866, "steps": 1530,
+            {"run": 0, "seed": 1400, "status": "ok", "valBpb": 1.4819, "holdoutBpb": 1.4866, "oodBpb": 2.0113,
+             "trainBpb": 1.4702, "stepsPlanned": 1530, "cpuSeconds": 301.7,
+             "checks": {"causal": {"ok": True, "max_change": 0.0}, "batch": {"ok": True, "max_change": 0.0}},
+             "flags": [], "steps": 1530,
              "tokens": 12533760, "tokensPerS": 41779.2, "nParams": 11240448, "device": "cuda", "peakMemMb": 5123.5,
              "trainSeconds": 300.0, "wallSeconds": 331.2,
              "curve": [[0, 0.0, 5.545], [500, 98.1, 2.101], [1000, 196.4, 1.792], [1530, 300.0, 1.688]],
              "started": 1764230401.0, "finished": 1764230470.0},
             {"run": 1, "seed": 1401, "status": "ok", "valBpb": 1.4827, "curve": [[0, 0.0, 5.551]],
              "started": 1764230471.0, "finished": 1764230540.0},
+            {"run": 2, "seed": 1401, "status": "starved", "error": "the machine gave it too little CPU", "curve": [],
+             "started": 1764230541.0, "finished": 1764230900.0},
         ],
     }},
     {"method": "overnight/experiments/get", "params": {"id": 15}, "result": {
@@ -135,5 +142,5 @@ EXAMPLES: list[dict[str, Any]] = [
 ]
 
 # The connection's own messages (standard LSP methods carrying Overnight's types).
-INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.1"}
-SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.1"}
+INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.2"}
+SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.2"}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PROTOCOL_VERSION = "1.1"
+PROTOCOL_VERSION = "1.2"
 NAMESPACE = "overnight/"
 
 
@@ -107,7 +107,10 @@ ENUMS: tuple[Enum, ...] = (
         ("discard", "Measured, not better: reverted (its commit stays under its ref)."),
         ("crash", "A run failed."),
         ("timeout", "A run overran the budget plus grace and was killed."),
-        ("invalid", "Refused before any run (touched a frozen file, bad patch)."),
+        ("invalid", "Refused: before any run (touched a frozen file, bad patch), or its run broke the seal or "
+                    "failed a harness check (a model that looks at future bytes, a file that would run code)."),
+        ("held", "Improved val but its holdout got worse beyond noise: held for the human, the branch did not "
+                 "advance (since 1.2)."),
     )),
     Enum("ExperimentKind", "A baseline measures the script as it stands; an experiment tests one proposal.", (
         ("baseline", "The noise floor: the unmodified script, several seeds."),
@@ -116,10 +119,20 @@ ENUMS: tuple[Enum, ...] = (
     Enum("RunStatus", "How one training run of an experiment ended.", (
         ("ok", "Trained and evaluated."),
         ("crash", "Failed; `error` says why."),
-        ("timeout", "Killed at the budget plus grace."),
+        ("timeout", "Killed: it used more than its budget (measured from outside) or hung."),
+        ("starved", "The machine did not give it its budget: not a measurement, run again (since 1.2)."),
+        ("invalid", "Broke the seal or failed a harness check; `error` says which (since 1.2)."),
+    )),
+    Enum("Phase", "Where the run in flight is (since 1.2).", (
+        ("starting", "The training process is starting (interpreter, imports, data check)."),
+        ("training", "The training loop."),
+        ("exporting", "Training ended; the model is being saved for the harness."),
+        ("evaluating", "The session's pinned harness scores the saved model."),
+        ("waiting", "Waiting for the machine: other processes leave too little CPU free for the next run."),
     )),
     Enum("Clock", "The clock the training budget is measured on.", (
-        ("auto", "Not resolved yet: wall on a GPU, cpu otherwise."),
+        ("auto", "The default: resolved to steps."),
+        ("steps", "A step count calibrated from the code's own fastest steps (since 1.2)."),
         ("cpu", "Process CPU time (fair on a shared CPU machine)."),
         ("wall", "Wall-clock time."),
     )),
@@ -196,6 +209,11 @@ STRUCTS: tuple[Struct, ...] = (
         f("kept", "integer", "How many of them were kept."),
         opt("message", "string", "Why the loop is in this state (a pause reason, the stop reason, an error)."),
         f("protocolVersion", "string", "The daemon's protocol version."),
+        opt("phase", "Phase", "Where the run in flight is (since 1.2); absent between runs."),
+        opt("sealed", "boolean", "Whether runs are sealed in the sandbox (since 1.2); false: `sandbox = \"none\"`."),
+        opt("flags", "string[]", "What the loop flagged for the human this session, newest last (since 1.2)."),
+        opt("transferRatio", "number", "The latest transfer check: the share of the gain that survived at a "
+                                      "larger budget and model (since 1.2)."),
     )),
     Struct("RunSummary", "One training run of an experiment (one seed).", (
         f("run", "integer", "Index of the run within its experiment, from 0 (as in `overnight/progress`)."),
@@ -203,7 +221,13 @@ STRUCTS: tuple[Struct, ...] = (
         f("status", "RunStatus", "How it ended."),
         opt("valBpb", "number", "Validation bits per byte; absent when it failed."),
         opt("holdoutBpb", "number", "Bits per byte on the holdout split the agent never sees."),
+        opt("oodBpb", "number", "Bits per byte on the out-of-distribution gauge the agent never sees (since 1.2)."),
+        opt("trainBpb", "number", "The harness's score on a slice of the training split (since 1.2)."),
         opt("steps", "integer", "Optimizer steps taken."),
+        opt("stepsPlanned", "integer", "The step count the harness calibrated from the code's speed (since 1.2)."),
+        opt("cpuSeconds", "number", "CPU seconds of the run's whole process tree, measured from outside (since 1.2)."),
+        opt("checks", "json", "The harness's self-checks of the model (causal, batch independence, ...) (since 1.2)."),
+        opt("flags", "string[]", "What the checks flagged without refusing (since 1.2)."),
         opt("tokens", "integer", "Tokens trained on."),
         opt("tokensPerS", "number", "Training throughput."),
         opt("nParams", "integer", "Model parameters."),
@@ -226,6 +250,7 @@ STRUCTS: tuple[Struct, ...] = (
         opt("decidedBy", "string", "Who decided: `keep rule`, `loop`, `recovery`."),
         opt("evidence", "json", "The numbers behind the decision (runs, means, sigma, incumbent id, ...)."),
         opt("holdoutBpb", "number", "Mean holdout bits per byte over its runs."),
+        opt("oodBpb", "number", "Mean out-of-distribution bits per byte over its runs (since 1.2)."),
         opt("error", "string", "Why it crashed or was refused."),
         f("runs", "RunSummary[]", "Its runs, in order."),
     )),

@@ -4,8 +4,8 @@ DO NOT CHANGE — this file is the fixed harness and metric; the daemon hash-che
 Agents edit train.py only. Everything that decides *how a run is scored* lives here.
 
 Usage:
-    python prepare.py [--corpus sympy|fineweb] [--source PATH_OR_URL[,...]] [--rebuild]
-    python prepare.py evaluate --model PATH [--splits val,holdout]
+    python prepare.py [--corpus sympy|fineweb] [--source PATH_OR_URL[,...]] [--rebuild] [--json]
+    python prepare.py evaluate --model PATH [--splits val,holdout,ood]
 
 Dependencies: Python stdlib + torch + msgpack (pyarrow only for optional .parquet input).
 See README.md in this folder for the full contract.
@@ -15,24 +15,33 @@ from __future__ import annotations
 
 import os
 
-# Idle OpenMP threads must sleep rather than spin, otherwise spinning is billed by the
-# "cpu" budget clock. Only effective if torch has not been imported yet (train.py imports
-# this module first); the daemon also sets it in the child's environment.
+# Idle OpenMP threads must sleep rather than spin, otherwise spinning is billed as CPU time.
+# Only effective if torch has not been imported yet (train.py imports this module first);
+# the daemon also sets it in the child's environment.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import ast
 import copy
 import gzip
 import hashlib
+import heapq
+import importlib.util
+import io
 import json
 import math
+import operator
+import platform
 import random
+import re
 import resource
 import sys
+import sysconfig
 import time
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -46,21 +55,33 @@ import torch
 
 VOCAB_SIZE = 256                 # byte-level models: one token per byte
 CHUNK_BYTES = 4096               # corpus is cut into chunks of this size before splitting
-SPLITS = ("train", "val", "holdout")
+SPLITS = ("train", "val", "holdout")  # the corpus' own splits (chunk rule below)
 SPLIT_PERCENT = {"train": 90, "val": 5, "holdout": 5}
+OOD_SPLIT = "ood"                # out-of-distribution text: the Python standard library
+ALL_SPLITS = (*SPLITS, OOD_SPLIT)
+# The files a training run may see; everything else in the data directory is the measurement.
+TRAINING_FILES = ("manifest.json", "train.bin")
+MEASUREMENT_SPLITS = ("val", "holdout", OOD_SPLIT)
 SYMPY_PINNED_VERSION = "1.14.0"  # the reference corpus; other versions give other bytes
 DEFAULT_CORPUS = "sympy"
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2              # 2: adds ood.bin, drops the build timestamp (reproducible manifest)
+OOD_BYTES = 262144               # size of ood.bin: 64 chunks sampled from the whole stdlib
+STDLIB_SKIP_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3",
+                              "__pycache__"})
+OOD_LICENCE = "PSF-2.0 (Python standard library)"
 EXIT_DATA_ERROR = 2              # missing / corrupt data
-EXIT_TRAIN_ERROR = 3             # NaN loss or other training failure reported via fail()
+EXIT_TRAIN_ERROR = 3             # NaN loss, a model that cannot be exported, other training failures
+EXIT_REFUSED = 4                 # evaluate refused the model (unsafe file or a failed self-check)
 EVAL_BATCH = 64                  # windows per forward pass in evaluation (fixed; last batch padded)
-WALL_CAP_FACTOR = 2.0            # the "cpu" clock also stops at this multiple of wall time
 
 # DO NOT CHANGE — this is the fixed metric.
-# Every evaluation scores exactly EVAL_BYTES target bytes: bytes 1..EVAL_BYTES of a split
-# (byte 0 is only ever context). 131072 bytes take ~1 s on 2 CPU cores for the default model.
+# Every evaluation scores exactly EVAL_BYTES target bytes of val and holdout: bytes 1..EVAL_BYTES
+# of the split (byte 0 is only ever context). ~1 s per split on 2 CPU cores for the default model.
 EVAL_BYTES = 131072
+OOD_EVAL_BYTES = 65536           # bytes 1..65536 of ood.bin
+TRAIN_EVAL_BYTES = 32768         # bytes 1..32768 of train.bin: the reference for the train/val gap flag
+TRAIN_GAP_FLAG_BPB = 0.5         # flag (not refuse) when val_bpb < train_bpb - this
 
 
 class HarnessError(Exception):
@@ -69,6 +90,18 @@ class HarnessError(Exception):
     def __init__(self, message: str, code: int = EXIT_DATA_ERROR) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ModelRefused(HarnessError):
+    """The evaluation refuses the model: an unsafe or malformed file, or a failed self-check.
+
+    `check` names what failed ("load", "finite", "batch" or "causal"); `evidence` is JSON-able.
+    """
+
+    def __init__(self, reason: str, check: str, evidence: dict[str, Any] | None = None) -> None:
+        super().__init__(reason, code=EXIT_REFUSED)
+        self.check = check
+        self.evidence = evidence or {}
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,10 +120,14 @@ def data_dir(corpus: str | None = None) -> Path:
     return Path.home() / ".cache" / "overnight" / "data" / corpus
 
 
+def _bucket(index: int, chunk: bytes, salt: bytes = b"") -> int:
+    digest = hashlib.sha256(salt + index.to_bytes(8, "little") + chunk).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
 def split_of(index: int, chunk: bytes) -> str:
     """Deterministic split assignment of chunk number `index` by sha256(index || content)."""
-    digest = hashlib.sha256(index.to_bytes(8, "little") + chunk).digest()
-    bucket = int.from_bytes(digest[:8], "little") % 100
+    bucket = _bucket(index, chunk) % 100
     if bucket < SPLIT_PERCENT["train"]:
         return "train"
     if bucket < SPLIT_PERCENT["train"] + SPLIT_PERCENT["val"]:
@@ -98,7 +135,7 @@ def split_of(index: int, chunk: bytes) -> str:
     return "holdout"
 
 
-def chunked(pieces: Iterator[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
+def chunked(pieces: Iterable[bytes], size: int = CHUNK_BYTES) -> Iterator[bytes]:
     """Re-cut a stream of byte pieces into fixed-size chunks (the last one may be short)."""
     buf = bytearray()
     for piece in pieces:
@@ -117,6 +154,24 @@ def sympy_version() -> str | None:
         return None
 
 
+def sympy_root() -> Path:
+    """The directory of the importable sympy package (what the default corpus is built from)."""
+    spec = importlib.util.find_spec("sympy")
+    if spec is None or spec.origin is None:
+        raise HarnessError("SymPy is not installed; it is the source of the default corpus.")
+    return Path(spec.origin).parent.absolute()
+
+
+def _sources(root: Path, what: str, files: list[Path]) -> list[Path]:
+    # A source tree without .py files is what a training run sees (a bytecode-only copy): say so
+    # rather than build an empty corpus that would verify.
+    if not files:
+        raise HarnessError(f"{root} holds no .py files, so {what} cannot be built from it (a training "
+                           "run sees only a bytecode copy of its sources); build the corpus outside "
+                           "the sandbox with: python trainer/prepare.py")
+    return files
+
+
 def sympy_pieces() -> tuple[Iterator[bytes], dict[str, Any]]:
     """The .py files of the installed SymPy, sorted by relative path, with a separator line."""
     version = sympy_version()
@@ -125,11 +180,9 @@ def sympy_pieces() -> tuple[Iterator[bytes], dict[str, Any]]:
     if version != SYMPY_PINNED_VERSION:
         print(f"warning: SymPy {version} is installed but the reference corpus is SymPy "
               f"{SYMPY_PINNED_VERSION}; bpb figures will not be comparable.", file=sys.stderr)
-    import importlib.util
-    spec = importlib.util.find_spec("sympy")
-    assert spec is not None and spec.origin is not None
-    root = Path(spec.origin).parent
-    files = sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix())
+    root = sympy_root()
+    files = _sources(root, "the SymPy corpus",
+                     sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()))
 
     def gen() -> Iterator[bytes]:
         for path in files:
@@ -140,6 +193,50 @@ def sympy_pieces() -> tuple[Iterator[bytes], dict[str, Any]]:
     info = {"source": "sympy", "source_version": version, "licence": "BSD-3-Clause (SymPy)",
             "n_source_files": len(files)}
     return gen(), info
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"]).absolute()
+
+
+def stdlib_files(root: Path | None = None) -> list[Path]:
+    """The standard library's own .py files, without third-party packages, test suites, IDLE, lib2to3."""
+    root = root or stdlib_root()
+    files: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Pruned while walking: site-packages alone can hold more files than the stdlib.
+        dirnames[:] = [d for d in dirnames if d not in STDLIB_SKIP_DIRS]
+        files.extend(Path(dirpath, f) for f in filenames if f.endswith(".py"))
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def build_ood(root: Path | None = None) -> tuple[bytes, dict[str, Any]]:
+    """ood.bin: OOD_BYTES of the running interpreter's standard library sources.
+
+    The stdlib .py files (sorted by relative path, each after a `# ===== stdlib/<rel> =====`
+    line) are cut into CHUNK_BYTES chunks like the corpus; the OOD_BYTES / CHUNK_BYTES full chunks
+    with the smallest sha256(b"ood" || index || chunk) key are kept, in stream order, so the
+    sample spreads over the whole library and depends only on the Python version.
+    """
+    root = root or stdlib_root()
+    files = _sources(root, "the out-of-distribution split (ood.bin)", stdlib_files(root))
+
+    def gen() -> Iterator[bytes]:
+        for path in files:
+            yield f"\n# ===== stdlib/{path.relative_to(root).as_posix()} =====\n".encode()
+            yield path.read_bytes()
+
+    # Short tail chunk excluded, so the split is exactly OOD_BYTES whenever the library is big enough.
+    full = ((i, c) for i, c in enumerate(chunked(gen())) if len(c) == CHUNK_BYTES)
+    picked = heapq.nsmallest(OOD_BYTES // CHUNK_BYTES, full, key=lambda ic: _bucket(ic[0], ic[1], b"ood"))
+    data = b"".join(c for _, c in sorted(picked, key=lambda ic: ic[0]))
+    info = {"source": "Python standard library", "python_version": platform.python_version(),
+            "licence": OOD_LICENCE, "n_source_files": len(files),
+            "rule": "stdlib .py files (not site-packages/dist-packages/test/tests/idlelib/lib2to3) sorted by "
+                    "relative path, each after '\\n# ===== stdlib/<rel> =====\\n', cut into CHUNK_BYTES chunks; "
+                    "the OOD_BYTES/CHUNK_BYTES full chunks i with the smallest "
+                    "int.from_bytes(sha256(b'ood' + i.to_bytes(8,'little') + chunk)[:8],'little'), in stream order"}
+    return data, info
 
 
 def _download(url: str, dest_dir: Path) -> Path:
@@ -244,13 +341,25 @@ def fineweb_pieces(source: str, download_dir: Path,
 
     info = {"source": source, "source_version": None, "licence": "see the source dataset "
             "(FineWeb: ODC-By 1.0)", "n_source_files": len(files),
-            "source_files": [f.name for f in files]}
+            "source_files": [f.name for f in files],
+            "source_paths": fineweb_source_paths(source, download_dir)}
     return gen(), info
+
+
+def fineweb_source_paths(source: str, download_dir: Path) -> list[str]:
+    """Absolute paths a training run must not see: the local --source items and the download cache."""
+    paths: list[str] = []
+    for item in [s.strip() for s in source.split(",") if s.strip()]:
+        p = download_dir if item.startswith(("http://", "https://")) else Path(item).expanduser()
+        if str(p.absolute()) not in paths:
+            paths.append(str(p.absolute()))
+    return paths
+
 
 
 def build(corpus: str = DEFAULT_CORPUS, source: str | None = None, rebuild: bool = False,
           directory: Path | None = None, max_bytes: int | None = None) -> dict[str, Any]:
-    """Build train/val/holdout .bin files + manifest.json. Idempotent unless rebuild=True."""
+    """Build train/val/holdout/ood .bin files + manifest.json. Idempotent unless rebuild=True."""
     directory = directory or data_dir(corpus)
     if not rebuild and (directory / MANIFEST_NAME).exists():
         # Data that does not verify is reported, never silently rebuilt: a rebuild under another
@@ -269,6 +378,7 @@ def build(corpus: str = DEFAULT_CORPUS, source: str | None = None, rebuild: bool
         pieces, info = fineweb_pieces(source, directory / "download", max_bytes)
     else:
         raise HarnessError(f"unknown corpus {corpus!r} (sympy or fineweb)")
+    ood, ood_info = build_ood()  # before anything is written: a missing stdlib leaves the old data alone
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST_NAME).unlink(missing_ok=True)  # invalid until fully written
@@ -286,8 +396,15 @@ def build(corpus: str = DEFAULT_CORPUS, source: str | None = None, rebuild: bool
     finally:
         for f in outs.values():
             f.close()
-    for s in SPLITS:
+    (directory / f"{OOD_SPLIT}.bin.tmp").write_bytes(ood)
+    for s in ALL_SPLITS:
         os.replace(directory / f"{s}.bin.tmp", directory / f"{s}.bin")
+    files = {f"{s}.bin": {"bytes": sizes[s], "chunks": chunks[s], "sha256": hashes[s].hexdigest()}
+             for s in SPLITS}
+    files[f"{OOD_SPLIT}.bin"] = {"bytes": len(ood), "chunks": -(-len(ood) // CHUNK_BYTES),
+                                 "sha256": hashlib.sha256(ood).hexdigest()}
+    # No timestamps or absolute paths (except fineweb's own --source): the manifest, and so the
+    # manifest_sha256 the daemon pins, is the same wherever and whenever the corpus is rebuilt.
     manifest = {
         "format": MANIFEST_FORMAT,
         "corpus": corpus,
@@ -296,14 +413,25 @@ def build(corpus: str = DEFAULT_CORPUS, source: str | None = None, rebuild: bool
         "split_rule": "chunk i (CHUNK_BYTES bytes, in corpus order) goes to bucket "
                       "int.from_bytes(sha256(i.to_bytes(8,'little') + chunk)[:8],'little') % 100"
                       ": <90 train, <95 val, else holdout",
-        "files": {f"{s}.bin": {"bytes": sizes[s], "chunks": chunks[s],
-                               "sha256": hashes[s].hexdigest()} for s in SPLITS},
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "ood": ood_info,
+        "training_files": list(TRAINING_FILES),
+        "files": files,
     }
     tmp = directory / (MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, directory / MANIFEST_NAME)
     return manifest
+
+
+def hidden_sources(manifest: dict[str, Any]) -> list[str]:
+    """Absolute paths the corpus was built from, which a training run must not see.
+
+    With them a run could rebuild the val split (e.g. prepare.build(directory=...)). The
+    standard library behind ood.bin cannot be hidden from Python, so ood.bin is a diagnostic.
+    """
+    if manifest.get("corpus") == "sympy":
+        return [str(sympy_root())]
+    return [str(p) for p in manifest.get("source_paths") or []]
 
 
 def _rebuild_hint(directory: Path, corpus: str | None = None) -> str:
@@ -312,12 +440,18 @@ def _rebuild_hint(directory: Path, corpus: str | None = None) -> str:
     return f"rebuild it with: {env}python trainer/prepare.py{corpus_arg} --rebuild"
 
 
-def verify(directory: Path | None = None, check_hashes: bool = True) -> dict[str, Any]:
-    """Check manifest, file sizes and (by default) sha256 of every split file.
+def verify(directory: Path | None = None, check_hashes: bool = True,
+           splits: Iterable[str] | None = None) -> dict[str, Any]:
+    """Check the manifest and, for each named split (default: all four), its size and sha256.
 
-    Raises HarnessError (exit code 2) with a message saying how to rebuild.
+    `splits=()` checks the manifest only. Raises HarnessError (exit code 2) with a message
+    saying how to rebuild.
     """
     directory = directory or data_dir()
+    names = ALL_SPLITS if splits is None else tuple(splits)
+    for s in names:
+        if s not in ALL_SPLITS:
+            raise ValueError(f"unknown split {s!r}; expected one of {ALL_SPLITS}")
     mpath = directory / MANIFEST_NAME
     if not mpath.exists():
         raise HarnessError(f"no corpus at {directory} (missing {MANIFEST_NAME}); build it with: "
@@ -326,17 +460,21 @@ def verify(directory: Path | None = None, check_hashes: bool = True) -> dict[str
         manifest: dict[str, Any] = json.loads(mpath.read_text())
         files = manifest["files"]
         corpus = manifest["corpus"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
         raise HarnessError(f"{mpath} is unreadable; {_rebuild_hint(directory)}") from None
     if manifest.get("format") != MANIFEST_FORMAT:
-        raise HarnessError(f"{mpath} has an old format; {_rebuild_hint(directory, corpus)}")
+        raise HarnessError(f"{mpath} has format {manifest.get('format')!r} but this harness needs format "
+                           f"{MANIFEST_FORMAT} (it adds the out-of-distribution split ood.bin); "
+                           f"{_rebuild_hint(directory, corpus)}")
     if corpus == "sympy":
+        # Without SymPy's metadata (a sealed training run may not see it) the sha256s alone vouch
+        # for the data; a different installed release would build different splits.
         installed = sympy_version()
-        if installed != manifest.get("source_version"):
+        if installed is not None and installed != manifest.get("source_version"):
             raise HarnessError(f"corpus was built from SymPy {manifest.get('source_version')} "
                                f"but SymPy {installed} is installed; "
                                f"{_rebuild_hint(directory, corpus)}")
-    for s in SPLITS:
+    for s in names:
         name = f"{s}.bin"
         path = directory / name
         if name not in files:
@@ -358,28 +496,41 @@ def verify(directory: Path | None = None, check_hashes: bool = True) -> dict[str
     return manifest
 
 
-_verified: set[Path] = set()
+_verified: set[tuple[Path, str]] = set()
 
 
 def load_split(name: str, directory: Path | None = None) -> torch.Tensor:
-    """A split ("train", "val", "holdout") as a 1-D uint8 CPU tensor.
+    """A split ("train", "val", "holdout", "ood") as a 1-D uint8 CPU tensor.
 
-    Verifies the data directory first (once per process); on failure prints the reason
-    and exits with code 2.
+    Verifies the manifest and that split only (once per process and split); on failure
+    prints the reason and exits with code 2. A training run sees only train.bin: asking for
+    a measurement split there says so.
     """
-    if name not in SPLITS:
-        raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+    if name not in ALL_SPLITS:
+        raise ValueError(f"unknown split {name!r}; expected one of {ALL_SPLITS}")
     directory = directory or data_dir()
+    path = directory / f"{name}.bin"
     try:
-        if directory not in _verified:
-            verify(directory)
-            _verified.add(directory)
-        raw = (directory / f"{name}.bin").read_bytes()
+        if (directory, name) not in _verified:
+            verify(directory, splits=())
+            if name in MEASUREMENT_SPLITS and not path.exists():
+                raise HarnessError(f"the {name} split is not available to training runs: it is the "
+                                   f"measurement ({directory} has no {name}.bin; outside a training run, "
+                                   f"{_rebuild_hint(directory)})")
+            verify(directory, splits=(name,))
+            _verified.add((directory, name))
+        raw = path.read_bytes()
     except HarnessError as e:
         _die(str(e), e.code)
     except OSError as e:
-        _die(f"cannot read {directory / (name + '.bin')}: {e}; {_rebuild_hint(directory)}",
-             EXIT_DATA_ERROR)
+        _die(f"cannot read {path}: {e}; {_rebuild_hint(directory)}", EXIT_DATA_ERROR)
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+
+def _read_prefix(directory: Path, name: str, n: int) -> torch.Tensor:
+    """The first n bytes of a split file (after verify()) as a uint8 tensor."""
+    with open(directory / f"{name}.bin", "rb") as f:
+        raw = f.read(n)
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
 
@@ -397,7 +548,7 @@ def get_batch(data: torch.Tensor, batch_size: int, seq_len: int, device: str | t
 
 
 # ---------------------------------------------------------------------------------------
-# Runtime: device, threads, seed
+# Runtime: device, threads, seed, scale
 # ---------------------------------------------------------------------------------------
 
 def get_device() -> str:
@@ -421,44 +572,95 @@ def seed_everything(seed: int | None = None) -> int:
     return seed
 
 
+def scale() -> float:
+    """$OVERNIGHT_SCALE (default 1): how much bigger the daemon's transfer check wants the model.
+
+    train.py decides what it scales (the default widens and deepens by this factor).
+    """
+    raw = os.environ.get("OVERNIGHT_SCALE") or "1"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"OVERNIGHT_SCALE={raw!r}: expected a positive number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"OVERNIGHT_SCALE={raw!r}: expected a positive number")
+    return value
+
+
 # ---------------------------------------------------------------------------------------
 # Budget clock
 # ---------------------------------------------------------------------------------------
 
+CLOCKS = ("steps", "wall", "cpu")
+CALIBRATION_WARMUP_STEPS = 5     # not timed: first steps pay for allocation, lazy init, compilation
+CALIBRATION_WINDOW_STEPS = 5     # consecutive steps per timed window
+CALIBRATION_MIN_STEPS = 20       # timed steps before the step count is fixed, at least ...
+CALIBRATION_FRACTION = 0.05      # ... and at least this share of the budget (budget-clock time)
+# Only when nobody supervises the run (no OVERNIGHT_CHANNEL_FD, i.e. by hand): stop at this
+# multiple of the budget in wall time. Under the daemon the limits are enforced from outside.
+HAND_WALL_CAP_FACTOR = 3.0
+
+
 class Budget:
-    """Time budget for the training loop only.
+    """The training loop's budget. train.py's contract: `while not budget.done():`, one call per step.
 
     clock ($OVERNIGHT_BUDGET_CLOCK):
-      wall - wall-clock seconds (torch.cuda.synchronize() first on CUDA)
-      cpu  - this process's CPU time (user+sys, all threads) / the thread count, so 60 s is
-             ~60 wall seconds on an idle machine but does not shrink when another process
-             steals a core. Stops also at WALL_CAP_FACTOR x budget of wall time.
-      auto - wall on CUDA, cpu otherwise (default)
+      steps - (default; "auto") the budget becomes a step count N fixed from the code's own speed:
+              after CALIBRATION_WARMUP_STEPS untimed steps, windows of CALIBRATION_WINDOW_STEPS
+              consecutive steps are timed (CPU: process CPU time / threads; CUDA: wall time with
+              torch.cuda.synchronize() at window boundaries only) until at least
+              CALIBRATION_MIN_STEPS steps and CALIBRATION_FRACTION of the budget are timed; the
+              fastest window's mean step time t gives N = round(budget / t). The fastest window
+              ignores time lost to a neighbour, so equal code trains the same number of steps.
+              fraction() = step / N (a provisional N while calibrating), done() = step >= N.
+      wall  - wall-clock seconds (torch.cuda.synchronize() first on CUDA)
+      cpu   - this process's CPU time (user+sys, all threads) / the thread count
     """
 
     def __init__(self, seconds: float | None = None, clock: str | None = None,
-                 device: str | None = None, threads: int | None = None) -> None:
+                 device: str | None = None, threads: int | None = None,
+                 reporter: Reporter | None = None) -> None:
         self.seconds = float(seconds if seconds is not None
                              else os.environ.get("OVERNIGHT_BUDGET_S") or 60.0)
         self.device = device or get_device()
         clock = clock or os.environ.get("OVERNIGHT_BUDGET_CLOCK") or "auto"
         if clock == "auto":
-            clock = "wall" if self.device.startswith("cuda") else "cpu"
-        if clock not in ("wall", "cpu"):
-            raise ValueError(f"OVERNIGHT_BUDGET_CLOCK={clock!r}: expected wall, cpu or auto")
+            clock = "steps"
+        if clock not in CLOCKS:
+            raise ValueError(f"OVERNIGHT_BUDGET_CLOCK={clock!r}: expected steps, wall, cpu or auto")
         self.clock = clock
         self.threads = threads or torch.get_num_threads()
+        self.reporter = reporter
+        self.supervised = bool(os.environ.get("OVERNIGHT_CHANNEL_FD"))
+        self.steps_planned: int | None = None   # N, once fixed (steps clock)
+        self.step_seconds: float | None = None  # the calibrated step time t
+        self.calibration_steps: int | None = None
+        self.capped = False                     # stopped by HAND_WALL_CAP_FACTOR
         self._t0_wall: float | None = None
         self._t0_cpu = 0.0
+        self._calls = 0
+        self._best: float | None = None          # fastest window mean so far
+        self._window_start = 0.0
+        self._window_step = 0
+        self._calibration_start = 0.0
+
+    def _cuda(self) -> bool:
+        return self.device.startswith("cuda")
 
     def _sync(self) -> None:
-        if self.device.startswith("cuda"):
+        if self._cuda():
             torch.cuda.synchronize()
 
     def start(self) -> None:
         self._sync()
         self._t0_wall = time.perf_counter()
         self._t0_cpu = time.process_time()
+        self._calls = 0
+
+    @property
+    def step(self) -> int:
+        """Training steps completed: done() calls so far minus the one that started step 0."""
+        return max(0, self._calls - 1)
 
     def wall(self) -> float:
         """Wall seconds since start()."""
@@ -466,23 +668,100 @@ class Budget:
             return 0.0
         return time.perf_counter() - self._t0_wall
 
-    def elapsed(self) -> float:
-        """Budget-clock seconds since start()."""
+    def cpu(self) -> float:
+        """Process CPU seconds (user+sys, all threads) since start(), divided by the thread count."""
         if self._t0_wall is None:
             return 0.0
-        self._sync()
-        if self.clock == "wall":
-            return time.perf_counter() - self._t0_wall
         return (time.process_time() - self._t0_cpu) / self.threads
 
+    def _measure(self) -> float:
+        """What calibration times: wall after a sync on CUDA, CPU time per thread otherwise."""
+        if self._cuda():
+            self._sync()
+            return self.wall()
+        return self.cpu()
+
+    def _planned(self) -> int | None:
+        if self.steps_planned is not None:
+            return self.steps_planned
+        if self._best is None:
+            return None
+        return max(0, round(self.seconds / self._best))
+
+    def elapsed(self) -> float:
+        """Budget-clock seconds since start(); for `steps`: steps done x the calibrated step time."""
+        if self._t0_wall is None:
+            return 0.0
+        if self.clock == "wall":
+            self._sync()
+            return self.wall()
+        if self.clock == "cpu":
+            return self.cpu()
+        planned = self._planned()
+        if planned is None:
+            return self._measure() if not self._cuda() else self.wall()
+        return self.step / planned * self.seconds if planned > 0 else self.seconds
+
     def fraction(self) -> float:
-        """elapsed / budget, clipped to [0, 1] (handy for LR schedules)."""
-        return min(1.0, self.elapsed() / self.seconds) if self.seconds > 0 else 1.0
+        """Share of the budget used, in [0, 1] (handy for LR schedules)."""
+        if self.seconds <= 0:
+            return 1.0
+        return min(1.0, self.elapsed() / self.seconds)
 
     def done(self) -> bool:
-        if self.elapsed() >= self.seconds:
-            return True
-        return self.clock == "cpu" and self.wall() >= WALL_CAP_FACTOR * self.seconds
+        """Call exactly once per training step, before it: True once the budget is spent."""
+        if self._t0_wall is None:
+            self.start()
+        self._calls += 1
+        if self.seconds <= 0:
+            finished = True
+        elif self.clock == "steps":
+            finished = self._steps_done()
+        else:
+            finished = self.elapsed() >= self.seconds
+        if not finished and not self.supervised and self.wall() >= HAND_WALL_CAP_FACTOR * max(self.seconds, 1.0):
+            print(f"budget: stopping after {self.wall():.0f} s wall ({HAND_WALL_CAP_FACTOR:g} x the budget); "
+                  "runs by hand are capped because no supervisor is watching", file=sys.stderr, flush=True)
+            self.capped = finished = True
+        if finished and self.clock == "steps" and self.steps_planned is None:
+            self._fix(self.step)  # ended before calibration could: what it ran is the plan
+        return finished
+
+    def _steps_done(self) -> bool:
+        step = self.step
+        if self.steps_planned is not None:
+            return step >= self.steps_planned
+        if step == CALIBRATION_WARMUP_STEPS:
+            self._window_start = self._calibration_start = self._measure()
+            self._window_step = step
+        elif step > CALIBRATION_WARMUP_STEPS and step - self._window_step >= CALIBRATION_WINDOW_STEPS:
+            now = self._measure()
+            mean = (now - self._window_start) / (step - self._window_step)
+            if mean > 0 and (self._best is None or mean < self._best):
+                self._best = mean
+            self._window_start, self._window_step = now, step
+            timed = step - CALIBRATION_WARMUP_STEPS
+            planned = self._planned()
+            if planned is not None and (step >= planned or (
+                    timed >= CALIBRATION_MIN_STEPS and now - self._calibration_start >= CALIBRATION_FRACTION * self.seconds)):
+                self._fix(planned)
+                return step >= planned
+        planned = self._planned()
+        if planned is not None:
+            return step >= planned
+        # No window timed yet (tiny budget or very slow steps): the budget's seconds of raw clock.
+        return self.elapsed() >= self.seconds
+
+    def _fix(self, planned: int) -> None:
+        self.steps_planned = planned
+        self.calibration_steps = self.step
+        if self._best is not None:
+            self.step_seconds = self._best
+        else:
+            self.step_seconds = self._measure() / self.step if self.step else None
+        if self.reporter is None:
+            self.reporter = Reporter()
+        self.reporter.calibrated(self)
 
 
 # ---------------------------------------------------------------------------------------
@@ -521,6 +800,12 @@ class Reporter:
                    "budget_s": budget.seconds, "clock": budget.clock,
                    "threads": torch.get_num_threads()})
 
+    def calibrated(self, budget: Budget) -> None:
+        """Sent once by Budget (steps clock) when the step count is fixed."""
+        self.send({"type": "calibrated", "steps": int(budget.steps_planned or 0),
+                   "step_seconds": float(budget.step_seconds or 0.0),
+                   "calibration_steps": int(budget.calibration_steps or 0)})
+
     def progress(self, step: int, budget: Budget, train_loss: float, tokens_per_s: float,
                  lr: float) -> None:
         self.send({"type": "progress", "step": int(step), "elapsed": budget.elapsed(),
@@ -530,7 +815,8 @@ class Reporter:
     def end(self, steps: int, budget: Budget, tokens: int) -> None:
         self.send({"type": "end", "steps": int(steps), "elapsed": budget.elapsed(),
                    "wall": budget.wall(), "tokens": int(tokens),
-                   "peak_mem_mb": float(peak_mem_mb(budget.device))})
+                   "peak_mem_mb": float(peak_mem_mb(budget.device)),
+                   "steps_planned": budget.steps_planned})
 
     def error(self, message: str) -> None:
         self.send({"type": "error", "message": str(message)})
@@ -551,87 +837,504 @@ def _die(message: str, code: int) -> NoReturn:
 
 
 # ---------------------------------------------------------------------------------------
-# Model hand-off
+# Model hand-off: the Overnight model archive
 # ---------------------------------------------------------------------------------------
+#
+# The model file is written by train.py, which the harness does not trust, so loading it must
+# never run code from it. torch.export.load is not enough: it falls back to pickle
+# (torch.load(weights_only=False)) when the safe load fails, resolves node targets by attribute
+# lookup under `torch` (a target "torch.os.system" becomes a callable), parses symbolic shapes
+# with sympy.sympify (eval) and executes the program's guard code. So the archive keeps the
+# program as JSON, checked before anything is deserialised, and the tensors as plain
+# weights-only torch files.
 
-META_FILE = "overnight_meta.json"
+MODEL_FORMAT = "overnight-model/1"
+# The archive's members and their size limits: any other member, or a bigger one, is refused
+# before it is read (zip bombs included: a member is read up to its limit and no further).
+MODEL_MEMBERS: dict[str, int] = {
+    "meta.json": 1 << 16,
+    "program.json": 64 << 20,
+    "state_dict.pt": 4 << 30,
+    "constants.pt": 1 << 30,
+    "example_inputs.pt": 64 << 20,
+}
+MODEL_MAX_BYTES = sum(MODEL_MEMBERS.values()) + (1 << 20)
+MAX_SEQ_LEN = 1 << 16
+
+# Which aten operators a model may not use, by name, and why. Everything else in aten may be
+# used, provided it is functional (no writes to its inputs) and not random (see _op_problem).
+_DENIED_OPS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"from_file|save|load|mmap"), "reads or writes files"),
+    (re.compile(r"print|warn"), "writes to the evaluation's output"),
+    (re.compile(r"empty|resize"), "returns uninitialised memory, which can hold bytes the harness read "
+                                  "(such as the split being scored)"),
+    (re.compile(r"seed|rand|bernoulli|multinomial|normal|poisson|uniform|exponential|cauchy|geometric|gamma"),
+     "draws random numbers, and the evaluation must be deterministic"),
+    (re.compile(r"_assert_async"), "is a device-side assert, which can leave the evaluation process unusable"),
+    (re.compile(r"^set_|_set_|record_stream|^wait$|cufft|cudnn_init"), "changes process or device state"),
+)
+# Argument kinds of the serialised program that a plain feed-forward graph never needs.
+_REFUSED_KEYS = {"as_graph": "a subgraph (control flow or a higher-order op)",
+                 "as_custom_obj": "a custom (torchbind) object", "custom_obj": "a custom (torchbind) object",
+                 "as_operator": "an operator passed as a value", "as_string_to_argument": "a higher-order op's kwargs",
+                 "as_nested_tensors": "nested tensors", "token": "an effect token (a side-effecting op)",
+                 "constant_input": "a constant input"}
+# Random operators whose randomness an argument switches off: allowed when it is off, as a literal
+# (attention and RNNs with dropout 0 or train=False, dropout itself in eval mode).
+_RANDOM_UNLESS: dict[str, tuple[str, float | bool]] = {
+    "scaled_dot_product_attention": ("dropout_p", 0.0), "_scaled_dot_product_flash_attention_for_cpu": ("dropout_p", 0.0),
+    "_scaled_dot_product_flash_attention": ("dropout_p", 0.0), "_scaled_dot_product_efficient_attention": ("dropout_p", 0.0),
+    "lstm": ("train", False), "gru": ("train", False), "rnn_tanh": ("train", False), "rnn_relu": ("train", False),
+    "dropout": ("train", False), "native_dropout": ("train", False), "alpha_dropout": ("train", False),
+    "feature_dropout": ("train", False), "feature_alpha_dropout": ("train", False)}
+_UNKNOWN = object()  # an argument that is not a literal
+_INPUT_KINDS = {"user_input", "parameter", "buffer", "tensor_constant"}
+_IDENT = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]*\Z")
+_DOTTED = re.compile(r"(?!__)[A-Za-z_][A-Za-z0-9_]*(?:\.(?!__)[A-Za-z0-9_]+)*\Z")
+_ATEN_TARGET = re.compile(r"torch\.ops\.aten\.((?!__)[A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z][A-Za-z0-9_]*)\Z")
+# Symbolic shapes are sympy srepr strings that torch parses with sympify (i.e. eval), so they must
+# be nothing but calls of these constructors on literals (a string only as a Symbol's name).
+_SYMPY_CALLS = frozenset({
+    "Symbol", "Integer", "Rational", "Add", "Mul", "Pow", "Max", "Min", "Mod", "floor", "ceiling",
+    "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "StrictLessThan", "StrictGreaterThan", "LessThan", "GreaterThan",
+    "Equality", "Unequality", "And", "Or", "Not", "FloorDiv", "ModularIndexing", "PythonMod", "CleanDiv",
+    "CeilToInt", "FloorToInt", "CeilDiv", "IntTrueDiv", "TruncToInt", "PowByNatural"})
+_SYMPY_NAMES = frozenset({"oo", "true", "false"})
+_SYMPY_KEYWORDS = frozenset({"integer", "positive", "nonnegative", "negative", "nonpositive", "real", "finite",
+                             "zero", "nonzero", "even", "odd"})
+_TREESPEC_TYPES = {None, "builtins.tuple", "builtins.list", "builtins.dict"}
 
 
 def model_out_path() -> Path:
-    return Path(os.environ.get("OVERNIGHT_MODEL_OUT") or "model.pt2")
+    return Path(os.environ.get("OVERNIGHT_MODEL_OUT") or "model.ovm")
+
+
+def _one_line(text: object, limit: int = 300) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def _python_targets() -> dict[str, Any]:
+    """The Python callables an exported graph may call: getitem and the symbolic-int helpers."""
+    from torch._export.serde.serialize import _SYM_OPS
+    targets: dict[str, Any] = {f"{op.__module__}.{op.__name__}": op for op in _SYM_OPS}
+    targets["_operator.getitem"] = operator.getitem
+    return targets
+
+
+def _op_problem(op: Any, literal: Callable[[str], Any] = lambda name: _UNKNOWN) -> str | None:
+    """Why an operator is refused, or None. `literal(name)` gives an argument's value if it is a literal."""
+    if not isinstance(op, torch._ops.OpOverload):
+        return f"{_one_line(repr(op), 80)} is not an aten operator"
+    if op.namespace != "aten":
+        return f"{op._schema.name} is not an aten operator (custom and extension operators are refused)"
+    name = op._schema.name.split("::", 1)[-1]
+    label = f"aten.{name}.{op._overloadname}"
+    if name in _RANDOM_UNLESS:
+        param, off = _RANDOM_UNLESS[name]
+        value = literal(param)
+        # bool is an int subclass: train=0 must not pass for train=False, nor dropout_p=False for 0.0.
+        off_ok = value is off if isinstance(off, bool) else type(value) in (int, float) and value == off
+        if not off_ok:
+            shown = "a value computed in the graph" if value is _UNKNOWN else _one_line(repr(value), 40)
+            return f"{label} is random unless {param}={off} (here: {shown})"
+    else:
+        for pattern, why in _DENIED_OPS:
+            if pattern.search(name):
+                return f"{label} {why}"
+        if torch.Tag.nondeterministic_seeded in op.tags:
+            return f"{label} draws random numbers, and the evaluation must be deterministic"
+    if op._schema.is_mutable:
+        return (f"{label} writes to its inputs; the evaluated graph must be functional "
+                "(nothing may carry over from one batch to the next)")
+    return None
+
+
+def _schema_default(op: Any, param: str) -> Any:
+    for a in op._schema.arguments:
+        if a.name == param:
+            return a.default_value if a.has_default_value() else _UNKNOWN
+    return _UNKNOWN
+
+
+def _resolve_target(target: str) -> Any:
+    """The aten overload a serialised target names (None when it names none), by checked lookup only."""
+    m = _ATEN_TARGET.match(target)
+    if m is None:
+        return None
+    try:
+        op = getattr(getattr(torch.ops.aten, m.group(1)), m.group(2))
+    except (AttributeError, RuntimeError):
+        return None
+    return op if isinstance(op, torch._ops.OpOverload) else None
+
+
+def _node_problem(node: dict[str, Any]) -> str | None:
+    """Why a serialised node is refused, or None (decided before anything is resolved by torch)."""
+    target = node["target"]
+    if target in _python_targets():
+        return None
+    op = _resolve_target(target)
+    if op is None:
+        return f"node target {_one_line(repr(target), 100)} is not an aten operator or an allowed Python builtin"
+    given = {i.get("name"): i.get("arg") for i in node.get("inputs") or [] if isinstance(i, dict)}
+
+    def literal(param: str) -> Any:
+        if param not in given:
+            return _schema_default(op, param)
+        arg = given[param]
+        if isinstance(arg, dict) and len(arg) == 1 and next(iter(arg)) in ("as_float", "as_int", "as_bool"):
+            return next(iter(arg.values()))
+        return _UNKNOWN
+    return _op_problem(op, literal)
+
+
+def _graph_problem(graph: torch.fx.Graph) -> str | None:
+    """Why a deserialised (or freshly exported) graph is refused, or None."""
+    python = set(map(id, _python_targets().values()))
+    for node in graph.nodes:
+        if node.op in ("placeholder", "output"):
+            continue
+        if node.op != "call_function":
+            return f"node {node.name} is a {node.op}; only operator calls are allowed"
+        if id(node.target) in python:
+            continue
+        op = node.target
+
+        def literal(param: str, node: torch.fx.Node = node, op: Any = op) -> Any:
+            if param in node.kwargs:
+                value = node.kwargs[param]
+            else:
+                index = next((i for i, a in enumerate(op._schema.arguments) if a.name == param), None)
+                if index is None or index >= len(node.args):
+                    return _schema_default(op, param)
+                value = node.args[index]
+            return _UNKNOWN if isinstance(value, torch.fx.Node) else value
+        problem = _op_problem(op, literal if isinstance(op, torch._ops.OpOverload) else lambda name: _UNKNOWN)
+        if problem:
+            return problem
+    return None
+
+
+def _sympy_problem(text: str) -> str | None:
+    """Why a symbolic-shape expression is refused, or None."""
+    if len(text) > 2000:
+        return "a symbolic shape expression is too long"
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return f"a symbolic shape expression does not parse: {_one_line(repr(text), 80)}"
+    names: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            if not (isinstance(node.func, ast.Name) and node.func.id in _SYMPY_CALLS):
+                return f"a symbolic shape expression calls something else than sympy constructors: {_one_line(text, 80)}"
+            if node.func.id == "Symbol" and node.args and isinstance(node.args[0], ast.Constant):
+                names.add(id(node.args[0]))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Expression, ast.Call, ast.Load, ast.USub)):
+            continue
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            continue
+        if isinstance(node, ast.Name) and (node.id in _SYMPY_CALLS or node.id in _SYMPY_NAMES):
+            continue
+        if isinstance(node, ast.keyword) and node.arg in _SYMPY_KEYWORDS and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, bool):
+            continue
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, (bool, int)) or (isinstance(value, str) and id(node) in names and _IDENT.match(value)):
+                continue
+        return f"a symbolic shape expression holds more than sympy literals: {_one_line(text, 80)}"
+    return None
+
+
+def _treespec_problem(text: Any) -> str | None:
+    try:
+        spec = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return "a module signature's tree spec is not JSON"
+    stack = [spec]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if item.get("type") not in _TREESPEC_TYPES:
+                return f"a module signature uses the type {_one_line(repr(item.get('type')), 80)}"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
+
+
+def _program_problem(doc: Any) -> str | None:
+    """Check the serialised program (program.json, parsed) before torch sees it; None when it is acceptable.
+
+    Also strips the nodes' metadata (stack traces, module stacks, source functions), which the
+    deserialiser would resolve by attribute lookup and which scoring does not need.
+    """
+    try:
+        gm, graph = doc["graph_module"], doc["graph_module"]["graph"]
+        nodes, signature = graph["nodes"], gm["signature"]
+        inputs, outputs = signature["input_specs"], signature["output_specs"]
+    except (KeyError, TypeError):
+        return "program.json is not a serialised exported program"
+    if not (isinstance(nodes, list) and isinstance(inputs, list) and isinstance(outputs, list)):
+        return "program.json is not a serialised exported program"
+    if doc.get("guards_code"):
+        return "the program carries guard code, which torch would execute"
+    if not set(doc.get("verifiers") or []) <= {"ATEN", "TRAINING"}:
+        return f"unknown program dialect {_one_line(repr(doc.get('verifiers')), 80)}"
+    if graph.get("custom_obj_values") or gm.get("treespec_namedtuple_fields"):
+        return "the program holds custom objects or named tuples"
+    kinds = [next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None for spec in inputs]
+    if not set(kinds) <= _INPUT_KINDS or kinds.count("user_input") != 1:
+        return f"the program's inputs must be one tensor plus parameters, buffers and constants (got {kinds})"
+    out_kinds = [next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None for spec in outputs]
+    if out_kinds != ["user_output"]:
+        return f"the program must return one tensor and update no state (outputs: {out_kinds})"
+    for node in nodes:
+        if not isinstance(node, dict) or not isinstance(node.get("target"), str):
+            return "a node of the program has no target"
+        problem = _node_problem(node)
+        if problem:
+            return problem
+        node["metadata"] = {}
+    gm["metadata"] = {}
+    for entry in gm.get("module_call_graph") or []:
+        sig = entry.get("signature") if isinstance(entry, dict) else None
+        if isinstance(sig, dict):
+            for key in ("in_spec", "out_spec"):
+                problem = _treespec_problem(sig.get(key))
+                if problem:
+                    return problem
+    stack: list[Any] = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        for key, value in item.items():
+            if key in _REFUSED_KEYS and value is not None:
+                return f"the program uses {_REFUSED_KEYS[key]}"
+            if key in ("name", "as_name") and isinstance(value, str) and not _IDENT.match(value):
+                return f"the program has a malformed name {_one_line(repr(value), 80)}"
+            if key in ("parameter_name", "buffer_name", "tensor_constant_name", "fqn") and isinstance(value, str) \
+                    and value and not _DOTTED.match(value):
+                return f"the program has a malformed attribute path {_one_line(repr(value), 80)}"
+            if key in ("tensor_values", "sym_int_values", "sym_bool_values", "sym_float_values") and isinstance(value, dict):
+                bad = next((k for k in value if not _IDENT.match(k)), None)
+                if bad is not None:
+                    return f"the program has a malformed name {_one_line(repr(bad), 80)}"
+            if key == "expr_str":
+                problem = _sympy_problem(value) if isinstance(value, str) else "a symbolic shape is not a string"
+                if problem:
+                    return problem
+            if key == "device" and isinstance(value, dict) and value.get("type") != "cpu":
+                return f"the program places tensors on {_one_line(repr(value.get('type')), 40)}; it must be saved on the CPU"
+            stack.append(value)
+    return None
+
+
+def _require_safe_torch() -> None:
+    # weights_only=True could run code before torch 2.6 (CVE-2025-32434): no safe load is possible there.
+    major, minor = (int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
+    if (major, minor) < (2, 6):
+        raise HarnessError(f"torch {torch.__version__} cannot load an untrusted model safely (its weights_only "
+                           "loader could run code before 2.6); the evaluation needs torch >= 2.6", code=1)
+
+
+def _read_archive(path: Path) -> dict[str, bytes]:
+    """The archive's members, after checking their names and sizes (refused otherwise)."""
+    size = path.stat().st_size
+    if size > MODEL_MAX_BYTES:
+        raise ModelRefused(f"the model file is {size:,} bytes, more than the {MODEL_MAX_BYTES:,} allowed", "load",
+                           {"bytes": size})
+    members: dict[str, bytes] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            names = [i.filename for i in infos]
+            if sorted(names) != sorted(MODEL_MEMBERS):
+                raise ModelRefused(f"the model file is not an {MODEL_FORMAT} archive: its members are "
+                                   f"{_one_line(names, 200)}, expected exactly {sorted(MODEL_MEMBERS)}", "load",
+                                   {"members": [_one_line(n, 100) for n in names[:20]]})
+            for info in infos:
+                limit = MODEL_MEMBERS[info.filename]
+                if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise ModelRefused(f"member {info.filename} is encrypted or uses an unsupported compression",
+                                       "load", {"member": info.filename})
+                if info.file_size > limit:
+                    raise ModelRefused(f"member {info.filename} is {info.file_size:,} bytes, more than the "
+                                       f"{limit:,} allowed", "load", {"member": info.filename, "bytes": info.file_size})
+                with z.open(info) as f:
+                    data = f.read(limit + 1)
+                if len(data) > limit:  # the header lied about the size
+                    raise ModelRefused(f"member {info.filename} unpacks to more than the {limit:,} bytes allowed",
+                                       "load", {"member": info.filename})
+                members[info.filename] = data
+    except ModelRefused:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError, zlib.error) as e:
+        raise ModelRefused(f"the model file is not a readable {MODEL_FORMAT} archive ({type(e).__name__}: "
+                           f"{_one_line(e, 150)})", "load") from None
+    return members
+
+
+def _plain_tensor(value: Any) -> bool:
+    return (type(value) in (torch.Tensor, torch.nn.Parameter) and value.layout == torch.strided
+            and not value.is_quantized and not value.is_nested and value.device.type == "cpu")
+
+
+def _load_member(raw: bytes, member: str) -> Any:
+    """torch.load with weights_only=True and no fallback: tensors and containers, never code."""
+    if not raw:
+        return {}
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever the unpickler refused, the file is refused
+        raise ModelRefused(f"member {member} is not a plain tensor file (weights_only load: {type(e).__name__}: "
+                           f"{_one_line(e, 150)})", "load", {"member": member}) from None
+
+
+def _load_tensor_dict(raw: bytes, member: str) -> dict[str, torch.Tensor]:
+    value = _load_member(raw, member)
+    if not (isinstance(value, dict) and all(isinstance(k, str) and _DOTTED.match(k) and _plain_tensor(v)
+                                            for k, v in value.items())):
+        raise ModelRefused(f"member {member} must map attribute names to dense CPU tensors", "load", {"member": member})
+    return value
+
+
+def _parse_meta(raw: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw)
+        ok = (isinstance(meta, dict) and meta.get("format") == MODEL_FORMAT and type(meta.get("seq_len")) is int
+              and 0 < meta["seq_len"] <= MAX_SEQ_LEN and meta.get("vocab_size") == VOCAB_SIZE
+              and type(meta.get("n_params")) is int)
+    except (ValueError, RecursionError):
+        ok = False
+    if not ok:
+        raise ModelRefused(f"meta.json must be {{format: {MODEL_FORMAT}, seq_len (1..{MAX_SEQ_LEN}), "
+                           f"vocab_size: {VOCAB_SIZE}, n_params}}", "load", {"member": "meta.json"})
+    return dict(meta)
 
 
 def save_model(model: torch.nn.Module, seq_len: int, path: str | os.PathLike[str] | None = None
                ) -> Path:
-    """Export `model` to a self-contained artifact that evaluation loads without train.py.
+    """Export `model` to an Overnight model archive that evaluation loads without train.py.
 
-    Contract: model(idx: LongTensor[B, T]) -> logits FloatTensor[B, T, 256], T = seq_len.
-    Uses torch.export (dynamic batch) + torch.export.save; falls back to torch.jit.trace.
-    The model is copied to CPU float32 in eval mode first; the caller's model is untouched.
+    Contract: model(idx: LongTensor[B, T]) -> logits FloatTensor[B, T, 256], T = seq_len, any B.
+    The model is copied to CPU float32 in eval mode (the caller's model is untouched), exported
+    with torch.export (dynamic batch) and made functional (run_decompositions({}): no in-place
+    ops; eval-mode dropout disappears). A model that cannot be exported, or that uses an
+    operator the evaluation refuses, ends the run with one error line and exit code 3.
     """
+    from torch._export.serde.serialize import serialize
     path = Path(path) if path is not None else model_out_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     m = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     m = copy.deepcopy(m).to("cpu", torch.float32).eval()
-    example = torch.randint(0, VOCAB_SIZE, (EVAL_BATCH, seq_len), dtype=torch.long)
-    meta: dict[str, Any] = {"seq_len": int(seq_len), "vocab_size": VOCAB_SIZE,
-                            "n_params": sum(p.numel() for p in m.parameters())}
-    t0 = time.perf_counter()
-    tmp = path.with_name(".tmp-" + path.name)
-    with torch.no_grad():
-        try:
+    # Its own generator: saving must not move the caller's random state.
+    example = torch.randint(0, VOCAB_SIZE, (EVAL_BATCH, seq_len), dtype=torch.long,
+                            generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
             batch = torch.export.Dim("batch", min=1, max=1 << 16)
             ep = torch.export.export(m, (example,), dynamic_shapes=({0: batch},))
-            meta["format"] = "torch.export"
-            torch.export.save(ep, tmp, extra_files={META_FILE: json.dumps(meta)})
-        except Exception as e:  # noqa: BLE001 - any export failure -> try TorchScript
-            first_line = (str(e).strip().splitlines() or [""])[0][:300]
-            print(f"torch.export failed ({type(e).__name__}: {first_line}); falling back to "
-                  "torch.jit.trace (data-dependent Python branches get frozen)", file=sys.stderr)
-            traced = torch.jit.trace(m, (example,), check_trace=False)  # type: ignore[no-untyped-call]
-            meta["format"] = "torchscript"
-            torch.jit.save(traced, str(tmp), _extra_files={META_FILE: json.dumps(meta)})
+            ep = ep.run_decompositions({})
+    except Exception as e:  # noqa: BLE001 - any export failure is the model's, said in one line
+        _die(f"cannot export the model with torch.export ({type(e).__name__}: {_one_line(e, 300)}); the harness "
+             "scores only exported programs, so forward() must be traceable with a dynamic batch size "
+             "(no Python branches on tensor values)", EXIT_TRAIN_ERROR)
+    # Guards are input checks that torch turns into Python source and executes, so the loader
+    # refuses any; the shape contract is checked by the evaluation itself.
+    ep._guards_code = []
+    artifact = serialize(ep)
+    problem = _graph_problem(ep.graph) or _program_problem(json.loads(artifact.exported_program))
+    if problem:
+        _die(f"the evaluation would refuse this model: {problem}", EXIT_TRAIN_ERROR)
+    meta = {"format": MODEL_FORMAT, "seq_len": int(seq_len), "vocab_size": VOCAB_SIZE,
+            "n_params": sum(p.numel() for p in m.parameters())}
+    members = {"meta.json": json.dumps(meta).encode(), "program.json": artifact.exported_program,
+               "state_dict.pt": artifact.state_dict, "constants.pt": artifact.constants,
+               "example_inputs.pt": artifact.example_inputs}
+    tmp = path.with_name(".tmp-" + path.name)
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
     os.replace(tmp, path)
-    print(f"saved model ({meta['format']}, {time.perf_counter() - t0:.1f}s) to {path}")
+    print(f"saved model ({MODEL_FORMAT}, {path.stat().st_size:,} bytes, {time.perf_counter() - t0:.1f}s) to {path}")
     return path
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[Any, dict[str, Any]]:
-    """Load an artifact written by save_model -> (callable model, metadata)."""
+    """Load an archive written by save_model -> (callable model, metadata), never running code from it.
+
+    Before anything is deserialised: member names and sizes, meta.json, and every node target,
+    argument kind, name and symbolic shape of program.json are checked (see _program_problem);
+    the tensors are loaded with torch.load(weights_only=True) only, and handed to the
+    deserialiser already loaded so that it never unpickles. After: every call in the graph
+    must again be an allowed aten operator or Python builtin. Raises ModelRefused ("load")
+    with a one-line reason, or HarnessError (exit 1) when there is no file.
+    """
+    from torch._export.serde import serialize as serde
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"model file {path} does not exist", code=1)
+    _require_safe_torch()
+    members = _read_archive(path)
+    meta = _parse_meta(members["meta.json"])
     try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError) as e:
-        raise HarnessError(f"model file {path} is not a saved model ({e})", code=1) from None
-    extra: dict[str, Any] = {META_FILE: ""}
+        doc = json.loads(members["program.json"])
+    except (ValueError, RecursionError):
+        raise ModelRefused("program.json is not JSON", "load", {"member": "program.json"}) from None
+    problem = _program_problem(doc)
+    if problem:
+        raise ModelRefused(problem, "load", {"member": "program.json"})
+    state_dict = _load_tensor_dict(members["state_dict.pt"], "state_dict.pt")
+    constants = _load_tensor_dict(members["constants.pt"], "constants.pt")
+    example = _load_member(members["example_inputs.pt"], "example_inputs.pt")
+    if not (isinstance(example, tuple) and len(example) == 2 and isinstance(example[0], tuple)
+            and isinstance(example[1], dict) and not example[1] and len(example[0]) == 1
+            and _plain_tensor(example[0][0]) and example[0][0].dtype == torch.long):
+        raise ModelRefused("member example_inputs.pt must hold ((LongTensor,), {})", "load",
+                           {"member": "example_inputs.pt"})
     try:
-        if any(n.endswith("/archive_format") for n in names):
-            model: Any = torch.export.load(path, extra_files=extra).module()
-        elif any(n.endswith("/data.pkl") for n in names):
-            model = torch.jit.load(str(path), map_location="cpu",  # type: ignore[no-untyped-call]
-                                   _extra_files=extra)
-            model.eval()
-        else:
-            raise ValueError("neither a torch.export nor a TorchScript archive")
+        # Already loaded: deserialize_torch_artifact returns dicts and tuples as they are, never unpickles.
+        artifact = serde.SerializedArtifact(json.dumps(doc).encode(), state_dict, constants, example)  # type: ignore[arg-type]
+        ep = serde.deserialize(artifact)
+    except Exception as e:  # noqa: BLE001 - a program torch cannot rebuild is refused, whatever the reason
+        raise ModelRefused(f"the program does not deserialise ({type(e).__name__}: {_one_line(e, 200)})",
+                           "load", {"member": "program.json"}) from None
+    problem = _graph_problem(ep.graph)
+    if problem:
+        raise ModelRefused(problem, "load", {"member": "program.json"})
+    try:
+        model = ep.module(check_guards=False)
     except Exception as e:  # noqa: BLE001
-        raise HarnessError(f"cannot load model file {path}: {type(e).__name__}: {e}",
-                           code=1) from None
-    try:
-        meta = json.loads(extra[META_FILE])
-        seq_len = int(meta["seq_len"])
-        assert int(meta["vocab_size"]) == VOCAB_SIZE and seq_len > 0
-    except Exception:  # noqa: BLE001
-        raise HarnessError(f"model file {path} lacks valid {META_FILE} metadata "
-                           "(was it written by prepare.save_model?)", code=1) from None
+        raise ModelRefused(f"the program does not build a module ({type(e).__name__}: {_one_line(e, 200)})",
+                           "load") from None
+    meta["ops"] = sorted({str(n.target) for n in ep.graph.nodes if n.op == "call_function"})
     return model, meta
 
 
 # ---------------------------------------------------------------------------------------
-# The metric. DO NOT CHANGE — this is the fixed metric.
+# The metric and its self-checks. DO NOT CHANGE — this is the fixed metric.
 # ---------------------------------------------------------------------------------------
+
+EVAL_SPLITS = ("val", "holdout", OOD_SPLIT, "train")
+DEFAULT_EVAL_SPLITS = ("val", "holdout", OOD_SPLIT)
+# Self-check tolerance on log-probabilities (nats): |lp' - lp| <= CHECK_ATOL + CHECK_RTOL * |lp|.
+# Compared after log_softmax, so a constant shift of the logits cannot widen it. Float noise of
+# honest models is far below (see README); a leak inside it is worth < 0.001 bpb.
+CHECK_ATOL = 2e-4
+CHECK_RTOL = 1e-4
+CHECK_SEED = 0x0DDBA11
+CAUSAL_WINDOWS = 8               # windows of the scored split probed for causality
+NORMALIZED = "the harness takes log_softmax of the logits in float64, so probabilities sum to one by construction"
+
 
 def eval_windows(n_data: int, seq_len: int, n_bytes: int) -> list[tuple[int, int]]:
     """Windows (start, n_scored) covering target bytes 1..n_bytes exactly once.
@@ -653,32 +1356,66 @@ def eval_windows(n_data: int, seq_len: int, n_bytes: int) -> list[tuple[int, int
     return windows
 
 
+def eval_order(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The windows in scoring order: sorted by sha256 of their index (fixed, version-independent).
+
+    Consecutive windows of a split are consecutive text, so a model that looked across the batch
+    could read the next window, i.e. the future; shuffled, neighbours are rarely in one batch.
+    """
+    return [w for _, w in sorted((hashlib.sha256(b"overnight-eval-order" + i.to_bytes(8, "little")).digest(), w)
+                                 for i, w in enumerate(windows))]
+
+
+def _inputs(data: torch.Tensor, starts: list[int], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    win = data[torch.tensor(starts)[:, None] + torch.arange(seq_len + 1)].long()
+    return win[:, :-1], win[:, 1:]
+
+
+def _log_probs(model: Any, x: torch.Tensor, what: str) -> torch.Tensor:
+    """log_softmax (float64) of the model's logits for x; refuses non-finite logits."""
+    try:
+        logits = model(x)
+    except Exception as e:  # noqa: BLE001 - the model's failure, reported in one line
+        raise HarnessError(f"the model failed on a batch of {x.shape[0]} windows ({what}): {type(e).__name__}: "
+                           f"{_one_line(e, 200)}", code=1) from None
+    want = (x.shape[0], x.shape[1], VOCAB_SIZE)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want or not logits.is_floating_point():
+        got = (tuple(logits.shape), str(logits.dtype)) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise HarnessError(f"model returned {got}, expected float logits of shape {want}", code=1)
+    bad = ~torch.isfinite(logits)
+    if bool(bad.any()):
+        raise ModelRefused("the model's logits are not finite", "finite",
+                           {"where": what, "nonfinite": int(bad.sum()), "of": int(bad.numel())})
+    return torch.log_softmax(logits.double(), dim=-1)  # model runs in fp32; normalised and summed in fp64
+
+
+def _deviation(new: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, tuple[int, ...]]:
+    """(worst excess over the tolerance, its deviation, index) of new vs ref log-probabilities."""
+    dev = (new - ref).abs()
+    excess = dev - (CHECK_ATOL + CHECK_RTOL * ref.abs())
+    flat = int(excess.argmax())
+    index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), excess.shape))
+    return float(excess.flatten()[flat]), float(dev.flatten()[flat]), index
+
+
 @torch.no_grad()
 def bits_per_byte(model: Any, data: torch.Tensor, seq_len: int,
                   n_bytes: int = EVAL_BYTES) -> float:
     """bpb = mean cross-entropy (nats) over target bytes 1..n_bytes of `data`, / ln 2.
 
-    The model predicts byte t+1 from the bytes <= t within its window (see eval_windows).
+    The model predicts byte t+1 from the bytes <= t within its window (see eval_windows). The
+    windows go through the model EVAL_BATCH at a time in eval_order; non-finite logits are refused.
     """
-    windows = eval_windows(len(data), seq_len, n_bytes)
+    windows = eval_order(eval_windows(len(data), seq_len, n_bytes))
     total_nats = 0.0
     scored = 0
-    offs = torch.arange(seq_len + 1)
     pos = torch.arange(seq_len)
     for b in range(0, len(windows), EVAL_BATCH):
         group = windows[b: b + EVAL_BATCH]
         group = group + [(group[-1][0], 0)] * (EVAL_BATCH - len(group))  # pad, scores nothing
-        starts = torch.tensor([s for s, _ in group])
+        x, y = _inputs(data, [s for s, _ in group], seq_len)
         n_scored = torch.tensor([n for _, n in group])
-        win = data[starts[:, None] + offs].long()
-        x, y = win[:, :-1], win[:, 1:]
-        logits = model(x)
-        if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (EVAL_BATCH, seq_len,
-                                                                            VOCAB_SIZE):
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
-            raise HarnessError(f"model returned {shape}, expected "
-                               f"({EVAL_BATCH}, {seq_len}, {VOCAB_SIZE})", code=1)
-        logp = torch.log_softmax(logits.double(), dim=-1)  # model runs in fp32; sum in fp64
+        logp = _log_probs(model, x, f"scoring batch {b // EVAL_BATCH}")
         nll = -logp.gather(-1, y[..., None]).squeeze(-1)  # [B, T] nats
         mask = pos[None, :] >= (seq_len - n_scored)[:, None]  # the last n_scored positions
         total_nats += float(nll[mask].sum())
@@ -687,34 +1424,148 @@ def bits_per_byte(model: Any, data: torch.Tensor, seq_len: int,
     return total_nats / scored / math.log(2)
 
 
-def evaluate(model_path: str | os.PathLike[str], splits: tuple[str, ...] = ("val",),
+@torch.no_grad()
+def check_batch(model: Any, data: torch.Tensor, seq_len: int, n_bytes: int = EVAL_BYTES) -> dict[str, Any]:
+    """A window's logits must not depend on the other windows of its batch.
+
+    The first scoring batch is run as scored, then with its other rows replaced by random bytes,
+    then by other real text, then each probed row alone (batch of 1). Raises ModelRefused("batch").
+    """
+    windows = eval_order(eval_windows(len(data), seq_len, n_bytes))[:EVAL_BATCH]
+    windows += [windows[-1]] * (EVAL_BATCH - len(windows))
+    starts = [s for s, _ in windows]
+    x, _ = _inputs(data, starts, seq_len)
+    ref = _log_probs(model, x, "batch check")
+    rows = sorted({0, EVAL_BATCH // 3, 2 * EVAL_BATCH // 3, EVAL_BATCH - 1})
+    others = [r for r in range(EVAL_BATCH) if r not in rows]
+    gen = torch.Generator().manual_seed(CHECK_SEED)
+    noise = x.clone()
+    noise[others] = torch.randint(0, VOCAB_SIZE, (len(others), seq_len), generator=gen)
+    # Other real text: the same rows' windows moved by half a window (never the text they held).
+    shifted = [min(s + seq_len // 2, len(data) - seq_len - 1) for s in starts]
+    text = _inputs(data, shifted, seq_len)[0]
+    text[rows] = x[rows]
+    # (label, batch, [(row of the scored batch, row of this batch)])
+    variants = [("other rows random bytes", noise, [(r, r) for r in rows]),
+                ("other rows other text", text, [(r, r) for r in rows])]
+    variants += [(f"row {r} alone", x[r:r + 1], [(r, 0)]) for r in rows]
+    worst = (-math.inf, 0.0)
+    for label, batch, pairs in variants:
+        lp = _log_probs(model, batch, "batch check")
+        for r, p in pairs:
+            excess, dev, (pos, byte) = _deviation(lp[p], ref[r])
+            if excess > 0:
+                raise ModelRefused("the model's output for a window depends on the other windows in its batch "
+                                   "(it could read the next window, i.e. the future)", "batch",
+                                   {"variant": label, "row": r, "position": pos, "byte": byte, "deviation": dev,
+                                    "tolerance": dev - excess})
+            worst = max(worst, (excess, dev))
+    return {"ok": True, "rows": len(rows), "variants": [v[0] for v in variants[:2]] + ["each row alone"],
+            "max_deviation": worst[1]}
+
+
+@torch.no_grad()
+def check_causal(model: Any, data: torch.Tensor, seq_len: int, n_bytes: int = EVAL_BYTES) -> dict[str, Any]:
+    """The logits at positions <= t must not change when the bytes after t change.
+
+    CAUSAL_WINDOWS real windows of the scored range, spread over it; for each, several cut
+    points t from the start to the end of the window, and two replacements of the bytes after
+    t: random bytes and the same positions of another real window. Raises ModelRefused("causal").
+    """
+    windows = [s for s, n in eval_windows(len(data), seq_len, n_bytes) if n == seq_len]
+    picked = sorted({windows[round(i * (len(windows) - 1) / max(1, CAUSAL_WINDOWS - 1))]
+                     for i in range(CAUSAL_WINDOWS)})
+    x, _ = _inputs(data, picked, seq_len)
+    cuts = sorted({t for t in (0, 1, seq_len // 4, seq_len // 2, 3 * seq_len // 4, seq_len - 2) if 0 <= t <= seq_len - 2})
+    gen = torch.Generator().manual_seed(CHECK_SEED + 1)
+    probes: list[tuple[int, int, str]] = []
+    rows: list[torch.Tensor] = []
+    for w in range(len(picked)):
+        donor = x[(w + 1) % len(picked)] if len(picked) > 1 else torch.roll(x[w], 1)
+        for t in cuts:
+            for label in ("random bytes", "another window"):
+                row = x[w].clone()
+                row[t + 1:] = (torch.randint(0, VOCAB_SIZE, (seq_len - t - 1,), generator=gen)
+                               if label == "random bytes" else donor[t + 1:])
+                probes.append((w, t, label))
+                rows.append(row)
+    ref = _log_probs(model, x, "causality check")
+    allx = torch.stack(rows)
+    lps = [_log_probs(model, allx[i:i + EVAL_BATCH], "causality check") for i in range(0, len(rows), EVAL_BATCH)]
+    lp = torch.cat(lps)
+    worst = (-math.inf, 0.0)
+    for i, (w, t, label) in enumerate(probes):
+        excess, dev, (pos, byte) = _deviation(lp[i, :t + 1], ref[w, :t + 1])
+        if excess > 0:
+            raise ModelRefused("the model looks at future bytes: its prediction at a position changes when "
+                               "only later bytes of the window change", "causal",
+                               {"window_start": picked[w], "cut": t, "replaced_with": label, "position": pos,
+                                "byte": byte, "deviation": dev, "tolerance": dev - excess})
+        worst = max(worst, (excess, dev))
+    return {"ok": True, "windows": len(picked), "cuts": cuts, "probes": len(probes), "max_deviation": worst[1]}
+
+
+def _eval_splits(splits: Iterable[str]) -> tuple[str, ...]:
+    asked = [s for s in splits if s]
+    for s in asked:
+        if s not in EVAL_SPLITS:
+            raise HarnessError(f"cannot evaluate on split {s!r} ({', '.join(EVAL_SPLITS)})", code=1)
+    # val is the metric and train its reference (the train/val gap flag): both always scored.
+    return tuple(s for s in EVAL_SPLITS if s in asked or s in ("val", "train"))
+
+
+def evaluate(model_path: str | os.PathLike[str], splits: Iterable[str] = DEFAULT_EVAL_SPLITS,
              directory: Path | None = None) -> dict[str, Any]:
-    """Load an exported model and compute bpb on the requested splits (float32, no grad)."""
+    """Load a saved model, check it, and compute bpb on the requested splits (float32 model, no grad).
+
+    Raises ModelRefused (unsafe file, or a failed check: finite, batch, causal) or HarnessError.
+    """
     setup_threads()
     t0 = time.perf_counter()
+    timing: dict[str, float] = {}
+    names = _eval_splits(splits)
     directory = directory or data_dir()
-    verify(directory)
+    verify(directory, splits=names)
+    timing["verify"] = time.perf_counter() - t0
+    t = time.perf_counter()
     model, meta = load_model(model_path)
     seq_len = int(meta["seq_len"])
+    timing["load"] = time.perf_counter() - t
+    budget = {"val": EVAL_BYTES, "holdout": EVAL_BYTES, OOD_SPLIT: OOD_EVAL_BYTES, "train": TRAIN_EVAL_BYTES}
+    data: dict[str, torch.Tensor] = {}
+    n_bytes: dict[str, int] = {}
+    for split in names:
+        data[split] = _read_prefix(directory, split, budget[split] + 1)
+        n_bytes[split] = min(budget[split], len(data[split]) - 1)
+        if n_bytes[split] < budget[split]:
+            print(f"warning: {split} split has only {len(data[split])} bytes; scoring {n_bytes[split]} bytes "
+                  f"instead of {budget[split]}", file=sys.stderr)
+    checks: dict[str, dict[str, Any]] = {"load": {"ok": True, "format": meta["format"], "ops": meta["ops"]}}
+    t = time.perf_counter()
+    checks["batch"] = check_batch(model, data["val"], seq_len, n_bytes["val"])
+    timing["check_batch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    checks["causal"] = check_causal(model, data["val"], seq_len, n_bytes["val"])
+    timing["check_causal"] = time.perf_counter() - t
     result: dict[str, Any] = {}
-    n_val = EVAL_BYTES
-    for split in splits:
-        if split not in ("val", "holdout"):
-            raise HarnessError(f"cannot evaluate on split {split!r} (val or holdout)", code=1)
-        data = torch.frombuffer(bytearray((directory / f"{split}.bin").read_bytes()),
-                                dtype=torch.uint8)
-        n = min(EVAL_BYTES, len(data) - 1)
-        if n < EVAL_BYTES:
-            print(f"warning: {split} split has only {len(data)} bytes; scoring {n} bytes "
-                  f"instead of {EVAL_BYTES}", file=sys.stderr)
-        bpb = bits_per_byte(model, data, seq_len, n)
-        if not math.isfinite(bpb):
-            raise HarnessError(f"{split} bpb is not finite ({bpb})", code=1)
-        result[f"{split}_bpb"] = bpb
-        if split == "val":
-            n_val = n
-    result["val_bytes"] = n_val
+    for split in names:
+        t = time.perf_counter()
+        result[f"{split}_bpb"] = bits_per_byte(model, data[split], seq_len, n_bytes[split])
+        timing[split] = time.perf_counter() - t
+    checks["finite"] = {"ok": True, "how": "every logit of every forward pass of the evaluation"}
+    checks["normalized"] = {"ok": True, "how": NORMALIZED}
+    gap = result["val_bpb"] - result["train_bpb"]
+    checks["train_gap"] = {"ok": gap >= -TRAIN_GAP_FLAG_BPB, "val_minus_train_bpb": gap,
+                           "flag_below": -TRAIN_GAP_FLAG_BPB}
+    flags = []
+    if gap < -TRAIN_GAP_FLAG_BPB:
+        flags.append(f"val far below train: the model may have seen the validation bytes "
+                     f"(val_bpb {result['val_bpb']:.3f}, train_bpb {result['train_bpb']:.3f})")
+    result["val_bytes"] = n_bytes["val"]
     result["eval_seconds"] = time.perf_counter() - t0
+    result["checks"] = checks
+    result["flags"] = flags
+    result["timing"] = {k: round(v, 3) for k, v in timing.items()}
     return result
 
 
@@ -726,14 +1577,18 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:
         ap = argparse.ArgumentParser(prog="prepare.py evaluate",
-                                     description="Print val/holdout bpb of an exported model "
-                                                 "as one JSON line.")
-        ap.add_argument("--model", required=True, help="artifact written by save_model")
-        ap.add_argument("--splits", default="val", help="comma-separated: val,holdout")
+                                     description="Check a saved model and print its bpb as one JSON line "
+                                                 "(exit 0), or why it is refused (one JSON line, exit 4).")
+        ap.add_argument("--model", required=True, help="archive written by save_model")
+        ap.add_argument("--splits", default=",".join(DEFAULT_EVAL_SPLITS),
+                        help="comma-separated, of val,holdout,ood,train (val and train are always scored)")
         args = ap.parse_args(argv[1:])
-        splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
         try:
-            result = evaluate(args.model, splits)
+            result = evaluate(args.model, [s.strip() for s in args.splits.split(",")])
+        except ModelRefused as e:
+            print(json.dumps({"refused": _one_line(e, 500), "check": e.check, "evidence": e.evidence}), flush=True)
+            print(f"refused ({e.check}): {_one_line(e, 500)}", file=sys.stderr)
+            return EXIT_REFUSED
         except HarnessError as e:
             print(f"error: {e}", file=sys.stderr)
             return e.code
@@ -741,7 +1596,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     ap = argparse.ArgumentParser(prog="prepare.py",
-                                 description="Build (or verify) the train/val/holdout corpus.")
+                                 description="Build (or verify) the train/val/holdout/ood corpus.")
     ap.add_argument("--corpus", default=os.environ.get("OVERNIGHT_CORPUS") or DEFAULT_CORPUS,
                     choices=["sympy", "fineweb"])
     ap.add_argument("--source", help="fineweb: local directory/files or http(s) URL(s), "
@@ -750,13 +1605,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="fineweb: stop after this many corpus bytes")
     ap.add_argument("--rebuild", action="store_true", help="rebuild even if the data verifies")
     ap.add_argument("--json", action="store_true",
-                    help="end with one JSON line {data_dir, manifest_sha256} for the daemon, which "
-                         "pins the manifest for the session and re-checks it before every evaluation")
+                    help="end with one JSON line {data_dir, manifest_sha256, training_files, hidden_sources} "
+                         "for the daemon, which pins the manifest for the session, shows training runs only "
+                         "training_files and hides hidden_sources from them")
     args = ap.parse_args(argv)
     directory = data_dir(args.corpus)
     t0 = time.perf_counter()
     try:
         manifest = build(args.corpus, args.source, args.rebuild, directory, args.max_bytes)
+        hidden = hidden_sources(manifest)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
@@ -764,12 +1621,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"corpus {manifest['corpus']} ({manifest['source']} "
           f"{manifest.get('source_version') or ''}) at {directory} "
           f"[{time.perf_counter() - t0:.1f}s]")
-    for s in SPLITS:
+    for s in ALL_SPLITS:
         f = files[f"{s}.bin"]
         print(f"  {s + '.bin':12s} {f['bytes']:>12,d} bytes  sha256 {f['sha256'][:16]}…")
     if args.json:
         digest = hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest()
-        print(json.dumps({"data_dir": str(directory), "manifest_sha256": digest}), flush=True)
+        print(json.dumps({"data_dir": str(directory.absolute()), "manifest_sha256": digest,
+                          "training_files": list(TRAINING_FILES), "hidden_sources": hidden}), flush=True)
     return 0
 
 

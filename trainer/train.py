@@ -1,8 +1,8 @@
 """Byte-level GPT trained under a fixed compute budget. THIS is the file agents edit.
 
 Run by hand:  python train.py            (budget 60 s, prints progress)
-Run by the daemon: env OVERNIGHT_BUDGET_S / _CHANNEL_FD / _MODEL_OUT / _SEED / _THREADS set.
-Score: python prepare.py evaluate --model model.pt2   (the frozen metric, val bits per byte)
+Run by the daemon: env OVERNIGHT_BUDGET_S / _CHANNEL_FD / _MODEL_OUT / _SEED / _THREADS / _SCALE set.
+Score: python prepare.py evaluate --model model.ovm   (the frozen metric, val bits per byte)
 
 Reading order: config -> model -> data -> optimizer/schedule -> loop -> summary.
 """
@@ -17,7 +17,7 @@ MLP_MULT = 4           # MLP hidden width = MLP_MULT * N_EMBD
 SEQ_LEN = 64           # context length in bytes (also used by the evaluation)
 BATCH_SIZE = 16        # sequences per step (16 beat 32 at a 30 s budget: 2.93 vs 3.08 bpb)
 LR = 3e-3              # peak AdamW learning rate
-WARMUP_FRAC = 0.03     # linear warmup, as a fraction of the time budget
+WARMUP_FRAC = 0.03     # linear warmup, as a fraction of the budget (of the planned steps)
 FINAL_LR_FRAC = 0.1    # LR decays (cosine) to LR * FINAL_LR_FRAC at the end of the budget
 WEIGHT_DECAY = 0.1     # AdamW weight decay on matrices (not on embeddings/norms)
 BETA1 = 0.9            # AdamW beta1
@@ -35,6 +35,16 @@ import prepare  # noqa: E402  (import before torch: it sets OMP_WAIT_POLICY)
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+
+# ---------------------------------------------------------------------------------------
+# Scale: the daemon's transfer check runs this file with OVERNIGHT_SCALE > 1 to ask whether a
+# gain survives a bigger model. The one place where the config above is changed: width
+# (rounded to a multiple of N_HEAD) and depth both grow by the factor.
+# ---------------------------------------------------------------------------------------
+SCALE = prepare.scale()
+if SCALE > 1:
+    N_EMBD = max(N_HEAD, round(N_EMBD * SCALE / N_HEAD) * N_HEAD)
+    N_LAYER = max(1, round(N_LAYER * SCALE))
 
 # ---------------------------------------------------------------------------------------
 # Model
@@ -91,7 +101,7 @@ threads = prepare.setup_threads()
 seed = prepare.seed_everything()
 device = prepare.get_device()
 report = prepare.Reporter()
-budget = prepare.Budget(device=device)
+budget = prepare.Budget(device=device, reporter=report)  # sends the "calibrated" frame through it
 
 train_data = prepare.load_split("train")  # uint8 tensor on CPU; exits 2 if data is bad
 gen = torch.Generator().manual_seed(seed)
@@ -119,7 +129,7 @@ optimizer = torch.optim.AdamW(
 
 
 def lr_at(frac: float) -> float:
-    """LR as a function of the fraction of the time budget used (warmup, then cosine)."""
+    """LR as a function of the fraction of the budget used (warmup, then cosine)."""
     if frac < WARMUP_FRAC:
         return LR * (frac + 1e-3) / WARMUP_FRAC
     t = (frac - WARMUP_FRAC) / max(1e-9, 1.0 - WARMUP_FRAC)
@@ -159,7 +169,7 @@ while not budget.done():
                         max(1e-9, now - last_report), lr)
         last_report, last_tokens, loss_sum, loss_n = now, tokens, 0.0, 0
 report.end(step, budget, tokens)
-train_s, train_wall = budget.elapsed(), budget.wall()
+train_s, train_wall, train_cpu = budget.elapsed(), budget.wall(), budget.cpu()
 
 # ---------------------------------------------------------------------------------------
 # Hand-off and summary
@@ -167,6 +177,6 @@ train_s, train_wall = budget.elapsed(), budget.wall()
 t0 = time.perf_counter()
 path = prepare.save_model(model, SEQ_LEN)
 print(f"done: {step} steps, {tokens:,} tokens, {n_params:,} params, "
-      f"{train_s:.1f}s {budget.clock} clock ({train_wall:.1f}s wall), "
+      f"{train_s:.1f}s {budget.clock} clock ({train_wall:.1f}s wall, {train_cpu:.1f}s cpu/thread), "
       f"{tokens / max(1e-9, train_s):,.0f} tok/s, export {time.perf_counter() - t0:.1f}s "
       f"-> {path}", file=sys.stderr)

@@ -21,6 +21,7 @@ from ..annotate import History, Touch, onto_buffer
 from ..config import Config
 from ..journal import Experiment, Journal
 from ..loop import Event, Loop, LoopError
+from ..noise import session_noise
 from ..suggestions import SuggestionBook
 from ..watch import UserFileWatcher
 
@@ -161,6 +162,8 @@ class DaemonCore:
             self._changed()
         elif event.kind == "rebased":
             self._changed()
+        elif event.kind in ("phase", "flag", "transfer"):
+            self._notify_state()
         elif event.kind == "thought":
             self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(
                 experiment_id=data.get("experiment_id"), text=data["text"], done=data["done"]))
@@ -186,17 +189,23 @@ class DaemonCore:
                                             else self.loop.state)
         n, kept = self.journal.counts(self.tag) if self.tag else (0, 0)
         incumbent = self.journal.incumbent(self.tag) if self.tag else None
-        baseline = self.journal.baseline(self.tag) if self.tag else None
-        sigma = baseline.evidence.get("sigma") if baseline and baseline.evidence else None
+        noise = session_noise(self.journal, self.tag, self.cfg.min_sigma) if self.tag else None
+        transfers = self.journal.transfers(self.tag) if self.tag else []
+        ratio = transfers[-1]["ratio"] if transfers and transfers[-1]["ratio"] is not None else None
+        flags = [str(f["text"]) for f in self.journal.flags(self.tag)[-5:]] if self.tag else []
+        sandbox = self.loop.sandbox
         return t.LoopStatus(
             state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.loop.cfg.budget,
-            clock=t.Clock(self.cfg.clock), sigma=sigma,
+            clock=t.Clock(self.cfg.clock), sigma=noise.sigma if noise is not None and noise.df > 0 else None,
             best=t.BestResult(id=incumbent.id, val_bpb=incumbent.val_bpb)
             if incumbent and incumbent.val_bpb is not None else None,
             current=summary(self.current) if self.current else None,
             live=self._live if self.current else None,
             experiments=n, kept=kept,
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
+            phase=t.Phase(self.loop.phase) if self.loop.phase and self.current else None,
+            sealed=sandbox.sealed if sandbox is not None else self.cfg.sandbox != "none",
+            flags=flags or None, transfer_ratio=float(ratio) if ratio is not None else None,
         )
 
     def session_head(self) -> str | None:
@@ -239,14 +248,15 @@ class DaemonCore:
                 steps=r.steps, tokens=r.tokens, tokens_per_s=r.tokens_per_s, n_params=r.n_params, device=r.device,
                 peak_mem_mb=r.peak_mem_mb, train_seconds=r.train_seconds, wall_seconds=r.wall_seconds, error=r.error,
                 log_tail=r.log_tail, curve=[(int(s), float(e), float(loss)) for s, e, loss in r.curve],
-                started=r.started, finished=r.finished,
+                started=r.started, finished=r.finished, ood_bpb=r.ood_bpb, train_bpb=r.train_bpb,
+                steps_planned=r.steps_planned, cpu_seconds=r.cpu_seconds, checks=r.checks or None, flags=r.flags or None,
             )
             for i, r in enumerate(self.journal.runs(exp.id))
         ]
         return t.ExperimentDetail(
             experiment=summary(exp), hypothesis=exp.hypothesis, reasoning=exp.reasoning, diff=exp.diff,
             decision_reason=exp.decision_reason, decided_by=exp.decided_by, evidence=exp.evidence,
-            holdout_bpb=exp.holdout_bpb, error=exp.error, runs=runs,
+            holdout_bpb=exp.holdout_bpb, ood_bpb=exp.ood_bpb, error=exp.error, runs=runs,
         )
 
 
