@@ -92,7 +92,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         replay_file=str(Path(args.replay_file).resolve()) if args.replay_file else None,
     )
     agent = make_agent(cfg)
-    view = LiveView(console, agent=agent.name, budget=cfg.budget)
+    # The view reads what the session already holds (pooled σ, incumbent, flags, seal) from the loop's journal.
+    view = LiveView(console, agent=agent.name, budget=cfg.budget, journal=lambda: loop.journal)
     loop = Loop(cfg, agent, listener=view, resumable=False)  # no daemon: nobody can `overnight resume` it
 
     def on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -281,13 +282,15 @@ def cmd_results(args: argparse.Namespace, console: Console) -> int:
 
     with _journal(_config(args)) as journal:
         tag = _tag(journal, args.tag)
+        if args.format == "table":
+            # The session's header (sealed or not, the pooled noise), the table, transfer checks and flags.
+            console.print(report.results(journal, tag))
+            return 0
         table = report.rows(journal, tag)
     if args.format == "tsv":
         sys.stdout.write(report.to_tsv(table))
-    elif args.format == "json":
-        sys.stdout.write(report.to_json(table) + "\n")
     else:
-        console.print(report.to_table(table, title=f"session {tag}"))
+        sys.stdout.write(report.to_json(table) + "\n")
     return 0
 
 
@@ -298,7 +301,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
         exp = journal.experiment(args.id)
         if exp is None:
             raise CliError(f"no experiment #{args.id} in the journal")
-        console.print(report.show(exp, journal.runs(exp.id)))
+        console.print(report.show(exp, journal.runs(exp.id), journal))
     return 0
 
 

@@ -1,7 +1,10 @@
-"""The terminal view of a running loop: current experiment, budget bar, best so far, last results.
+"""The terminal view of a running loop: current experiment and its phase, budget bar, best so far, last results.
 
 It is a loop listener. On a terminal it keeps a live panel (rich.Live) and prints one line per
-finished experiment above it; elsewhere (a pipe, CI) it prints the lines only.
+finished experiment above it; elsewhere (a pipe, CI) it prints the lines only. What the session
+already knows (the pooled noise, the incumbent, flags, the latest transfer check, whether runs are
+sealed) is read from the journal, so a resumed session shows it from the start, not only once
+events bring it.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -18,18 +22,23 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .journal import Experiment
+from .decide import Noise
+from .journal import Experiment, Journal
 from .loop import Event
-from .report import STATUS_STYLE
+from .report import PHASE_LABEL, STATUS_STYLE, UNSEALED, session_facts
 
 _RECENT = 8
+_FLAGS = 3  # the newest flags the panel keeps showing
 
 
 class LiveView:
-    def __init__(self, console: Console, agent: str, budget: float) -> None:
+    def __init__(self, console: Console, agent: str, budget: float,
+                 journal: Callable[[], Journal | None] | None = None) -> None:
         self.console = console
         self.agent = agent
         self.budget = budget
+        # Where the session's state is read from (the loop's journal, once it has opened it).
+        self.journal = journal or (lambda: None)
         self._lock = threading.Lock()
         self.tag = ""
         self.state = "starting"
@@ -38,13 +47,22 @@ class LiveView:
         self.current: Experiment | None = None
         self.run_index = 0
         self.runs_planned = 1
+        self.run_budget = budget
         self.frame: dict[str, Any] = {}
         self.run_started = 0.0
+        self.phase = ""
+        self.phase_started = 0.0
         self.recent: list[Experiment] = []
         self.best: Experiment | None = None
-        self.sigma: float | None = None
+        self.noise: Noise | None = None  # pooled over every run of unchanged code in the session
+        self.sigma: float | None = None  # noise.sigma, once measured
+        self.sealed: bool | None = None
+        self.flags: list[str] = []
+        self.transfer: dict[str, Any] | None = None
         self.thought = ""
         self._thought_done = False
+        self._flagged: list[str] = []  # flags printed, whose duplicate warning message is not printed again
+        self._remeasure = False
         self._live: Live | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -68,17 +86,51 @@ class LiveView:
             if handler is not None:
                 handler(**event.data)
 
+    def _refresh(self) -> None:
+        """What the session holds now: pooled σ, the incumbent, flags, the latest transfer check, the seal."""
+        journal = self.journal()
+        if journal is None or not self.tag:
+            return
+        session = journal.session(self.tag)
+        if session is None:
+            return
+        facts = session_facts(journal, self.tag)
+        self.sealed = facts.sealed
+        self.noise = facts.noise if facts.noise.df >= 1 else None
+        self.sigma = self.noise.sigma if self.noise is not None else None
+        budget = session.config.get("budget")
+        if isinstance(budget, (int, float)) and budget > 0:
+            self.budget = float(budget)
+        incumbent = journal.incumbent(self.tag)
+        if incumbent is not None:
+            self.best = incumbent
+        self.flags = [str(f["text"]) for f in journal.flags(self.tag)][-_FLAGS:]
+        transfers = journal.transfers(self.tag)
+        self.transfer = transfers[-1] if transfers else None
+
     def _on_session(self, tag: str, resumed: bool, worktree: str, branch: str) -> None:
+        if tag != self.tag:  # a new session (a new budget) starts from nothing
+            self.best, self.noise, self.sigma, self.flags, self.transfer, self.recent = None, None, None, [], None, []
         self.tag = tag
+        self._refresh()
         verb = "resuming" if resumed else "starting"
-        self.console.print(
-            f"[bold]Overnight[/] {verb} session [bold]{escape(tag)}[/] on branch {escape(branch)}  (worktree {escape(worktree)})"
-        )
+        line = (f"[bold]Overnight[/] {verb} session [bold]{escape(tag)}[/] on branch {escape(branch)}  "
+                f"(worktree {escape(worktree)})")
+        if self.sealed is False:
+            line += "  [bold red]UNSEALED[/]"
+        self.console.print(line)
+        if resumed and (self.best is not None or self.noise is not None):
+            best = f"best {self.best.val_bpb:.4f} (#{self.best.id})" if self.best and self.best.val_bpb is not None else ""
+            noise = self._noise_text()
+            self.console.print(f"[dim]{escape(' · '.join(p for p in (best, noise) if p))}[/]")
 
     def _on_state(self, state: str, message: str) -> None:
         if state == "paused" and (self.state, self.state_message) != (state, message):
             self.console.print(f"[yellow bold]paused:[/] {escape(message)}")
         self.state, self.state_message = state, message
+        if state in ("proposing", "paused", "stopped", "preparing"):
+            # Between experiments (a transfer check's runs end without an experiment_finished): nothing in flight.
+            self.current, self.phase = None, ""
         if state == "proposing":
             self.thought = ""
         if state in ("preparing", "stopped"):
@@ -94,30 +146,62 @@ class LiveView:
             self.console.print(f"[dim]agent: {escape(' '.join(self.thought.split())[:300])}[/]")
 
     def _on_message(self, level: str, text: str) -> None:
+        if level == "warning" and text in self._flagged:
+            self._flagged.remove(text)  # printed already, as a flag
+            return
         style = {"error": "red", "warning": "yellow"}.get(level, "dim")
         self.console.print(f"[{style}]{escape(text)}[/]")
 
+    def _on_flag(self, text: str) -> None:
+        self.flags = [*self.flags, text][-_FLAGS:]
+        self._flagged = [*self._flagged, text][-_FLAGS:]
+        self.console.print(f"[bold yellow]⚠ flagged for you:[/] [yellow]{escape(text)}[/]")
+
+    def _on_transfer(self, incumbent_id: int, ratio: float | None, gain: float | None,
+                     gain_at_budget: float | None) -> None:
+        self.transfer = {"incumbent_id": incumbent_id, "ratio": ratio, "gain": gain, "gain_at_budget": gain_at_budget}
+
     def _on_experiment_started(self, experiment: Experiment, runs_planned: int) -> None:
         self.current, self.runs_planned, self.state = experiment, runs_planned, "running"
-        self.console.print(f"[cyan]▶ #{experiment.id}[/] {escape(experiment.description)}")
+        self._remeasure = experiment.is_final  # the incumbent re-run, or a transfer check's run
+        self.frame, self.phase = {}, ""
+        if self._remeasure:
+            self.console.print(f"[cyan]▶ #{experiment.id}[/] [dim]again: {escape(experiment.description)}[/]")
+        else:
+            self.console.print(f"[cyan]▶ #{experiment.id}[/] {escape(experiment.description)}")
+
+    def _on_phase(self, phase: str, experiment_id: int | None = None, run: int | None = None) -> None:
+        if phase != self.phase:
+            self.phase, self.phase_started = phase, time.monotonic()
 
     def _on_run_started(self, experiment_id: int, run: int, seed: int, budget: float, clock: str) -> None:
         self.run_index, self.frame, self.run_started, self.clock = run, {}, time.monotonic(), clock
+        self.run_budget = budget
+        if self.phase == "waiting":
+            self.phase = ""
 
     def _on_progress(self, experiment_id: int, run: int, frame: dict[str, Any]) -> None:
         if frame.get("type") == "progress":
             self.frame = frame
 
     def _on_run_finished(self, experiment_id: int, run: int, outcome: Any) -> None:
-        pass
+        self.phase = ""
 
     def _on_experiment_finished(self, experiment: Experiment) -> None:
-        self.current = None
-        self.recent = [*self.recent, experiment][-_RECENT:]
+        self.current, self.phase = None, ""
+        self.recent = [*(e for e in self.recent if e.id != experiment.id), experiment][-_RECENT:]
         if experiment.status == "keep":
             self.best = experiment
-            if experiment.kind == "baseline" and experiment.evidence:
-                self.sigma = experiment.evidence.get("sigma")
+            if experiment.kind == "baseline" and experiment.evidence and self.journal() is None:
+                # No journal to pool from: the baseline's own σ, said so (see _noise_text).
+                sigma = experiment.evidence.get("sigma")
+                self.sigma = float(sigma) if isinstance(sigma, (int, float)) else None
+        self._refresh()
+        if self._remeasure:
+            mean = f" {experiment.val_bpb:.4f}" if experiment.val_bpb is not None else ""
+            self.console.print(f"[dim]  #{experiment.id} re-measured: mean of its runs now{mean}[/]")
+            self._remeasure = False
+            return
         self.console.print(_result_line(experiment))
 
     # -- rendering --------------------------------------------------------------------------------
@@ -125,6 +209,8 @@ class LiveView:
     def render(self) -> RenderableType:
         with self._lock:
             parts: list[RenderableType] = [self._header()]
+            for flag in reversed(self.flags):
+                parts.append(Text(f"⚠ {flag}", style="yellow"))
             if self.current is not None:
                 parts.append(self._current())
             elif self.state_message:
@@ -136,18 +222,37 @@ class LiveView:
                 parts.append(self._recent())
             return Group(*parts)
 
+    def _noise_text(self) -> str:
+        if self.noise is not None:
+            return f"noise σ {self.noise.sigma:.4f} (pooled: {self.noise.runs} runs, {self.noise.df} df)"
+        if self.sigma is not None:
+            return f"noise σ {self.sigma:.4f} (baseline)"
+        return ""
+
     def _header(self) -> Text:
         t = Text()
         t.append("Overnight ", style="bold")
         t.append(f"· session {self.tag} · agent {self.agent} · budget {self.budget:g} s")
         if self.clock:
             t.append(f" ({self.clock} clock)")
-        if self.sigma is not None:
-            t.append(f" · noise σ {self.sigma:.4f}")
+        noise = self._noise_text()
+        if noise:
+            t.append(f" · {noise}")
         if self.best is not None and self.best.val_bpb is not None:
             t.append(" · best ")
             t.append(f"{self.best.val_bpb:.4f}", style="bold green")
             t.append(f" (#{self.best.id})")
+        if self.transfer is not None:
+            ratio = self.transfer.get("ratio")
+            t.append(f" · transfer #{self.transfer.get('incumbent_id')}: ")
+            if isinstance(ratio, (int, float)):
+                t.append(f"{ratio:.0%} of the gain survived", style="green" if ratio >= 0.5 else "yellow")
+            else:
+                t.append("failed", style="yellow")
+        if self.sealed is False:
+            t.append(" · ")
+            t.append("UNSEALED", style="bold red")
+            t.append(f"\n{UNSEALED}", style="red")
         return t
 
     def _current(self) -> Table:
@@ -156,30 +261,38 @@ class LiveView:
         grid.add_column()
         grid.add_column()
         elapsed = float(self.frame.get("elapsed", 0.0))
+        budget = self.run_budget or self.budget
         grid.add_row(
             Text(f"#{self.current.id}", style="cyan bold"),
             Text(f"{self.current.description}   run {self.run_index + 1}/{self.runs_planned}"),
         )
-        bar = ProgressBar(total=self.budget, completed=min(elapsed, self.budget), width=40)
+        done = budget if self.phase in ("exporting", "evaluating") else min(elapsed, budget)
+        bar = ProgressBar(total=budget, completed=done, width=40)
         grid.add_row(Text("budget"), Group(bar))
         loss = self.frame.get("train_loss")
-        detail = f"{elapsed:5.1f}/{self.budget:g} s"
+        detail = f"{elapsed:5.1f}/{budget:g} s"
         if isinstance(loss, (int, float)) and math.isfinite(loss):
             detail += f" · step {self.frame.get('step', 0)} · loss {loss:.3f} ({loss / math.log(2):.3f} bpb)"
         tps = self.frame.get("tokens_per_s")
         if isinstance(tps, (int, float)):
             detail += f" · {tps:,.0f} tok/s"
         if not self.frame:
-            detail = f"starting… {time.monotonic() - self.run_started:.0f} s"
+            detail = f"{time.monotonic() - self.run_started:.0f} s"
+        phase = self.phase or ("" if self.frame else "starting")
+        if phase:
+            since = f" {time.monotonic() - self.phase_started:.0f} s" if self.phase and phase != "training" else ""
+            label = Text(f"{PHASE_LABEL.get(phase, phase)}{since}", style="bold yellow" if phase == "waiting" else "cyan")
+            grid.add_row(Text("phase"), label)
         grid.add_row(Text(""), Text(detail, style="dim"))
         return grid
 
     def _recent(self) -> Table:
         t = Table(title="last results", title_justify="left", box=None, padding=(0, 1))
-        for col in ("#", "val_bpb", "status", "description"):
+        for col in ("#", "val_bpb", "holdout", "status", "description"):
             t.add_column(col)
         for e in self.recent:
             t.add_row(str(e.id), f"{e.val_bpb:.4f}" if e.val_bpb is not None else "—",
+                      f"{e.holdout_bpb:.4f}" if e.holdout_bpb is not None else "—",
                       Text(e.status, style=STATUS_STYLE.get(e.status, "")), Text(e.description[:70]))
         return t
 

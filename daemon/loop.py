@@ -15,7 +15,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -802,7 +801,8 @@ class Loop:
         while True:
             self._wait_for_machine()
             if self.stop_requested.is_set():
-                return self._interrupted(exp)
+                self._interrupted(exp)
+                return None
             request = self._request(exp, k, seed, budget, scale, log_name)
             self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock)
             started = time.time()
@@ -812,7 +812,8 @@ class Loop:
             )
             self.phase = ""
             if outcome.status == "interrupted":
-                return self._interrupted(exp)
+                self._interrupted(exp)
+                return None
             if record:
                 measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
                 self.journal.add_run(Run(experiment_id=exp.id, seed=seed, started=started, finished=time.time(),
@@ -834,12 +835,11 @@ class Loop:
         experiment interrupted while it was re-measured, the incumbent, stays as it was.)"""
         assert self.journal is not None and self.ws is not None
         if exp.is_final:
-            return None
+            return
         self.journal.set_status(exp.id, "interrupted")
         self.journal.delete_runs(exp.id)
         self.ws.reset_to(exp.parent_commit)
         self._emit("message", level="info", text=f"#{exp.id} interrupted; it re-runs on the next start")
-        return None
 
     # -- between experiments: the incumbent again, and at scale -------------------------------------
 

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 KINDS = ("bwrap", "none")
@@ -82,7 +82,7 @@ class UnsafeFile(ValueError):
 @dataclass(frozen=True)
 class Launch:
     """What to hand to ``subprocess.Popen``: ``Popen(launch.argv, env=launch.env, cwd=launch.cwd,
-    pass_fds=launch.pass_fds, preexec_fn=launch.apply_rlimits, ...)``."""
+    pass_fds=launch.pass_fds, preexec_fn=launch.preexec, start_new_session=True, ...)``."""
 
     argv: tuple[str, ...]
     env: dict[str, str]
@@ -92,11 +92,11 @@ class Launch:
     # (resource, (soft, hard)) pairs, prepared here so that the child only makes system calls.
     rlimits: tuple[tuple[int, tuple[int, int]], ...]
 
-    def apply_rlimits(self) -> None:
-        """For ``preexec_fn`` (in the forked child, before exec): only setrlimit calls on prepared
-        tuples, no import, lock or allocation, so it is safe even though the daemon has threads.
-        Set before exec, the limits bind bwrap and everything it starts; set after start with
-        prlimit on the pid, they would miss whatever bwrap had already forked."""
+    def preexec(self) -> None:
+        """For ``preexec_fn``, in the forked child before exec: setrlimit on prepared tuples and
+        nothing else (no import, no lock but the GIL, which CPython re-creates in the child), so it
+        is safe although the daemon has threads. Set before exec, the limits bind bwrap and all it
+        starts; prlimit on the pid after start would race bwrap's own fork into the sandbox."""
         for res, limits in self.rlimits:
             resource.setrlimit(res, limits)
 
@@ -104,9 +104,11 @@ class Launch:
 @dataclass(frozen=True)
 class _Bwrap:
     path: str
+    # --unshare-user: not for a setuid bwrap (it makes its own namespaces), nor for root where user
+    # namespaces are off (root is sealed by its dropped capabilities alone).
+    userns: bool
     disable_userns: bool  # --disable-userns (bwrap >= 0.8): no nested user namespace to rearrange mounts
     size: bool  # --size (bwrap >= 0.8): a bounded tmpfs
-    setuid: bool  # a setuid bwrap makes its own namespaces; --unshare-user/--disable-userns do not apply
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ def _first_line(text: str) -> str:
 def _hint(message: str) -> str:
     """What to do about a failed probe, from bwrap's own words."""
     lowered = message.lower()
-    if "namespace" in lowered or "uid map" in lowered or "setting up uid" in lowered:
+    # "loopback: Failed RTM_NEWADDR" is Ubuntu 24.04's AppArmor leaving the new namespace powerless.
+    if any(word in lowered for word in ("namespace", "uid map", "rtm_newaddr", "loopback")):
         return ("user namespaces look disabled: check `sysctl kernel.unprivileged_userns_clone` (must be 1), "
                 "`sysctl user.max_user_namespaces` (> 0) and, on Ubuntu 24.04, "
                 "`sysctl kernel.apparmor_restrict_unprivileged_userns` (0, or an AppArmor profile that allows bwrap)")
@@ -165,15 +168,15 @@ def _features(path: str) -> _Bwrap:
         raise _unavailable(path, str(exc)) from None
     if proc.returncode != 0:
         raise _unavailable(path, _first_line(proc.stderr or proc.stdout))
-    setuid = bool(os.stat(path).st_mode & stat.S_ISUID)
-    return _Bwrap(path, "--disable-userns" in proc.stdout and not setuid, "--size" in proc.stdout, setuid)
+    userns = not os.stat(path).st_mode & stat.S_ISUID
+    return _Bwrap(path, userns, userns and "--disable-userns" in proc.stdout, "--size" in proc.stdout)
 
 
 def _namespace_flags(bw: _Bwrap, network: bool) -> list[str]:
     """The isolation every sandbox gets; the probe runs with exactly these."""
     flags = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "overnight",
              "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-    if not bw.setuid:
+    if bw.userns:
         # Explicit even as root: a user namespace is what lets --disable-userns forbid nested ones.
         flags.append("--unshare-user")
     if bw.disable_userns:
@@ -183,20 +186,31 @@ def _namespace_flags(bw: _Bwrap, network: bool) -> list[str]:
     return flags
 
 
+def _try(bw: _Bwrap) -> str | None:
+    """Why a trivial command fails in the namespaces and base filesystem a real run gets, or None."""
+    argv = [bw.path, *_namespace_flags(bw, network=False), *_base_fs(bw, gpu=False, tmpfs_bytes=1 << 20), "--", "/bin/true"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env={"PATH": SAFE_PATH})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if proc.returncode != 0:
+        return _first_line(proc.stderr) if proc.stderr.strip() else f"exit code {proc.returncode}"
+    return None
+
+
 def _probe(path: str) -> _Bwrap:
-    """Run a trivial command in the same namespaces and base filesystem as a real run, once per process."""
+    """The sandbox checked for real, once per process (a failure is not cached: the admin may fix it)."""
     with _probe_lock:
         if path in _probed:
             return _probed[path]
         bw = _features(path)
-        argv = [path, *_namespace_flags(bw, network=False), *_base_fs(bw, gpu=False, tmpfs_bytes=1 << 20), "--", "/bin/true"]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
-                                  env={"PATH": SAFE_PATH})
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise _unavailable(path, str(exc)) from None
-        if proc.returncode != 0:
-            raise _unavailable(path, _first_line(proc.stderr) if proc.stderr.strip() else f"exit code {proc.returncode}")
+        error = _try(bw)
+        if error is not None and bw.userns and os.geteuid() == 0:
+            without = replace(bw, userns=False, disable_userns=False)
+            if _try(without) is None:
+                bw, error = without, None
+        if error is not None:
+            raise _unavailable(path, error)
         _probed[path] = bw
         return bw
 
@@ -387,11 +401,34 @@ def _rlimits(memory_limit_gb: float, gpu: bool, max_file_bytes: int) -> tuple[tu
 # --------------------------------------------------------------------------------------------
 
 
-def _data_binds(data: Mapping[str, Path]) -> list[str]:
+def _plain_name(name: str) -> None:
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"{name!r} must be a plain file name")
+
+
+def _training_env(python: str, scratch: str, data_dir: str | None, model_name: str) -> dict[str, str]:
+    """What the sandbox itself sets for a training run, with paths as the run sees them."""
+    env = {"HOME": f"{scratch}/home", "TMPDIR": f"{scratch}/tmp", "PATH": _search_path(python),
+           "OVERNIGHT_MODEL_OUT": f"{scratch}/{model_name}", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    if data_dir is not None:
+        env["OVERNIGHT_DATA_DIR"] = data_dir
+    return env
+
+
+def _evaluation_env(python: str, data_dir: str, tmp: str) -> dict[str, str]:
+    return {"OVERNIGHT_DATA_DIR": data_dir, "HOME": tmp, "TMPDIR": tmp, "PATH": _search_path(python),
+            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _default_cache_dir() -> Path:
+    # Shared by every workspace: a copy depends only on the package and the interpreter.
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "overnight" / "bytecode"
+
+
+def _data_binds(data_files: Mapping[str, Path]) -> list[str]:
     args = ["--dir", DATA]
-    for name, host in sorted(data.items()):
-        if "/" in name or name in ("", ".", ".."):
-            raise ValueError(f"data file name {name!r} must be a plain file name")
+    for name, host in sorted(data_files.items()):
+        _plain_name(name)
         if not Path(host).is_file():
             raise ValueError(f"data file {host} does not exist")
         args += ["--ro-bind", str(host), f"{DATA}/{name}"]
@@ -414,8 +451,8 @@ def _prepare_scratch(scratch: Path) -> None:
         (scratch / sub).mkdir(exist_ok=True)
 
 
-def _common_dir(data: Mapping[str, Path]) -> str:
-    parents = {str(Path(p).absolute().parent) for p in data.values()}
+def _common_dir(data_files: Mapping[str, Path]) -> str:
+    parents = {str(Path(p).absolute().parent) for p in data_files.values()}
     if len(parents) > 1:
         raise ValueError(f"unsealed runs need their data files in one directory, got {sorted(parents)}")
     return parents.pop()
@@ -436,11 +473,11 @@ class Sandbox:
         tree: Path,
         workdir: str,
         scratch: Path,
-        data: Mapping[str, Path],
-        run_env: Mapping[str, str],
-        memory_limit_gb: float,
-        channel_fd: int | None = None,
-        hidden: Sequence[Path] = (),
+        data_files: Mapping[str, Path],
+        env: Mapping[str, str],
+        memory_limit_gb: float = 8.0,
+        pass_fds: Sequence[int] = (),
+        hidden_sources: Sequence[Path] = (),
         cache_dir: Path | None = None,
         network: bool = False,
         gpu: bool | None = None,
@@ -450,99 +487,119 @@ class Sandbox:
     ) -> Launch:
         """Sandbox A: ``command`` (already resolved, e.g. [sys.executable, "train.py"]) in ``tree``/``workdir``.
 
-        ``data`` maps file names to host files, bound one by one (only what training may read);
-        ``hidden`` names package directories the corpus was built from, replaced by a bytecode-only
-        copy built under ``cache_dir``. The run writes its model to ``$OVERNIGHT_MODEL_OUT``, which
-        is ``scratch/model_name`` on the host: take it out with ``copy_out``.
+        ``data_files`` maps file names to host files, bound one by one (only what training may read);
+        ``hidden_sources`` names package directories the corpus was built from, replaced by a
+        bytecode-only copy built under ``cache_dir`` (default: the user's cache). ``env`` holds the run's
+        variables (``OVERNIGHT_*``, ``OMP_*``...; anything else is refused); ``pass_fds`` the fds it
+        inherits (the progress pipe). The run writes its model to ``$OVERNIGHT_MODEL_OUT``, which is
+        ``scratch/model_name`` on the host: take it out with ``copy_out``. ``command[0]`` must be the
+        Python interpreter (its prefixes are what the view shows). Unsealed ("none"), only the
+        environment, HOME/TMPDIR and rlimits apply: the run sees the host, ``hidden_sources`` is ignored.
         """
         gpu = _gpu_present() if gpu is None else gpu
         workdir = _workdir(tree, workdir)
+        _plain_name(model_name)
         _prepare_scratch(scratch)
         python = _resolve_python(command)
-        pass_fds = () if channel_fd is None else (channel_fd,)
-        channel = {} if channel_fd is None else {"OVERNIGHT_CHANNEL_FD": str(channel_fd)}
         rlimits = _rlimits(memory_limit_gb, gpu, max_file_bytes)
         if self.bwrap is None:
-            env = _environment(run_env, {
-                **channel, **({"OVERNIGHT_DATA_DIR": _common_dir(data)} if data else {}),
-                "OVERNIGHT_MODEL_OUT": str(scratch / model_name),
-                "HOME": str(scratch / "home"), "TMPDIR": str(scratch / "tmp"), "PATH": _search_path(python),
-                "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-            })
-            return Launch(tuple(command), env, str(tree / workdir), pass_fds, False, rlimits)
+            data_dir = _common_dir(data_files) if data_files else None
+            run_env = _environment(env, _training_env(python, str(scratch), data_dir, model_name))
+            return Launch(tuple(command), run_env, str(tree / workdir), tuple(pass_fds), False, rlimits)
         interp = _interpreter(python)
-        _check_roots(interp.roots, [tree, scratch, *(Path(p).parent for p in data.values())])
-        overlays = _hidden_binds(hidden, interp, cache_dir)
+        _check_roots(interp.roots, [tree, scratch, *(Path(p).parent for p in data_files.values())])
+        overlays = _hidden_binds(hidden_sources, interp, cache_dir or _default_cache_dir())
         args = [
             self.bwrap.path, *_namespace_flags(self.bwrap, network), *_base_fs(self.bwrap, gpu, tmpfs_bytes),
             *_ro_binds(interp.roots), *overlays,
-            "--ro-bind", str(tree), TREE, "--bind", str(scratch), SCRATCH, *_data_binds(data),
+            "--ro-bind", str(tree), TREE, "--bind", str(scratch), SCRATCH, *_data_binds(data_files),
             # Last: the new root itself (where /overnight was made) becomes read-only too.
             "--remount-ro", "/", "--chdir", str(PurePosixPath(TREE) / workdir), "--", *command,
         ]
-        env = _environment(run_env, {
-            **channel, **({"OVERNIGHT_DATA_DIR": DATA} if data else {}), "OVERNIGHT_MODEL_OUT": f"{SCRATCH}/{model_name}",
-            "HOME": f"{SCRATCH}/home", "TMPDIR": f"{SCRATCH}/tmp", "PATH": _search_path(python),
-            "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-        })
-        return Launch(tuple(args), env, "/", pass_fds, True, rlimits)
+        run_env = _environment(env, _training_env(python, SCRATCH, DATA if data_files else None, model_name))
+        return Launch(tuple(args), run_env, "/", tuple(pass_fds), True, rlimits)
 
     def evaluation(
         self,
         command: Sequence[str],
         *,
-        harness: Path,
-        model: Path,
+        harness_dir: Path,
+        model_file: Path,
         data_dir: Path,
-        run_env: Mapping[str, str],
-        memory_limit_gb: float,
+        env: Mapping[str, str],
+        workdir: str = ".",
+        memory_limit_gb: float = 8.0,
         gpu: bool | None = None,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
     ) -> Launch:
-        """Sandbox B: the pinned harness (cwd, read-only) scores ``model`` on the whole ``data_dir``.
+        """Sandbox B: the pinned harness (``harness_dir``, read-only; cwd ``workdir`` in it) scores ``model_file``
+        on the whole ``data_dir``. No network ever, and nothing writable but a fresh /tmp.
 
-        ``MODEL_TOKEN`` ("{model}") in ``command`` becomes the model's path as the evaluator sees it.
-        No network ever, and nothing writable but a fresh /tmp.
+        The model's path as the evaluator sees it replaces ``MODEL_TOKEN`` ("{model}") in ``command``,
+        or, without one, is appended as ``--model PATH``.
         """
         gpu = _gpu_present() if gpu is None else gpu
-        if not model.is_file():
-            raise ValueError(f"model file {model} does not exist")
+        workdir = _workdir(harness_dir, workdir)
+        if not model_file.is_file():
+            raise ValueError(f"model file {model_file} does not exist")
         python = _resolve_python(command)
         rlimits = _rlimits(memory_limit_gb, gpu, max_file_bytes)
         if self.bwrap is None:
-            argv = tuple(str(model) if part == MODEL_TOKEN else part for part in command)
-            tmp = os.environ.get("TMPDIR") or "/tmp"
-            env = _environment(run_env, {"OVERNIGHT_DATA_DIR": str(data_dir), "HOME": tmp, "TMPDIR": tmp,
-                                         "PATH": _search_path(python), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
-            return Launch(argv, env, str(harness), (), False, rlimits)
+            run_env = _environment(env, _evaluation_env(python, str(data_dir), os.environ.get("TMPDIR") or "/tmp"))
+            return Launch(_with_model(command, str(model_file)), run_env, str(harness_dir / workdir), (), False, rlimits)
         interp = _interpreter(python)
-        _check_roots(interp.roots, [harness, model.parent, data_dir])
-        inside = f"{MODEL}/{model.name}"
+        _check_roots(interp.roots, [harness_dir, model_file.parent, data_dir])
+        inside = f"{MODEL}/{model_file.name}"
         args = [
             self.bwrap.path, *_namespace_flags(self.bwrap, network=False), *_base_fs(self.bwrap, gpu, tmpfs_bytes),
-            *_ro_binds(interp.roots), "--ro-bind", str(harness), HARNESS, "--ro-bind", str(model), inside,
-            "--ro-bind", str(data_dir), DATA, "--remount-ro", "/", "--chdir", HARNESS,
-            "--", *(inside if part == MODEL_TOKEN else part for part in command),
+            *_ro_binds(interp.roots), "--ro-bind", str(harness_dir), HARNESS, "--ro-bind", str(model_file), inside,
+            "--ro-bind", str(data_dir), DATA, "--remount-ro", "/", "--chdir", str(PurePosixPath(HARNESS) / workdir),
+            "--", *_with_model(command, inside),
         ]
-        env = _environment(run_env, {"OVERNIGHT_DATA_DIR": DATA, "HOME": "/tmp", "TMPDIR": "/tmp",
-                                     "PATH": _search_path(python), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
-        return Launch(tuple(args), env, "/", (), True, rlimits)
+        run_env = _environment(env, _evaluation_env(python, DATA, "/tmp"))
+        return Launch(tuple(args), run_env, "/", (), True, rlimits)
+
+
+def _with_model(command: Sequence[str], model: str) -> tuple[str, ...]:
+    if MODEL_TOKEN in command:
+        return tuple(model if part == MODEL_TOKEN else part for part in command)
+    return (*command, "--model", model)
 
 
 def _ro_binds(paths: Sequence[str]) -> list[str]:
     return [arg for path in paths for arg in ("--ro-bind", path, path)]
 
 
-def _hidden_binds(hidden: Sequence[Path], interp: _Interpreter, cache_dir: Path | None) -> list[str]:
-    """Each hidden package directory the run could see is replaced, at the same path, by its bytecode copy."""
+# Where else a package's sources sit below a bound root: another interpreter's site-packages (a venv's
+# base, Debian's dist-packages) or conda's package cache. Globs, not a walk: cheap enough for every run.
+_COPY_PATTERNS = ("lib*/python3*/*-packages/{name}", "local/lib*/python3*/*-packages/{name}",
+                  "pkgs/*/lib/python3*/site-packages/{name}")
+
+
+def _other_copies(source: Path, roots: Sequence[str]) -> list[str]:
+    """Other installs of the hidden package that the view would show, with their sources."""
+    found: set[str] = set()
+    for root in roots:
+        if root.endswith(("site-packages", "dist-packages")):
+            found.update(glob.glob(f"{glob.escape(root)}/{glob.escape(source.name)}"))
+        for pattern in _COPY_PATTERNS:
+            found.update(glob.glob(f"{glob.escape(root)}/{pattern.format(name=glob.escape(source.name))}"))
+    real = os.path.realpath(source)
+    return sorted(path for path in found if os.path.isdir(path) and os.path.realpath(path) != real)
+
+
+def _hidden_binds(hidden: Sequence[Path], interp: _Interpreter, cache_dir: Path) -> list[str]:
+    """Each hidden package the run could see is replaced, at the same path, by its bytecode copy; any
+    other install of it in the view (say the base interpreter's) by an empty directory."""
     args: list[str] = []
+    roots = ["/usr", *interp.roots]
     for source in hidden:
         source = Path(source).absolute()
-        if not _covered(str(source), ["/usr", *interp.roots]):
-            continue  # not in the view at all: nothing to hide
-        if cache_dir is None:
-            raise ValueError("hidden sources need a cache_dir for their bytecode copies")
+        for other in _other_copies(source, roots):
+            args += ["--tmpfs", other, "--remount-ro", other]
+        if not _covered(str(source), roots):
+            continue  # not in the view at all: nothing to replace
         args += ["--ro-bind", str(bytecode_copy(source, cache_dir, interp.executable)), str(source)]
     return args
 
@@ -708,19 +765,18 @@ def count_processes(pid: int) -> int:
     return len(seen)
 
 
-def _open_in(scratch: Path, relative: str) -> int:
-    """Open ``scratch/relative`` without following a link at any step (a run controls every name below scratch)."""
-    parts = PurePosixPath(relative).parts
-    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
-        raise UnsafeFile(f"{relative!r} is not a path inside the scratch")
-    fd = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _open_below(within: Path, relative: PurePosixPath) -> int:
+    """Open ``within/relative`` following no link at any step below ``within`` (a run controls every name there)."""
+    fd = os.open(within, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        for part in parts[:-1]:
+        for part in relative.parts[:-1]:
             step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
             os.close(fd)
             fd = step
         # O_NONBLOCK: opening a FIFO the run left must not hang the daemon.
-        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        return os.open(relative.parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         reason = "a symbolic link" if exc.errno in (errno.ELOOP, errno.ENOTDIR) else (exc.strerror or str(exc))
         raise UnsafeFile(f"{relative} in the run's scratch cannot be taken: {reason}") from None
@@ -748,13 +804,21 @@ def _copy_fd(fd: int, dest: Path, max_bytes: int) -> int:
     return total
 
 
-def copy_out(scratch: Path, relative: str, dest: Path, max_bytes: int) -> int:
-    """Copy a file a run wrote (e.g. its model) out of its scratch into ``dest`` (the daemon's), safely.
+def copy_out(source: Path, dest: Path, *, max_bytes: int, within: Path | None = None) -> int:
+    """Copy a file a run wrote (its model) out of its scratch to ``dest`` (the daemon's), safely; returns the size.
 
-    Refused (UnsafeFile): a symlink anywhere on the way, anything but a regular file, a file with
-    other hard links, a file over ``max_bytes``. Call it after the sandbox has exited. Returns the size.
+    No link is followed below ``within`` (default: ``source``'s directory, the daemon-made scratch),
+    and the file must be a regular file with one link and at most ``max_bytes``: anything else raises
+    UnsafeFile (a ValueError); a missing file raises FileNotFoundError. Call it after the sandbox exited.
     """
-    fd = _open_in(scratch, relative)
+    within = within if within is not None else source.parent
+    try:
+        relative = PurePosixPath(source.relative_to(within))
+    except ValueError:
+        raise UnsafeFile(f"{source} is not inside {within}") from None
+    if not relative.parts or ".." in relative.parts:
+        raise UnsafeFile(f"{source} is not a file inside {within}")
+    fd = _open_below(within, relative)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -784,7 +848,7 @@ def _make_removable(path: str) -> None:
         _make_removable(sub)
 
 
-def remove_scratch(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """Delete a run's scratch without following any link it left (rmtree's fd-based walk), even chmod'ed dirs."""
     if path.is_symlink():
         path.unlink()

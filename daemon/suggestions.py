@@ -11,12 +11,16 @@ new suggestion, and clients drop the old one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import git
 
 from .annotate import History
+from .decide import describe
 from .journal import Experiment, Journal
+from .noise import session_noise
 from .threeway import Change, changes, lines, text_edit
 
 
@@ -64,17 +68,36 @@ def hunk_id(path: str, key: str) -> str:
     return f"{path}#{key}"
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4f}"
-
-
 def experiment_evidence(exp: Experiment) -> str:
-    """`#17: 2.4120 → 2.3801 bpb, 3.1σ`: what the experiment did, from its decision's evidence."""
+    """`#17: 2.4120 → 2.3801 bpb (Δ −0.0319, t = 4.1 on 9 df, bar 2.9)`: its decision's numbers, as describe() states them."""
     ev = exp.evidence or {}
-    if exp.val_bpb is None or "incumbent_mean" not in ev:
-        return f"#{exp.id}"
-    z = f", {float(ev['z']):.1f}σ" if "z" in ev else ""
-    return f"#{exp.id}: {_fmt(float(ev['incumbent_mean']))} → {_fmt(exp.val_bpb)} bpb{z}"
+    numbers = describe(ev) if "incumbent_mean" in ev else ""
+    return f"#{exp.id}: {numbers}" if numbers else f"#{exp.id}"
+
+
+def cumulative_evidence(journal: Journal, tag: str, incumbent: Experiment) -> dict[str, Any] | None:
+    """What the session's kept changes did together: the incumbent against the session's baseline, as evidence
+    describe() reads (``t`` in standard errors of the difference, σ pooled over the session's unchanged code:
+    the unit every decision is stated in). None when there is nothing to compare."""
+    baseline = journal.baseline(tag)
+    if baseline is None or baseline.id == incumbent.id or baseline.val_bpb is None or incumbent.val_bpb is None:
+        return None
+    base = [r.val_bpb for r in journal.runs(baseline.id) if r.status == "ok" and r.val_bpb is not None]
+    inc = [r.val_bpb for r in journal.runs(incumbent.id) if r.status == "ok" and r.val_bpb is not None]
+    ev: dict[str, Any] = {"incumbent_mean": baseline.val_bpb, "candidate_mean": incumbent.val_bpb,
+                          "baseline_id": baseline.id, "incumbent_id": incumbent.id}
+    session = journal.session(tag)
+    config: dict[str, Any] = session.config if session is not None else {}
+    min_sigma = config.get("min_sigma")
+    noise = session_noise(journal, tag, float(min_sigma) if isinstance(min_sigma, (int, float)) else 0.0)
+    if base and inc and noise.df >= 1 and noise.sigma > 0:
+        # Both versions are in the pool already (they are unchanged code, measured more than once), so the
+        # pooled σ and its df are used as they are: the candidate's own runs are not added a second time.
+        sign = -1.0 if config.get("direction") == "maximize" else 1.0
+        se = noise.sigma * math.sqrt(1 / len(base) + 1 / len(inc))
+        ev.update({"t": sign * (baseline.val_bpb - incumbent.val_bpb) / se, "df": noise.df, "se": se,
+                   "sigma": noise.sigma, "incumbent_n": len(base), "candidate_n": len(inc)})
+    return ev
 
 
 class SuggestionBook:
@@ -170,12 +193,9 @@ class SuggestionBook:
         return tuple(e.id for e in experiments if e.kind == "experiment" and e.status == "keep" and path in e.diff)
 
     def _evidence(self, tag: str, incumbent: Experiment, ids: tuple[int, ...]) -> str:
-        baseline = self.journal.baseline(tag)
+        """`#3, #5: 2.4120 → 2.3500 bpb (Δ −0.0620, t = 8.1 on 11 df)`: the baseline against the incumbent, in
+        the unit of the hunks' own evidence (describe(), σ pooled over the session's unchanged code)."""
         names = ", ".join(f"#{i}" for i in ids) or f"#{incumbent.id}"
-        if baseline is None or baseline.val_bpb is None or incumbent.val_bpb is None:
-            return names
-        sigma = float((baseline.evidence or {}).get("sigma") or 0.0)
-        delta = incumbent.val_bpb - baseline.val_bpb
-        z = f", {abs(delta) / sigma:.1f}σ" if sigma > 0 else ""
-        signed = f"{delta:+.4f}".replace("-", "−")
-        return f"{names}: {_fmt(baseline.val_bpb)} → {_fmt(incumbent.val_bpb)} bpb ({signed}{z})"
+        ev = cumulative_evidence(self.journal, tag, incumbent)
+        numbers = describe(ev) if ev is not None else ""
+        return f"{names}: {numbers}" if numbers else names

@@ -122,7 +122,7 @@ class TreeWatch:
 
 def machine_busy_cores(interval: float = 1.0) -> float:
     """How many cores other processes keep busy right now (measured over ``interval`` seconds)."""
-    percent = psutil.cpu_percent(interval=interval)
+    percent = float(psutil.cpu_percent(interval=interval))
     return percent / 100.0 * (psutil.cpu_count() or 1)
 
 

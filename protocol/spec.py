@@ -107,8 +107,8 @@ ENUMS: tuple[Enum, ...] = (
         ("discard", "Measured, not better: reverted (its commit stays under its ref)."),
         ("crash", "A run failed."),
         ("timeout", "A run overran the budget plus grace and was killed."),
-        ("invalid", "Refused: before any run (touched a frozen file, bad patch), or its run broke the seal or "
-                    "failed a harness check (a model that looks at future bytes, a file that would run code)."),
+        ("invalid", "Refused: before any run (bad patch, a frozen file), or its run broke the seal or failed "
+                    "a harness check."),
         ("held", "Improved val but its holdout got worse beyond noise: held for the human, the branch did not "
                  "advance (since 1.2)."),
     )),

@@ -4,7 +4,7 @@ import type { Middleware } from "vscode-languageclient/node";
 import { DaemonConnection } from "./connection";
 import { ExperimentDocuments } from "./experiments";
 import { parseBudget } from "./logic/format";
-import { type Filter, SidebarModel } from "./logic/viewModel";
+import { type Filter, newFlags, SidebarModel } from "./logic/viewModel";
 import { Commands, type Status } from "./protocol";
 import { SidebarProvider, type WebviewMessage } from "./sidebar";
 import { StatusBar } from "./statusBar";
@@ -71,6 +71,8 @@ export class Controller implements vscode.Disposable {
       this.changed();
     });
     c.on("overnight/loopStateChanged", (s) => {
+      // What the loop flags for the user (a keep held for its holdout, a growing val-holdout gap) is a warning.
+      for (const flag of newFlags(this.model.status, s)) void vscode.window.showWarningMessage(`Overnight: ${flag}`);
       this.model.setStatus(s);
       if (!s.current) this.statusBar.progress = undefined;
       void this.loadIncumbent();

@@ -42,7 +42,7 @@ function ensureChart(host: HTMLElement): uPlot {
   return chart;
 }
 
-const FILTERS = ["all", "keep", "discard", "crash", "timeout", "invalid", "running", "interrupted"];
+const FILTERS = ["all", "keep", "held", "discard", "crash", "timeout", "invalid", "running", "interrupted"];
 
 const post = (m: unknown) => vscode.postMessage(m);
 
@@ -58,11 +58,23 @@ function connection(vm: ViewModel): TemplateResult | typeof nothing {
     <div class="row">${button("Start the daemon", "overnight.startDaemon")}${button("Retry", "overnight.connect", [], "secondary")}</div></div>`;
 }
 
+function unsealed(vm: ViewModel): TemplateResult | typeof nothing {
+  if (!vm.unsealed) return nothing;
+  return html`<div class="banner unsealed" id="unsealed" role="alert"><strong>Unsealed runs.</strong> ${vm.unsealed}</div>`;
+}
+
+function flags(vm: ViewModel): TemplateResult | typeof nothing {
+  if (vm.flags.length === 0) return nothing;
+  return html`<ul class="flags" id="flags" aria-label="Flagged for you">
+    ${vm.flags.map((f) => html`<li class="flag">\u26a0 ${f}</li>`)}</ul>`;
+}
+
 function loop(vm: ViewModel): TemplateResult | typeof nothing {
   if (!vm.state) return nothing;
   const paused = vm.state.value === "paused";
   return html`<div class="state state-${vm.state.value}" id="loop-state">${vm.state.label}</div>
     ${vm.state.message ? html`<div class="message">${vm.state.message}</div>` : nothing}
+    ${unsealed(vm)}${flags(vm)}
     <div class="row controls">${paused ? button("Resume", "overnight.resume") : button("Pause", "overnight.pause")}
       ${button("Stop after this experiment", "overnight.stopAfterCurrent", [], "secondary")}
       ${button("Redirect…", "overnight.redirect", [], "secondary")}</div>
@@ -73,6 +85,7 @@ function running(vm: ViewModel): TemplateResult {
   const r = vm.running;
   if (!r) return html`<div class="muted">No experiment in flight.</div>`;
   return html`<div class="run-title"><strong>${r.title}</strong> ${r.description}</div>
+    ${r.phase ? html`<div class="phase phase-${r.phase}" id="run-phase">${r.phaseLabel}</div>` : nothing}
     <div class="bar"><div style="width:${(100 * r.progress).toFixed(1)}%"></div></div>
     <div class="muted">${r.detail}</div>`;
 }
@@ -102,10 +115,10 @@ function experiments(vm: ViewModel): TemplateResult {
         ${FILTERS.map((f) => html`<option value=${f} ?selected=${f === vm.filter}>${f}</option>`)}</select></h3>
     <table id="exp-table" role="grid"><tr><th>#</th><th>description</th><th>Δbpb</th><th>status</th></tr>
       ${repeat(vm.experiments, (e) => e.id, (e) => html`<tr class="exp ${e.selected ? "selected" : ""}" data-exp=${e.id} tabindex="0"
-          title="${e.description} · val_bpb ${e.bpb}" @click=${() => select(e.id)}
+          title="${e.description} · val_bpb ${e.bpb}${e.statusTitle ? ` · ${e.statusTitle}` : ""}" @click=${() => select(e.id)}
           @keydown=${(k: KeyboardEvent) => { if (k.key === "Enter") select(e.id); }}>
         <td>${e.label.replace(" baseline", "")}</td><td class="desc">${e.description}</td>
-        <td class="delta ${e.tone}">${e.delta}</td><td><span class="status status-${e.status}">${e.status}</span></td></tr>`)}</table>
+        <td class="delta ${e.tone}">${e.delta}</td><td><span class="status status-${e.status}" title=${e.statusTitle}>${e.status}</span></td></tr>`)}</table>
     ${vm.more ? html`<div class="row"><button id="more" class="secondary" @click=${() => post({ type: "more" })}>Older experiments…</button></div>` : nothing}`;
 }
 
@@ -115,6 +128,15 @@ function detail(vm: ViewModel): TemplateResult | typeof nothing {
   return html`<h3>${d.title}</h3>
     <dl class="summary">${d.metrics.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>
     ${d.decision ? html`<h4>Decision</h4><p>${d.decision}</p>` : nothing}
+    ${d.evidence.length ? html`<dl class="summary evidence">${d.evidence.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>` : nothing}
+    ${d.runs.length ? html`<h4>Runs</h4><ul class="runs" id="detail-runs">${d.runs.map((r) => html`<li class="run run-${r.status}">
+      <div><strong>${r.label}</strong> <span class="run-status run-status-${r.status}">${r.status}</span>
+        ${r.values ? html`<span>${r.values}</span>` : nothing}</div>
+      ${r.accounting ? html`<div class="muted">${r.accounting}</div>` : nothing}
+      ${r.checks.length ? html`<div class="checks">${r.checks.map((c) => html`<span class="check ${c.ok === false ? "failed" : c.ok ? "ok" : "unknown"}"
+          title=${c.evidence}>${c.ok === false ? "\u2717" : c.ok ? "\u2713" : "?"} ${c.name}${c.evidence ? ` (${c.evidence})` : ""}</span>`)}</div>` : nothing}
+      ${r.flags.map((f) => html`<div class="flag">\u26a0 ${f}</div>`)}
+      ${r.error ? html`<div class="run-error">${r.error}</div>` : nothing}</li>`)}</ul>` : nothing}
     ${d.error ? html`<h4>Error</h4><pre>${d.error}</pre>` : nothing}
     ${d.hypothesis ? html`<h4>Hypothesis</h4><p>${d.hypothesis}</p>` : nothing}
     <h4>Agent's reasoning</h4><p>${d.reasoning ? d.reasoning : html`<span class="muted">none recorded</span>`}</p>

@@ -32,6 +32,6 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def env(data_dir: Path, tmp_path: Path) -> dict[str, str]:
     """Environment for a subprocess: shared corpus, artifact in tmp, small thread count."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("OVERNIGHT_")}
-    e.update(OVERNIGHT_DATA_DIR=str(data_dir), OVERNIGHT_MODEL_OUT=str(tmp_path / "model.pt2"),
+    e.update(OVERNIGHT_DATA_DIR=str(data_dir), OVERNIGHT_MODEL_OUT=str(tmp_path / "model.ovm"),
              PYTHONDONTWRITEBYTECODE="1")
     return e

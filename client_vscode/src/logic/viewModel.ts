@@ -1,11 +1,14 @@
 // The sidebar's state, fed by the daemon's replies and notifications, and the plain view model the
 // webview draws. Pure: the extension feeds it, the webview renders `view()`.
 import type {
-  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LiveRun, LoopStatus, RunProgress, Status,
-  Suggestion,
+  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LiveRun, LoopStatus, Phase, RunProgress,
+  RunStatus, RunSummary, Status, Suggestion,
 } from "../protocol";
 import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
-import { bpb, budgetFraction, delta, duration, experimentLabel, STATE_ICON, STATE_LABEL, STATUS_ICON } from "./format";
+import {
+  bpb, budgetFraction, type CheckMark, checkMarks, delta, duration, evidenceLines, experimentLabel, PHASE_LABEL, STATE_ICON,
+  STATE_LABEL, STATUS_ICON, STATUS_TITLE, transferText, UNSEALED_TEXT,
+} from "./format";
 
 export type Connection = "connecting" | "connected" | "disconnected";
 export type Filter = "all" | Status;
@@ -21,6 +24,24 @@ export interface ExperimentRow {
   /** better / worse / none: colours the Δ column. */
   tone: "better" | "worse" | "none";
   selected: boolean;
+  /** What the status means, when it needs saying (held: waiting for the user). */
+  statusTitle: string;
+}
+
+/** One run of the experiment in the detail: starved and invalid runs are not measurements, and say so. */
+export interface RunRow {
+  label: string;
+  status: RunStatus;
+  /** An ok run: a measurement. */
+  measured: boolean;
+  /** "val 2.412 · holdout 2.430 · OOD 3.310 · train 2.310". */
+  values: string;
+  /** "410/450 steps · 58.2 CPU s". */
+  accounting: string;
+  checks: CheckMark[];
+  flags: string[];
+  /** Why it was not a measurement (starved, invalid, crash, timeout). */
+  error: string;
 }
 
 export interface SuggestionRow {
@@ -36,6 +57,9 @@ export interface DetailView {
   title: string;
   status: Status;
   metrics: [string, string][];
+  /** The decision's tests, each as describe() states them (val, holdout, OOD). */
+  evidence: [string, string][];
+  runs: RunRow[];
   hypothesis: string;
   reasoning: string;
   decision: string;
@@ -46,8 +70,12 @@ export interface ViewModel {
   connection: Connection;
   connectionMessage: string;
   state?: { value: string; label: string; icon: string; message: string };
+  /** Set when the session's runs are not sealed: what that means. */
+  unsealed?: string;
+  /** What the loop flagged for the user, newest first (a few). */
+  flags: string[];
   summary: [string, string][];
-  running?: { title: string; description: string; progress: number; detail: string };
+  running?: { title: string; description: string; progress: number; detail: string; phase?: Phase; phaseLabel?: string };
   curve: { current: Point[]; incumbent: Point[]; incumbentLabel: string; currentLabel: string };
   filter: Filter;
   total: number;
@@ -63,6 +91,35 @@ export interface ViewModel {
 const MAX_CURVE_POINTS = 400;
 /** The sidebar shows the end of the agent's thought; long plans keep their newest part. */
 export const THOUGHT_TAIL = 1200;
+/** The newest flags the sidebar shows. */
+export const FLAGS_SHOWN = 3;
+
+/** The flags in `after` that `before` did not have: what to notify the user of. Nothing on the first status
+ * (a client attaching sees the session's flags in the sidebar, not as a burst of notifications). */
+export function newFlags(before: LoopStatus | undefined, after: LoopStatus): string[] {
+  if (!before) return [];
+  const seen = new Set(before.tag === after.tag ? before.flags ?? [] : []);
+  return (after.flags ?? []).filter((f) => !seen.has(f));
+}
+
+function runRow(r: RunSummary): RunRow {
+  const values = ([["val", r.valBpb], ["holdout", r.holdoutBpb], ["OOD", r.oodBpb], ["train", r.trainBpb]] as const)
+    .filter(([, v]) => v !== undefined).map(([k, v]) => `${k} ${bpb(v)}`).join(" \u00b7 ");
+  const steps = r.steps !== undefined || r.stepsPlanned !== undefined
+    ? `${r.steps ?? "\u2014"}${r.stepsPlanned !== undefined ? `/${r.stepsPlanned}` : ""} steps` : "";
+  const cpu = r.cpuSeconds !== undefined ? `${r.cpuSeconds.toFixed(1)} CPU s` : "";
+  const why = r.status === "starved" ? "starved: not a measurement, it ran again" : r.status === "invalid" ? "invalid" : r.status;
+  return {
+    label: `run ${r.run + 1} \u00b7 seed ${r.seed}`,
+    status: r.status,
+    measured: r.status === "ok",
+    values,
+    accounting: [steps, cpu].filter(Boolean).join(" \u00b7 "),
+    checks: checkMarks(r.checks),
+    flags: r.flags ?? [],
+    error: r.status === "ok" ? "" : [why, r.error].filter(Boolean).join(": "),
+  };
+}
 
 export class SidebarModel {
   connection: Connection = "connecting";
@@ -215,6 +272,7 @@ export class SidebarModel {
         delta: delta(e.delta),
         tone: e.delta === undefined ? "none" : e.delta < 0 ? "better" : "worse",
         selected: this.detail?.experiment.id === e.id,
+        statusTitle: STATUS_TITLE[e.status] ?? "",
       })),
       suggestions: [...this.suggestions.values()].map((x) => ({
         id: x.id,
@@ -224,6 +282,7 @@ export class SidebarModel {
         hunks: x.hunks.length,
       })),
       more: this.experiments.length < this.total,
+      flags: [],
     };
     const thought = this.thoughtText.trim();
     if (thought) {
@@ -231,25 +290,34 @@ export class SidebarModel {
     }
     if (s) {
       vm.state = { value: s.state, label: STATE_LABEL[s.state], icon: STATE_ICON[s.state], message: s.message ?? "" };
+      if (s.sealed === false) vm.unsealed = UNSEALED_TEXT;
+      vm.flags = (s.flags ?? []).slice(-FLAGS_SHOWN).reverse();
       vm.summary = [
         ["best val_bpb", s.best ? `${bpb(s.best.valBpb)} (#${s.best.id})` : "\u2014"],
         ["experiments", `${s.experiments} (${s.kept} kept)`],
-        ["noise σ", s.sigma !== undefined ? s.sigma.toFixed(4) : "\u2014"],
+        ["noise σ (pooled)", s.sigma !== undefined ? s.sigma.toFixed(4) : "\u2014"],
         ["budget", `${s.budget}s · ${s.clock} clock`],
         ["agent", s.agent],
         ["session", s.tag ?? "\u2014"],
       ];
+      if (s.transferRatio !== undefined) vm.summary.push(["transfer", transferText(s.transferRatio)]);
       const cur = s.current;
       if (cur) {
         const p = this.lastProgress && this.lastProgress.experimentId === cur.id ? this.lastProgress : undefined;
+        // Past training the budget is spent: the bar shows it full while the model is exported and evaluated.
+        const past = s.phase === "exporting" || s.phase === "evaluating";
         vm.running = {
           title: experimentLabel(cur),
           description: cur.description,
-          progress: p ? budgetFraction(p) : 0,
+          progress: past ? 1 : p ? budgetFraction(p) : 0,
           detail: p
             ? `run ${p.run + 1}/${Math.max(this.runsPlanned, p.run + 1)} · step ${p.step} · ${duration(p.elapsed)} of ${duration(p.budget)} · loss ${p.trainLoss.toFixed(3)}`
-            : "starting",
+            : s.phase ? PHASE_LABEL[s.phase] : "starting",
         };
+        if (s.phase) {
+          vm.running.phase = s.phase;
+          vm.running.phaseLabel = PHASE_LABEL[s.phase];
+        }
       }
     }
     const d = this.detail;
@@ -259,6 +327,7 @@ export class SidebarModel {
         ["val_bpb", bpb(e.valBpb)],
         ["Δ vs incumbent", delta(e.delta) || "\u2014"],
         ["holdout bpb", bpb(d.holdoutBpb)],
+        ["OOD bpb", bpb(d.oodBpb)],
         ["runs", d.runs.map((r) => `seed ${r.seed}: ${r.status === "ok" ? bpb(r.valBpb) : r.status}${r.steps ? ` (${r.steps} steps)` : ""}`).join("; ") || "\u2014"],
       ];
       if (e.commit) metrics.push(["commit", e.commit.slice(0, 10)]);
@@ -267,6 +336,8 @@ export class SidebarModel {
         title: `${experimentLabel(e)} · ${e.status} · ${e.description}`,
         status: e.status,
         metrics,
+        evidence: evidenceLines(d.evidence),
+        runs: d.runs.map(runRow),
         hypothesis: d.hypothesis,
         reasoning: d.reasoning,
         decision: [d.decisionReason, d.decidedBy ? `(decided by ${d.decidedBy})` : ""].filter(Boolean).join(" "),
