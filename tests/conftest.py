@@ -23,14 +23,17 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # Fast settings for real runs: two-second budgets, two baseline runs, one thread each (the suite runs
-# its test files on every core at once, one pytest-xdist worker per core).
+# its test files on every core at once, one pytest-xdist worker per core). The suite's own parallel workers
+# keep the machine busy on purpose: runs do not wait for it (machine_share 0); the incumbent is not re-run
+# and no transfer check runs unless a test asks for them.
 FAST = {
     "threads": 1,
     "budget": 2.0,
     "grace": 25.0,
     "baseline_runs": 2,
-    "confirm_runs": 1,
-    "clock": "cpu",
+    "machine_share": 0.0,
+    "rerun_every": 0,
+    "transfer_every": 0,
 }
 
 
