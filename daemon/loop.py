@@ -759,7 +759,9 @@ class Loop:
             run_dir=log_path.with_suffix(".d"), log_path=log_path, data=self.data,
             harness=Harness(directory=pinned, workdir=self.cfg.workdir, evaluate=tuple(harness.isolated(self.cfg.evaluate)),
                             check=lambda: harness.check(pinned, hashes)),
-            sandbox=self.sandbox, limits=Limits(grace=self.cfg.grace), network=self.cfg.network, gpu=self.gpu,
+            sandbox=self.sandbox, network=self.cfg.network, gpu=self.gpu,
+            # A run that uses no CPU for this long is hung: long enough for a slow start, short for short budgets.
+            limits=Limits(grace=self.cfg.grace, hang_window=max(20.0, min(120.0, 2 * (budget or self.cfg.budget)))),
             scale=scale, after_run=self._after_run,
         )
 

@@ -433,9 +433,13 @@ def _metric(exps: list[Experiment]) -> list[float]:
 
 def _bar_value(ev: Mapping[str, Any]) -> float | None:
     """What the mean of a candidate's runs had to beat at its last look: the incumbent's mean less the threshold
-    (the bar in the metric's units), on the side of better."""
+    (the bar in the metric's units), on the side of better. None when that look could not keep it (a candidate
+    dropped before it had the runs a keep rests on had no bar to beat)."""
     inc, threshold = ev.get("incumbent_mean"), ev.get("threshold")
     if not isinstance(inc, (int, float)) or not isinstance(threshold, (int, float)):
+        return None
+    look, min_runs = ev.get("look"), ev.get("min_runs")
+    if isinstance(look, int) and isinstance(min_runs, int) and look < min_runs:
         return None
     return float(inc) + float(threshold) if ev.get("direction") == "maximize" else float(inc) - float(threshold)
 
@@ -525,7 +529,7 @@ def figure(journal: Journal, tag: str) -> Any:
             and (b := _bar_value(e.evidence)) is not None]
     if bars:
         ax.scatter([b[0] for b in bars], [b[1] for b in bars], marker="_", s=260, color="tab:orange",
-                   linewidth=1.6, label="keep bar at its last look (its runs' mean had to beat it)", zorder=4)
+                   linewidth=1.6, label="keep bar at its last look (the mean of its runs had to beat it)", zorder=4)
     baselines = [e for e in exps if e.kind == "baseline" and e.val_bpb is not None]
     if baselines:
         ax.scatter([e.id for e in baselines], _metric(baselines), s=40, marker="s", color="tab:blue",
@@ -548,6 +552,15 @@ def figure(journal: Journal, tag: str) -> Any:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.set_xlim(min(e.id for e in exps) - 0.5, max(e.id for e in exps) + 1.5)
+    # The measurements set the scale; a bar far off them (few runs, few df) is left off the edge, not allowed to
+    # squash every measured point into a line.
+    seen = [v for e in exps for v in (e.val_bpb, e.holdout_bpb) if v is not None and math.isfinite(v)]
+    if seen:
+        lo, hi = min(seen), max(seen)
+        if facts.noise.df >= 1 and val_y:
+            lo, hi = min(lo, min(val_y) - facts.noise.sigma), max(hi, max(val_y) + facts.noise.sigma)
+        pad = max(hi - lo, 0.01)
+        ax.set_ylim(lo - 0.12 * pad, hi + 0.2 * pad)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     return fig

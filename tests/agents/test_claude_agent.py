@@ -73,7 +73,8 @@ def test_prompt_has_cached_prefix_history_noise_and_feedback() -> None:
     files_block, dynamic = req.messages[0]["content"]
     assert "cache_control" in files_block and "LR = 3e-3" in files_block["text"] and "#2" in files_block["text"]
     text = dynamic["text"]
-    for expected in ("σ = 0.0040", "2σ = 0.0080", "#2 keep 2.4000 (-0.1000", "#3 crash", "RuntimeError: x",
+    for expected in ("σ = 0.0040", "about 0.0120 better than the incumbent", "#2 keep 2.4000 (-0.1000", "#3 crash",
+                     "RuntimeError: x",
                      "#4 RUNNING NOW", "REJECTED #2 (halve batch): batch size must stay 16", "INSTRUCTION: try rotary"):
         assert expected in text, expected
 

@@ -257,7 +257,7 @@ async def test_two_editors_watch_the_loop_and_one_leaving_changes_nothing(daemon
             page = await a.ask(t.OVERNIGHT_EXPERIMENTS_LIST, t.ListExperimentsParams(offset=0, limit=50, status=[t.Status.KEEP]))
             assert [e.id for e in page.items][0] == exp_id and page.items[-1].kind == t.ExperimentKind.BASELINE
             detail = await a.ask(t.OVERNIGHT_EXPERIMENTS_GET, t.GetExperimentParams(id=exp_id))
-            assert GOOD_LR in detail.diff and detail.evidence["z"] > 2 and len(detail.runs) == 2
+            assert GOOD_LR in detail.diff and detail.evidence["t"] > detail.evidence["bar"] and len(detail.runs) == 2
             # A pauses; A leaves; B is still answered and sees the loop paused, not stopped.
             await a.ask(t.OVERNIGHT_PAUSE, t.PauseParams(reason="reviewing the suggestion"))
         await b.until("paused", lambda: any(p.state == t.LoopState.PAUSED for p in b.got(t.OVERNIGHT_LOOP_STATE_CHANGED)))
@@ -381,10 +381,13 @@ async def test_the_users_edit_on_disk_is_rebased_onto_and_measured(daemon: Daemo
             for p in ed.got(t.OVERNIGHT_EXPERIMENT_FINISHED)))
         assert len(daemon.journal("SELECT id FROM experiments WHERE kind='baseline'")) == before + 1
         tag = (await ed.ask(t.OVERNIGHT_STATUS, t.StatusParams())).tag
-        branch = git(daemon.root, "show", f"overnight/{tag}:{TRAIN}")
-        # The loop stands on the user's change and keeps its own kept change elsewhere.
+        # The new baseline's commit is what the loop stands on (the branch itself may already hold the next
+        # candidate, committed while it runs): the user's change, and the loop's own kept change elsewhere.
+        rebased = started[0].experiment.commit
+        assert rebased is not None
+        branch = git(daemon.root, "show", f"{rebased}:{TRAIN}")
         assert "WEIGHT_DECAY = 0.05" in branch and GOOD_LR in branch
-        assert "Prefer small models." in git(daemon.root, "show", f"overnight/{tag}:program.md")
+        assert "Prefer small models." in git(daemon.root, "show", f"{rebased}:program.md")
         assert BAD_LR in train.read_text()  # still never written by the daemon
         # The user now rewrites the LR line themselves: the pending LR hunk (accepted only in another
         # buffer, never saved) cannot apply to what is on disk, and no client is offered it.

@@ -25,6 +25,6 @@ def exp(id_: int, status: str = "discard", kind: str = "experiment", description
 def context(**kw: Any) -> Context:
     base = exp(1, "keep", "baseline", "baseline", 2.5, evidence={"sigma": 0.004})
     values: dict[str, Any] = dict(program="Lower val_bpb.", files={TRAIN: SOURCE}, incumbent=base,
-                                  history=[base], feedback=[], sigma=0.004)
+                                  history=[base], feedback=[], sigma=0.004, bar=0.012)
     values.update(kw)
     return Context(**values)

@@ -78,7 +78,7 @@ def _claude_config(root: Path, url: str, **extra: object) -> None:
 def session(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic, key: None) -> Session:
     root = tmp_path_factory.mktemp("claude") / "ws"
     assert main(["init", str(root)]) == 0
-    write_config(root, agent="claude", grace=60.0, confirm_runs=0)  # grace: a loaded CI box is slow, not broken
+    write_config(root, agent="claude", grace=60.0)  # grace: a loaded CI box is slow, not broken
     _claude_config(root, fake.url)
     train = root / TRAIN
     train.write_text(train.read_text().replace(GOOD_LR, BAD_LR, 1))

@@ -142,23 +142,32 @@ def test_not_a_git_repository(tmp_path: Path, command: list[str]) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_a_run_that_rewrites_the_data_is_caught(make_workspace: Callable[..., Path], corpus_dir: Path,
-                                                tmp_path: Path) -> None:
-    """train.py runs as the user and could rewrite the data and its manifest together; the loop pins
-    the manifest's hash at start and stops when a run changed it."""
-    root = make_workspace(replay_file="proposals.jsonl")
+def test_a_run_that_rewrites_the_data_is_refused_sealed_and_caught_unsealed(
+        make_workspace: Callable[..., Path], corpus_dir: Path, tmp_path: Path) -> None:
+    """Sealed, the data is read-only to a run: the write fails and the loop goes on. Unsealed (sandbox = "none"),
+    train.py could rewrite the data and its manifest together; the loop pins the manifest's hash at start and stops
+    when a run changed it."""
     data = tmp_path / "data"
     shutil.copytree(corpus_dir, data)
-    train = (root / "trainer" / "train.py").read_text()
-    cheat = train.replace("import math", "import math\nimport os\nopen(os.path.join(os.environ['OVERNIGHT_DATA_DIR'], "
-                                         "'manifest.json'), 'a').write(' ')", 1)
-    (root / "proposals.jsonl").write_text(json.dumps({"description": "cheat", "files": {"trainer/train.py": cheat}}) + "\n")
+    before = (data / "manifest.json").read_bytes()
     env = {**os.environ, "OVERNIGHT_DATA_DIR": str(data)}
-    out = subprocess.run([*OVERNIGHT, "run", "--agent", "replay"], cwd=root, capture_output=True, text=True,
-                         timeout=280, env=env)
-    assert out.returncode == 1, out.stdout + out.stderr
-    assert "changed during the run" in out.stderr
-    assert [r[2] for r in _statuses(root)] == ["keep", "crash"]
+    for name, sandbox in (("sealed", "bwrap"), ("unsealed", "none")):
+        root = make_workspace(name, replay_file="proposals.jsonl", sandbox=sandbox)
+        train = (root / "trainer" / "train.py").read_text()
+        cheat = train.replace("import math", "import math\nimport os\nopen(os.path.join(os.environ['OVERNIGHT_DATA_DIR'], "
+                                             "'manifest.json'), 'a').write(' ')", 1)
+        (root / "proposals.jsonl").write_text(json.dumps({"description": "cheat", "files": {"trainer/train.py": cheat}}) + "\n")
+        out = subprocess.run([*OVERNIGHT, "run", "--agent", "replay"], cwd=root, capture_output=True, text=True,
+                             timeout=280, env=env)
+        if sandbox == "bwrap":
+            assert out.returncode == 0, out.stdout + out.stderr
+            assert "Read-only file system" in out.stdout
+            assert (data / "manifest.json").read_bytes() == before
+        else:
+            assert out.returncode == 1, out.stdout + out.stderr
+            assert "changed during the run" in out.stderr
+            assert "NOT sealed" in out.stdout + out.stderr
+        assert [r[2] for r in _statuses(root)] == ["keep", "crash"]
 
 
 @pytest.mark.timeout(300)

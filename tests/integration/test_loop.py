@@ -111,7 +111,7 @@ def test_every_outcome_gets_its_status_and_the_loop_goes_on(session: Session) ->
     assert "does not apply" in (by["a patch that no longer applies"].error or "")
     assert "exited with code 1: RuntimeError: boom" in (by["crash on purpose"].error or "")
     assert "nan" in (by["NaN loss"].error or "").lower()
-    assert "killed after" in (by["hang"].error or "")
+    assert "hung: used no CPU" in (by["hang"].error or "")
     assert "out of memory" in (by["memory hog"].error or "")
     assert session.summary.stopped == "the replay agent has nothing more to propose"
     assert session.summary.kept == 1

@@ -70,7 +70,7 @@ def test_a_budget_too_short_to_calibrate_plans_what_it_ran() -> None:
         busy(0.004)
         steps += 1
     # Stopped by the raw CPU clock before the first timed window, and says so in its frame.
-    assert 1 <= steps < prepare.CALIBRATION_WARMUP_STEPS + prepare.CALIBRATION_WINDOW_STEPS
+    assert 1 <= steps < prepare.CALIBRATION_WARMUP_STEPS + prepare.CALIBRATION_WINDOW_STEPS["cpu"]
     assert budget.steps_planned == steps and budget.fraction() == 1.0
     assert [f["steps"] for f in rec.frames if f["type"] == "calibrated"] == [steps]
     zero = prepare.Budget(seconds=0, clock="steps", device="cpu", threads=1, reporter=Recorder())
@@ -87,7 +87,7 @@ def test_a_short_budget_ends_on_the_provisional_count_during_calibration() -> No
         steps += 1
     # ~15 steps: past the first window, short of CALIBRATION_MIN_STEPS timed steps.
     assert steps == budget.steps_planned
-    assert prepare.CALIBRATION_WARMUP_STEPS + prepare.CALIBRATION_WINDOW_STEPS <= steps < 25
+    assert prepare.CALIBRATION_WARMUP_STEPS + prepare.CALIBRATION_WINDOW_STEPS["cpu"] <= steps < 25
     assert budget.step_seconds is not None and steps == round(0.06 / budget.step_seconds)
 
 

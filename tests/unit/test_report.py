@@ -272,12 +272,19 @@ def test_plot_draws_holdout_pooled_band_held_and_the_bar_at_the_last_look(tmp_pa
     assert any(label.startswith("held") for label in labels)
     assert any("keep bar at its last look" in label for label in labels)
     assert ax.get_title() == "Overnight session 's': 4 experiments: 1 kept, 1 held, 1 discarded, 1 failed  [UNSEALED runs]"
-    # The bar's marks: the incumbent's mean less the threshold at the candidate's last look.
+    # The bar's marks: the incumbent's mean less the threshold at the candidate's last look, where a keep was
+    # possible; the candidate dropped after one run (below the runs a keep rests on) had no bar to beat.
     bars = next(c for c in ax.collections if "keep bar" in str(c.get_label()))
-    want = sorted((e.id, e.evidence["incumbent_mean"] - e.evidence["threshold"]) for e in j.experiments("s")
-                  if e.kind == "experiment" and e.evidence and "threshold" in e.evidence)
+    measured = [e for e in j.experiments("s") if e.kind == "experiment" and e.evidence and "threshold" in e.evidence]
+    assert [e.evidence["look"] for e in measured] == [2, 2, 1]
+    want = sorted((e.id, e.evidence["incumbent_mean"] - e.evidence["threshold"]) for e in measured
+                  if e.evidence["look"] >= e.evidence["min_runs"])
     got = sorted((float(x), float(y)) for x, y in bars.get_offsets())
     assert [x for x, _ in got] == [x for x, _ in want] and [y for _, y in got] == pytest.approx([y for _, y in want])
+    # The measurements set the scale: every value shows, and a far bar (one run, few df) does not squash them.
+    lo, hi = ax.get_ylim()
+    values = [v for e in j.experiments("s") for v in (e.val_bpb, e.holdout_bpb) if v is not None]
+    assert lo < min(values) and max(values) < hi and hi - lo < 0.5
     import matplotlib.pyplot as plt
 
     plt.close(fig)
