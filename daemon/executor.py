@@ -51,14 +51,15 @@ class Limits:
     its mean/fastest step-time ratio; a run that trains on regardless is killed here.
     ``grace``: start-up (before ``start``) and export (after ``end``) together.
     ``hang_window``: a tree that neither ran nor waited for a CPU this long is hung.
-    ``wall_factor``: the wall-clock ceiling, ``wall_factor × (budget + grace)``; reached while the machine kept the
-    run waiting for a core, the run is *starved* (not a measurement), otherwise it timed out.
+    ``wall_factor``, ``wall_slack``: the wall-clock ceiling, ``wall_factor × (budget + grace) + wall_slack``; reached
+    while the machine kept the run waiting for a core, the run is *starved* (not a measurement), otherwise it timed out.
     """
 
     train_factor: float = 1.25
     grace: float = 15.0
     hang_window: float = 60.0
     wall_factor: float = 6.0
+    wall_slack: float = 60.0
     max_procs: int = 256
     eval_cpu: float = 600.0
 
@@ -303,7 +304,7 @@ def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: 
     lim = req.limits
     sup = _Supervisor(proc, threads=req.threads, memory_limit_gb=req.memory_limit_gb, limits=lim, stop=stop)
     phases = _Phases()
-    wall_cap = lim.wall_factor * (req.budget + lim.grace) + 60.0
+    wall_cap = lim.wall_factor * (req.budget + lim.grace) + lim.wall_slack
     train_cap = lim.train_factor * req.budget + 1.0
     phase = "starting"
     on_phase(phase)
@@ -526,7 +527,7 @@ def _evaluate(req: RunRequest, out: RunOutcome, stop: threading.Event | None) ->
         while proc.poll() is None:
             sample = sup.poll()
             wall = time.monotonic() - sup.started
-            verdict = sup.check(sample, wall, lim.wall_factor * lim.eval_cpu / 4 + 60.0)
+            verdict = sup.check(sample, wall, lim.wall_factor * lim.eval_cpu / 4 + lim.wall_slack)
             if verdict is None and sup.charge(sample) > lim.eval_cpu:
                 verdict = _Verdict("crash", f"the harness evaluation used more than {lim.eval_cpu:g} budget-seconds of CPU")
             if verdict is not None:

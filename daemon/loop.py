@@ -65,6 +65,8 @@ class Event:
 
 
 Listener = Callable[[Event], None]
+# executor.execute's shape: (request, on_frame, stop, on_phase) -> outcome.
+Executor = Callable[..., RunOutcome]
 
 
 @dataclass
@@ -85,8 +87,11 @@ def _threads() -> int:
 
 
 class Loop:
-    def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None, resumable: bool = True) -> None:
+    def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None, resumable: bool = True,
+                 executor: Executor = execute) -> None:
         self.cfg = cfg
+        # What runs one training run and its evaluation (executor.execute); tests inject a fake.
+        self.execute = executor
         # False where no one can resume a pause (`overnight run` in a terminal, no daemon): an agent's
         # pause that only a human lifts (the spending cap) stops the loop with its reason instead.
         self.resumable = resumable
@@ -678,7 +683,7 @@ class Loop:
         if not inc or not holdouts or noise.df < 1:
             return ""
         worse, check = worse_beyond_noise(inc, holdouts, noise, self.cfg.direction, self.cfg.alpha)
-        evidence["holdout"] = check
+        evidence["holdout"] = {**check, "worse": worse}
         if not worse:
             return ""
         return (f"val improved but the holdout got worse beyond noise: holdout {statistics.fmean(inc):.4f} → "
@@ -690,7 +695,7 @@ class Loop:
         if not inc or not oods or noise.df < 1:
             return
         worse, check = worse_beyond_noise(inc, oods, noise, self.cfg.direction, self.cfg.alpha)
-        evidence["ood"] = check
+        evidence["ood"] = {**check, "worse": worse}
         if worse:
             evidence.setdefault("flags", []).append("out-of-distribution regression")
             self._flag(f"a keep improved val but the out-of-distribution gauge got worse beyond noise: "
@@ -770,11 +775,11 @@ class Loop:
 
     def _wait_for_machine(self) -> None:
         """Before a run: wait, saying so, while other processes leave too little of the machine for it."""
-        need = self._threads() * self.cfg.machine_share
-        if need <= 0:
-            return
         waiting = False
         while not self.stop_requested.is_set():
+            need = self._threads() * self.cfg.machine_share
+            if need <= 0:
+                return
             free = usable_cores() - machine_busy_cores(0.5)
             if free >= need:
                 if waiting:
@@ -808,7 +813,7 @@ class Loop:
             request = self._request(exp, k, seed, budget, scale, log_name)
             self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock)
             started = time.time()
-            outcome = execute(
+            outcome = self.execute(
                 request, on_frame=lambda frame: self._emit("progress", experiment_id=exp.id, run=k, frame=frame),
                 stop=self.stop_requested, on_phase=lambda phase: self._phase(phase, exp.id, k),
             )

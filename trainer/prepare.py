@@ -614,11 +614,15 @@ def scale() -> float:
 CLOCKS = ("steps", "wall", "cpu")
 CALIBRATION_WARMUP_STEPS = 5     # not timed: first steps pay for allocation, lazy init, compilation
 # Consecutive steps per timed window. Short windows find the clean stretches between a neighbour's
-# bursts (on a loaded 2-vCPU VM: 5.9 % CV of the estimate with 2-step windows, 7.1 % with 5); on
-# CUDA every window boundary is a synchronize, which drains the launch queue, so windows are longer.
+# bursts; on CUDA every window boundary is a synchronize, which drains the launch queue, so windows
+# are longer there.
 CALIBRATION_WINDOW_STEPS = {"cpu": 2, "cuda": 5}
 CALIBRATION_MIN_STEPS = 20       # timed steps before the step count is fixed, at least ...
-CALIBRATION_FRACTION = 0.1       # ... and at least this share of the budget (budget-clock time)
+# ... and at least this share of the budget (budget-clock time). A CPU shared with other work is
+# slowed for seconds at a time, and only a long calibration sees its clean speed: on this 2-vCPU VM
+# at load 5-10, the fastest 2-step window of 100 steps varied by 7.3 % (CV), of 300 by 3.9 %, of
+# 500 by 1.9 %. A GPU is not shared that way.
+CALIBRATION_FRACTION = {"cpu": 0.25, "cuda": 0.05}
 # Only when nobody supervises the run (no OVERNIGHT_CHANNEL_FD, i.e. by hand): stop at this
 # multiple of the budget in wall time. Under the daemon the limits are enforced from outside.
 HAND_WALL_CAP_FACTOR = 3.0
@@ -632,7 +636,7 @@ class Budget:
               after CALIBRATION_WARMUP_STEPS untimed steps, windows of CALIBRATION_WINDOW_STEPS
               (2 on CPU, 5 on CUDA) consecutive steps are timed (CPU: process CPU time / threads; CUDA: wall time with
               torch.cuda.synchronize() at window boundaries only) until at least
-              CALIBRATION_MIN_STEPS steps and CALIBRATION_FRACTION of the budget are timed; the
+              CALIBRATION_MIN_STEPS steps and CALIBRATION_FRACTION (25 % on CPU, 5 % on CUDA) of the budget are timed; the
               fastest window's mean step time t gives N = round(budget / t). The fastest window
               ignores time lost to a neighbour, so equal code trains the same number of steps.
               fraction() = step / N (a provisional N while calibrating), done() = step >= N.
@@ -666,7 +670,9 @@ class Budget:
         self._window_start = 0.0
         self._window_step = 0
         self._calibration_start = 0.0
-        self.window_steps = CALIBRATION_WINDOW_STEPS["cuda" if self._cuda() else "cpu"]
+        kind = "cuda" if self._cuda() else "cpu"
+        self.window_steps = CALIBRATION_WINDOW_STEPS[kind]
+        self.calibration_fraction = CALIBRATION_FRACTION[kind]
 
     def _cuda(self) -> bool:
         return self.device.startswith("cuda")
@@ -767,7 +773,7 @@ class Budget:
             timed = step - CALIBRATION_WARMUP_STEPS
             planned = self._planned()
             if planned is not None and (step >= planned or (
-                    timed >= CALIBRATION_MIN_STEPS and now - self._calibration_start >= CALIBRATION_FRACTION * self.seconds)):
+                    timed >= CALIBRATION_MIN_STEPS and now - self._calibration_start >= self.calibration_fraction * self.seconds)):
                 planned = max(planned, step)  # steps already run are part of the plan
                 self._fix(planned)
                 return step >= planned
@@ -1117,6 +1123,11 @@ def _program_problem(doc: Any) -> str | None:
     out_kinds = [next(iter(spec)) if isinstance(spec, dict) and len(spec) == 1 else None for spec in outputs]
     if out_kinds != ["user_output"]:
         return f"the program must return one tensor and update no state (outputs: {out_kinds})"
+    user_in = inputs[kinds.index("user_input")]["user_input"]
+    if not (isinstance(user_in, dict) and isinstance(user_in.get("arg"), dict) and "as_tensor" in user_in["arg"]
+            and isinstance(outputs[0]["user_output"], dict) and isinstance(outputs[0]["user_output"].get("arg"), dict)
+            and "as_tensor" in outputs[0]["user_output"]["arg"]):
+        return "the program's input and output must be tensors"
     for node in nodes:
         if not isinstance(node, dict) or not isinstance(node.get("target"), str):
             return "a node of the program has no target"

@@ -205,6 +205,8 @@ def test_structural_tricks_in_the_program_are_refused(honest: tuple[dict[str, by
             {"name": "g", "arg": {"as_graph": {"name": "g", "graph": {}}}, "kind": 1}), "subgraph"),
         "custom object": (lambda d: d["graph_module"]["signature"]["input_specs"].insert(
             0, {"custom_obj": {"arg": {"name": "obj", "class_fqn": "x"}, "custom_obj_name": "obj"}}), "inputs must be"),
+        "integer input": (lambda d: d["graph_module"]["signature"]["input_specs"][1]["user_input"].update(
+            arg={"as_int": 3}), "input and output must be tensors"),
         "name injection": (lambda d: nodes(d)[0]["outputs"][0]["as_tensor"].update(name="x; import os"), "malformed name"),
         "attribute path": (lambda d: d["graph_module"]["signature"]["input_specs"][0]["parameter"].update(
             parameter_name="table.__class__"), "malformed attribute path"),

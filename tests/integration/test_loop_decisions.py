@@ -1,0 +1,254 @@
+"""The loop's decisions with an injected executor: the real loop, journal, git and agent, but each training run's
+outcome is read from a marker in the code under test (``# FAKE val=… holdout=… ood=…``) plus seeded noise, so
+held keeps, starved runs, incumbent re-runs, transfer checks and waiting for the machine are checked in seconds
+and exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from overnight.daemon.agents.base import Context
+from overnight.daemon.agents.replay import ReplayAgent
+from overnight.daemon.cli import main
+from overnight.daemon.config import load_config
+from overnight.daemon.executor import RunOutcome, RunRequest
+from overnight.daemon.journal import Journal
+from overnight.daemon.loop import Event, Loop
+
+from ..conftest import commit_all, write_config
+
+TRAIN = "trainer/train.py"
+_MARK = re.compile(r"# FAKE (.*)")
+
+
+class FakeExecutor:
+    """Outcomes from the marker in the tree's train.py; σ 0.01 of seeded noise on val, holdout and ood."""
+
+    def __init__(self, starve_first: int = 0) -> None:
+        self.requests: list[RunRequest] = []
+        self.starve_left = starve_first
+
+    def __call__(self, req: RunRequest, on_frame: Callable[[dict[str, Any]], None] = lambda f: None,
+                 stop: threading.Event | None = None, on_phase: Callable[[str], None] = lambda p: None) -> RunOutcome:
+        self.requests.append(req)
+        on_phase("training")
+        if self.starve_left > 0:
+            self.starve_left -= 1
+            return RunOutcome(status="starved", error="the machine gave it too little CPU (fake)")
+        text = (req.tree / TRAIN).read_text()
+        values = {"val": 3.0, "holdout": 3.05, "ood": 4.0}
+        for found in _MARK.findall(text):
+            for pair in found.split():
+                key, value = pair.split("=")
+                values[key] = float(value)
+        scale = req.budget / 2.0
+        rng = random.Random(req.seed)
+        noise = {k: rng.gauss(0.0, 0.01) for k in values}
+        return RunOutcome(status="ok", val_bpb=values["val"] / scale ** 0.1 + noise["val"],
+                          holdout_bpb=values["holdout"] / scale ** 0.1 + noise["holdout"],
+                          ood_bpb=values["ood"] + noise["ood"], steps=100, steps_planned=100, cpu_seconds=req.budget)
+
+
+class RecordingAgent(ReplayAgent):
+    """A replay agent that keeps every context it was given (what an agent may see)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(ReplayAgent.from_file(path).proposals)
+        self.contexts: list[Context] = []
+
+    def propose(self, ctx: Context) -> Any:
+        self.contexts.append(ctx)
+        return super().propose(ctx)
+
+
+def _workspace(root: Path, proposals: list[tuple[str, str]], **config: object) -> Path:
+    assert main(["init", str(root)]) == 0
+    write_config(root, agent="replay", replay_file="proposals.jsonl", **config)
+    commit_all(root)
+    train = (root / TRAIN).read_text()
+    (root / "proposals.jsonl").write_text("".join(
+        json.dumps({"description": d, "files": {TRAIN: train + f"\n# FAKE {marker}\n"}}) + "\n" for d, marker in proposals))
+    return root
+
+
+def _run(root: Path, executor: FakeExecutor, events: list[Event] | None = None) -> tuple[Loop, RecordingAgent]:
+    agent = RecordingAgent(root / "proposals.jsonl")
+    loop = Loop(load_config(root), agent, listener=(events.append if events is not None else None), executor=executor)
+    loop.run()
+    return loop, agent
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, FakeExecutor, RecordingAgent, list[Event]]]:
+    root = _workspace(tmp_path_factory.mktemp("held") / "ws", [
+        ("better on val and holdout", "val=2.9 holdout=2.95"),
+        ("better on val, worse on holdout", "val=2.8 holdout=3.2"),
+        ("a null change", "val=2.9 holdout=2.95"),
+        ("another null change", "val=2.9 holdout=2.95"),
+        ("better on val, worse out of distribution", "val=2.8 holdout=2.85 ood=4.5"),
+    ], baseline_runs=3, rerun_every=2)
+    executor = FakeExecutor(starve_first=1)
+    events: list[Event] = []
+    _, agent = _run(root, executor, events)
+    yield root, executor, agent, events
+
+
+def _exps(root: Path) -> dict[str, Any]:
+    with Journal(root / ".overnight" / "journal.db") as j:
+        tag = j.latest_session()
+        assert tag is not None
+        return {e.description: (e, j.runs(e.id)) for e in j.experiments(tag.tag)}
+
+
+def test_a_keep_whose_holdout_got_worse_is_held_for_the_human(held: Any) -> None:
+    root, _, _, events = held
+    exps = _exps(root)
+    kept, _ = exps["better on val and holdout"]
+    assert kept.status == "keep"
+    h, _ = exps["better on val, worse on holdout"]
+    assert h.status == "held" and "holdout got worse beyond noise" in (h.decision_reason or "")
+    assert h.evidence is not None and h.evidence["holdout"]["worse"] is True
+    with Journal(root / ".overnight" / "journal.db") as j:
+        tag = j.latest_session()
+        assert tag is not None
+        incumbent = j.incumbent(tag.tag)
+        flags = [f["text"] for f in j.flags(tag.tag)]
+    # The branch did not advance to the held experiment: the incumbent is the later keep.
+    assert incumbent is not None and incumbent.id != h.id
+    assert any(f"#{h.id} is held for you" in f for f in flags)
+    assert any(e.kind == "flag" for e in events)
+
+
+def test_an_out_of_distribution_regression_is_flagged(held: Any) -> None:
+    root = held[0]
+    e, _ = _exps(root)["better on val, worse out of distribution"]
+    assert e.status == "keep" and e.evidence is not None
+    assert "out-of-distribution regression" in e.evidence["flags"] and e.evidence["ood"]["worse"] is True
+
+
+def test_a_starved_run_is_recorded_not_compared_and_rerun_with_its_seed(held: Any) -> None:
+    root, executor, _, _ = held
+    with Journal(root / ".overnight" / "journal.db") as j:
+        baseline = j.experiments()[0]
+        runs = j.runs(baseline.id)
+    assert [r.status for r in runs] == ["starved", "ok", "ok", "ok"]
+    assert runs[0].seed == runs[1].seed  # the same run again, not a new sample
+    assert baseline.evidence is not None and len(baseline.evidence["runs"]) == 3
+
+
+def test_the_incumbent_is_re_run_between_candidates(held: Any) -> None:
+    root = held[0]
+    kept, runs = _exps(root)["better on val and holdout"]
+    # Two runs to decide it, then re-runs every second candidate while it was the incumbent.
+    assert len([r for r in runs if r.status == "ok"]) >= 3
+    assert len({r.seed for r in runs}) == len(runs)
+
+
+def test_the_agent_never_sees_holdout_or_ood(held: Any) -> None:
+    _, _, agent, _ = held
+    assert agent.contexts
+    for ctx in agent.contexts:
+        for exp in [ctx.incumbent, *ctx.history]:
+            assert exp.holdout_bpb is None and exp.ood_bpb is None
+            assert not any("holdout" in k or "ood" in k for k in (exp.evidence or {}))
+    from overnight.daemon.agents.prompt import build
+
+    text = json.dumps(build(agent.contexts[-1]).messages)
+    with Journal(held[0] / ".overnight" / "journal.db") as j:
+        hidden = {f"{v:.4f}" for e in j.experiments() for r in j.runs(e.id) for v in (r.holdout_bpb, r.ood_bpb) if v}
+        hidden |= {f"{v:.4f}" for e in j.experiments() for v in (e.holdout_bpb, e.ood_bpb) if v}
+    assert hidden and not [v for v in hidden if v in text]
+
+
+def test_every_run_was_waited_for_and_phased(held: Any) -> None:
+    _, _, _, events = held
+    phases = [e.data["phase"] for e in events if e.kind == "phase"]
+    assert "training" in phases
+
+
+def test_a_transfer_check_runs_every_n_keeps(tmp_path: Path) -> None:
+    root = _workspace(tmp_path / "ws", [("a real gain", "val=2.9 holdout=2.95")], transfer_every=1,
+                      transfer_budget=4.0, transfer_scale=2.0)
+    executor = FakeExecutor()
+    events: list[Event] = []
+    _run(root, executor, events)
+    scaled = [r for r in executor.requests if r.budget == 8.0]
+    assert len(scaled) == 2 and all(r.scale == 2.0 for r in scaled)
+    with Journal(root / ".overnight" / "journal.db") as j:
+        tag = j.latest_session()
+        assert tag is not None
+        (transfer,) = j.transfers(tag.tag)
+    assert transfer["budget"] == 8.0 and transfer["scale"] == 2.0 and transfer["ratio"] is not None
+    # The fake's gain shrinks with the budget as (budget/2)^-0.1: about 0.87 of it survives at 4x.
+    assert 0.6 < transfer["ratio"] < 1.1
+    assert any(e.kind == "transfer" for e in events)
+    assert main(["-C", str(root), "results"]) == 0
+
+
+def test_the_loop_waits_while_the_machine_is_busy(tmp_path: Path) -> None:
+    """Runs wait, saying so, while other processes leave too little CPU; the wait ends when the machine has room
+    (here: the share asked for drops to what is free) and a stop cuts it short."""
+    import dataclasses
+    import time
+
+    root = _workspace(tmp_path / "ws", [], machine_share=1.0)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    events: list[Event] = []
+    executor = FakeExecutor()
+    loop = Loop(load_config(root), RecordingAgent(root / "proposals.jsonl"), listener=events.append, executor=executor)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not any(e.kind == "phase" and e.data["phase"] == "waiting" for e in events):
+            assert time.monotonic() < deadline, [e.kind for e in events]
+            time.sleep(0.2)
+        time.sleep(6)  # at least one more look at the machine
+        assert executor.requests == []  # nothing ran while it waited
+        assert any(e.kind == "message" and "waiting for the machine" in e.data["text"] for e in events)
+        loop.cfg = dataclasses.replace(loop.cfg, machine_share=0.0)  # room enough now
+        deadline = time.monotonic() + 60
+        while len(executor.requests) < 1:
+            assert time.monotonic() < deadline, "the wait never ended"
+            time.sleep(0.2)
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert len(executor.requests) == 2  # the baseline ran once the machine had room
+
+
+def test_a_stop_ends_the_wait_for_the_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import overnight.daemon.loop as loop_module
+
+    monkeypatch.setattr(loop_module, "usable_cores", lambda: 0)  # no core is ever free: it can only wait
+    root = _workspace(tmp_path / "ws", [])
+    events: list[Event] = []
+    executor = FakeExecutor()
+    loop = Loop(load_config(root), RecordingAgent(root / "proposals.jsonl"), listener=events.append, executor=executor)
+    loop.cfg = __import__("dataclasses").replace(loop.cfg, machine_share=0.5)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(e.kind == "phase" and e.data["phase"] == "waiting" for e in events):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    started = time.monotonic()
+    loop.stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and time.monotonic() - started < 10
+    assert executor.requests == []
