@@ -48,6 +48,19 @@ def _stat_cpu_rss(pid: int) -> tuple[float, float] | None:
     return ticks / _TICK, rss_pages * _PAGE / 2**20
 
 
+def _pss_mb(pid: int) -> float | None:
+    """Proportional set size (MB): resident memory with pages shared between processes divided among them, so a
+    forked tree is not charged its shared pages once per process. None when the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _delay(pid: int) -> float:
     """Run-queue wait (seconds) of every live thread of one process."""
     total = 0
@@ -100,6 +113,8 @@ class TreeWatch:
             if stat is None:
                 continue
             cpu_now[pid], mb = stat
+            if len(pids) > 1:  # forked processes share pages: RSS would count them once per process
+                mb = _pss_mb(pid) or mb
             rss += mb
             delay_now[pid] = _delay(pid)
         # Growth of each live process since its last sample (a new pid grows from 0).
