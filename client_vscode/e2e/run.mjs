@@ -52,7 +52,9 @@ function makeWorkspace() {
   execFileSync(PY, ["-m", "overnight.daemon.cli", "init", WS], { stdio: "inherit" });
   fs.writeFileSync(path.join(WS, "overnight.toml"), [
     'agent = "replay"', 'replay_file = "proposals.jsonl"', "budget = 4.0", "grace = 120.0", "baseline_runs = 2",
-    "confirm_runs = 0", 'clock = "cpu"', "",
+    // The browser and code-server keep the machine busy on purpose: runs do not wait for it; no re-runs of the
+    // incumbent or transfer checks, so what the suite sees is the replayed proposals alone.
+    "machine_share = 0.0", "rerun_every = 0", "transfer_every = 0", "",
   ].join("\n"));
   const trainPath = path.join(WS, "trainer", "train.py");
   const good = fs.readFileSync(trainPath, "utf8");
