@@ -273,7 +273,7 @@ def open_bench(root: Path, budget: float, threads: int, texts: dict[str, str]) -
                  environment=harness.environment_fingerprint(), trees=trees)
 
 
-def request(bench: Bench, name: str, slot: str, seed: int) -> RunRequest:
+def request(bench: Bench, name: str, slot: str, seed: int, anchor: tuple[int, float] | None = None) -> RunRequest:
     """The run as the loop's ``_request`` builds it, on the version's own tree."""
     cfg, tree, pinned, hashes = bench.cfg, bench.trees[name], bench.harness_dir, dict(bench.hashes)
     log_path = bench.root / "runs" / f"{slot}.log"
@@ -292,6 +292,7 @@ def request(bench: Bench, name: str, slot: str, seed: int) -> RunRequest:
         harness=Harness(directory=pinned, workdir=cfg.workdir, evaluate=tuple(harness.isolated(cfg.evaluate)),
                         check=lambda: harness.check(pinned, hashes)),
         sandbox=bench.sandbox, limits=Limits(grace=cfg.grace), network=cfg.network, gpu=bench.gpu, after_run=after_run,
+        anchor=anchor,
     )
 
 
@@ -315,18 +316,20 @@ def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def one_run(bench: Bench, name: str, rnd: int, condition: str, seed: int, sha: str, stop: threading.Event) -> dict[str, Any] | None:
+def one_run(bench: Bench, name: str, rnd: int, condition: str, seed: int, sha: str, stop: threading.Event,
+            anchor: tuple[int, float] | None = None) -> dict[str, Any] | None:
     """One measured run as a log record; None when the bench was stopped during it."""
     load_start, started = _load(), time.time()
     t0 = time.monotonic()
-    out = execute(request(bench, name, f"r{rnd}-{name}", seed), stop=stop)
+    out = execute(request(bench, name, f"r{rnd}-{name}", seed, anchor), stop=stop)
     wall = time.monotonic() - t0
     if out.status == "interrupted":
         return None
     return {
         "type": "run", "version": name, "kind": BY_NAME[name].kind, "sha256": sha, "round": rnd, "condition": condition,
         "seed": seed, "status": out.status, "error": out.error, "val_bpb": out.val_bpb, "holdout_bpb": out.holdout_bpb,
-        "steps": out.steps, "steps_planned": out.steps_planned, "tokens": out.tokens, "cpu_seconds": out.cpu_seconds,
+        "steps": out.steps, "steps_planned": out.steps_planned, "step_seconds": out.step_seconds,
+        "anchor": list(anchor) if anchor else None, "tokens": out.tokens, "cpu_seconds": out.cpu_seconds,
         "delay_seconds": out.delay_seconds, "wall": round(wall, 2), "train_wall": round(out.wall_seconds, 2),
         "startup_seconds": out.startup_seconds, "eval_seconds": out.eval_seconds, "load_start": load_start,
         "load_end": _load(), "started": started, "budget": bench.cfg.budget, "threads": bench.threads,
@@ -445,7 +448,8 @@ def measure(args: argparse.Namespace, names: list[str], log: Path) -> list[dict[
                         if stop.is_set():
                             break
                         for _ in range(3):  # a starved run is not a measurement: it runs again, up to twice
-                            record = one_run(bench, name, rnd, condition, seed_of(rnd, name), shas[name], stop)
+                            record = one_run(bench, name, rnd, condition, seed_of(rnd, name), shas[name], stop,
+                                             _anchor(runs))
                             if record is None:
                                 break
                             append(log, record)
@@ -464,6 +468,15 @@ def measure(args: argparse.Namespace, names: list[str], log: Path) -> list[dict[
     if stop.is_set():
         print(f"stopped: {len(runs)} runs saved in {log}; `--resume` continues", flush=True)
     return runs
+
+
+def _anchor(runs: Sequence[dict[str, Any]]) -> tuple[int, float] | None:
+    """Every run is anchored, as the loop anchors a session's runs, to the first successful run of the reference
+    code ("good"): its step count holds for any version whose calibrated speed is within the harness's tolerance."""
+    for r in runs:
+        if r["version"] == "good" and r["status"] == "ok" and r.get("steps_planned") and r.get("step_seconds"):
+            return int(r["steps_planned"]), float(r["step_seconds"])
+    return None
 
 
 def _print_run(r: dict[str, Any], i: int, n: int, rounds: int) -> None:

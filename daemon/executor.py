@@ -55,7 +55,7 @@ class Limits:
     while the machine kept the run waiting for a core, the run is *starved* (not a measurement), otherwise it timed out.
     """
 
-    train_factor: float = 1.25
+    train_factor: float = 1.5
     grace: float = 15.0
     hang_window: float = 60.0
     wall_factor: float = 6.0
@@ -103,6 +103,9 @@ class RunRequest:
     network: bool = False
     gpu: bool = False
     scale: float = 1.0
+    # (steps, step seconds) of the code this run derives from: the harness keeps that step count unless this code's
+    # calibrated speed differs by more than its tolerance (equal code, equal steps, whatever the machine's load).
+    anchor: tuple[int, float] | None = None
     # Checks after the training process ended and before anything is evaluated (frozen files, the Python
     # environment): a message makes the run `invalid`, never evaluated.
     after_run: Callable[[], str | None] = lambda: None
@@ -117,6 +120,7 @@ class RunOutcome:
     train_bpb: float | None = None
     steps: int | None = None
     steps_planned: int | None = None
+    step_seconds: float | None = None
     tokens: int | None = None
     tokens_per_s: float | None = None
     n_params: int | None = None
@@ -382,6 +386,8 @@ def execute(
         "OVERNIGHT_SEED": str(req.seed),
         "OVERNIGHT_THREADS": str(req.threads),
         "OVERNIGHT_SCALE": repr(req.scale),
+        **({"OVERNIGHT_ANCHOR_STEPS": str(req.anchor[0]), "OVERNIGHT_ANCHOR_STEP_S": repr(req.anchor[1])}
+           if req.anchor else {}),
         # Spin-waiting OpenMP threads would burn CPU time that the run is charged for.
         "OMP_WAIT_POLICY": "PASSIVE",
     }
@@ -474,6 +480,7 @@ def _summarise(frames: list[Frame], verdict: _Verdict, sup: _Supervisor, wall: f
             out.device = str(frame.get("device", ""))[:32] or None
         elif kind == "calibrated":
             out.steps_planned = _int(frame.get("steps"))
+            out.step_seconds = _finite(frame.get("step_seconds"))
         elif kind == "progress":
             step, elapsed, loss = _int(frame.get("step")), _finite(frame.get("elapsed")), _finite(frame.get("train_loss"))
             if step is not None and elapsed is not None and loss is not None:

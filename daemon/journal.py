@@ -137,6 +137,7 @@ _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ood_bpb", "REAL"),                # the out-of-distribution gauge (never in the agent's context)
         ("train_bpb", "REAL"),              # the harness's score on a slice of the training split
         ("steps_planned", "INTEGER"),       # the step count the harness calibrated from the code's speed
+        ("step_seconds", "REAL"),           # the calibrated step time behind it (the next runs' anchor)
         ("cpu_seconds", "REAL"),            # CPU of the run's whole process tree, measured from outside
         ("delay_seconds", "REAL"),          # time its threads waited for a core (a busy machine)
         ("checks", "TEXT"),                 # JSON: the harness's self-checks (causal, batch, finite, ...)
@@ -185,6 +186,7 @@ class Run:
     ood_bpb: float | None = None
     train_bpb: float | None = None
     steps_planned: int | None = None
+    step_seconds: float | None = None
     cpu_seconds: float | None = None
     delay_seconds: float | None = None
     checks: dict[str, Any] = field(default_factory=dict)
@@ -228,7 +230,7 @@ _RUN_COLUMNS = (
     "n_params", "device", "peak_mem_mb", "train_seconds", "wall_seconds", "startup_seconds",
     "train_wall_seconds", "eval_seconds", "curve",
     "error", "log_path", "log_tail", "started", "finished",
-    "ood_bpb", "train_bpb", "steps_planned", "cpu_seconds", "delay_seconds", "checks", "flags",
+    "ood_bpb", "train_bpb", "steps_planned", "step_seconds", "cpu_seconds", "delay_seconds", "checks", "flags",
 )
 
 

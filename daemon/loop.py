@@ -752,8 +752,20 @@ class Loop:
             return f"the run changed the Python environment: {', '.join(env[:5])}"
         return None
 
+    def _anchor(self, exp: Experiment) -> tuple[int, float] | None:
+        """The step count and step time a run of ``exp`` is anchored to: its own first run's, else (its first run)
+        those of the code it was made from — the kept experiment its commit derives from, or for a baseline after
+        your edit the incumbent before it. None for the session's first baseline run: it sets the unit."""
+        assert self.journal is not None and self.session is not None
+        own = _first_calibration(self.journal.runs(exp.id))
+        if own is not None:
+            return own
+        kept = [e for e in self.journal.experiments(self.session.tag) if e.status == "keep" and e.id < exp.id]
+        parent = next((e for e in reversed(kept) if e.commit_sha == exp.parent_commit), kept[-1] if kept else None)
+        return _first_calibration(self.journal.runs(parent.id)) if parent is not None else None
+
     def _request(self, exp: Experiment, k: int, seed: int, budget: float | None = None, scale: float = 1.0,
-                 log_name: str | None = None) -> RunRequest:
+                 log_name: str | None = None, anchor: tuple[int, float] | None = None) -> RunRequest:
         assert self.ws is not None and self.session is not None and self.sandbox is not None
         assert self.data is not None and self.harness_dir is not None
         log_path = self._log_path(exp.id, k) if log_name is None else self._log_path(exp.id, k).with_name(log_name)
@@ -767,7 +779,7 @@ class Loop:
             sandbox=self.sandbox, network=self.cfg.network, gpu=self.gpu,
             # A run that uses no CPU for this long is hung: long enough for a slow start, short for short budgets.
             limits=Limits(grace=self.cfg.grace, hang_window=max(20.0, min(120.0, 2 * (budget or self.cfg.budget)))),
-            scale=scale, after_run=self._after_run,
+            scale=scale, after_run=self._after_run, anchor=anchor,
         )
 
     def _threads(self) -> int:
@@ -798,7 +810,8 @@ class Loop:
         self._emit("phase", phase=phase, experiment_id=experiment_id, run=run)
 
     def _one_run(self, exp: Experiment, k: int, budget: float | None = None, scale: float = 1.0,
-                 record: bool = True, log_name: str | None = None) -> RunOutcome | None:
+                 record: bool = True, log_name: str | None = None,
+                 anchor: tuple[int, float] | None | bool = True) -> RunOutcome | None:
         """One training run of an experiment, recorded. None when the user stopped it.
 
         A starved run (the machine did not give it its budget) is recorded as such, never compared, and run again
@@ -810,7 +823,9 @@ class Loop:
             if self.stop_requested.is_set():
                 self._interrupted(exp)
                 return None
-            request = self._request(exp, k, seed, budget, scale, log_name)
+            # True: the experiment's own anchor (runs at the session's budget); else the one given (or None).
+            given = self._anchor(exp) if anchor is True else (anchor or None)
+            request = self._request(exp, k, seed, budget, scale, log_name, given)
             self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock)
             started = time.time()
             outcome = self.execute(
@@ -901,12 +916,15 @@ class Loop:
                    message=f"transfer check: baseline vs #{incumbent.id} at {budget:g} s, model scale {scale:g}")
         values: dict[str, float | None] = {}
         error = None
+        anchor: tuple[int, float] | None = None
         try:
             for name, exp in (("baseline", baseline), ("incumbent", incumbent)):
                 self.ws.reset_to(str(exp.commit_sha))
                 self._emit("experiment_started", experiment=exp, runs_planned=1)
                 outcome = self._one_run(exp, 0, budget=budget, scale=scale, record=False,
-                                        log_name=f"transfer-{incumbent.id}-{name}.log")
+                                        log_name=f"transfer-{incumbent.id}-{name}.log", anchor=anchor or False)
+                if outcome is not None and outcome.steps_planned and outcome.step_seconds:
+                    anchor = (outcome.steps_planned, outcome.step_seconds)
                 if outcome is None:
                     return True  # stopped: the check runs again on the next start
                 values[name] = outcome.val_bpb if outcome.status == "ok" else None
@@ -961,6 +979,14 @@ class Loop:
             self._run_baseline(exp.id)
         else:
             self._run_candidate(exp.id)
+
+
+def _first_calibration(runs: list[Run]) -> tuple[int, float] | None:
+    """(steps, step seconds) of the first successful run that reported its calibration."""
+    for run in runs:
+        if run.status == "ok" and run.steps_planned and run.step_seconds:
+            return run.steps_planned, run.step_seconds
+    return None
 
 
 def _mean(values: Any) -> float | None:

@@ -626,6 +626,28 @@ CALIBRATION_FRACTION = {"cpu": 0.25, "cuda": 0.05}
 # Only when nobody supervises the run (no OVERNIGHT_CHANNEL_FD, i.e. by hand): stop at this
 # multiple of the budget in wall time. Under the daemon the limits are enforced from outside.
 HAND_WALL_CAP_FACTOR = 3.0
+# Anchored calibration: the daemon passes the step count and calibrated step time of the code this run derives
+# from (the same code's first run, or the parent a candidate was made from). A run whose own calibrated step time is
+# within this share of the anchor's trains exactly the anchor's step count: timing noise (±1-3 % between processes
+# and loads on a CPU) never changes the step count of equal code, and the LR schedule follows the same N from step 0.
+# A change that makes steps faster or slower by more than that gets N scaled by the ratio.
+ANCHOR_TOLERANCE = 0.05
+# ... for a calibration of ANCHOR_STEPS timed steps or more; a shorter one (a short budget) times its fastest window
+# less precisely, so its tolerance widens as 1/sqrt(steps), up to ANCHOR_TOLERANCE_MAX.
+ANCHOR_STEPS = 400
+ANCHOR_TOLERANCE_MAX = 0.15
+
+
+def _anchor() -> tuple[int | None, float | None]:
+    """$OVERNIGHT_ANCHOR_STEPS and $OVERNIGHT_ANCHOR_STEP_S: the step count and step time to anchor to, if given."""
+    try:
+        steps = int(os.environ.get("OVERNIGHT_ANCHOR_STEPS") or 0)
+        seconds = float(os.environ.get("OVERNIGHT_ANCHOR_STEP_S") or 0.0)
+    except ValueError:
+        return None, None
+    if steps > 0 and math.isfinite(seconds) and seconds > 0:
+        return steps, seconds
+    return None, None
 
 
 class Budget:
@@ -640,6 +662,9 @@ class Budget:
               fastest window's mean step time t gives N = round(budget / t). The fastest window
               ignores time lost to a neighbour, so equal code trains the same number of steps.
               fraction() = step / N (a provisional N while calibrating), done() = step >= N.
+              Anchored ($OVERNIGHT_ANCHOR_STEPS, $OVERNIGHT_ANCHOR_STEP_S, set by the daemon from the same code's
+              first run or the parent's): N is the anchor's from step 0, and stays it when the calibrated step time
+              is within ANCHOR_TOLERANCE of the anchor's; otherwise N = anchor N x anchor t / t.
       wall  - wall-clock seconds (torch.cuda.synchronize() first on CUDA)
       cpu   - this process's CPU time (user+sys, all threads) / the thread count
     """
@@ -673,6 +698,8 @@ class Budget:
         kind = "cuda" if self._cuda() else "cpu"
         self.window_steps = CALIBRATION_WINDOW_STEPS[kind]
         self.calibration_fraction = CALIBRATION_FRACTION[kind]
+        self.anchor_steps, self.anchor_step_seconds = _anchor()
+        self.anchored: bool | None = None        # whether N is the anchor's (None: no anchor given)
 
     def _cuda(self) -> bool:
         return self.device.startswith("cuda")
@@ -714,9 +741,21 @@ class Budget:
     def _planned(self) -> int | None:
         if self.steps_planned is not None:
             return self.steps_planned
+        if self.anchor_steps is not None:
+            return self.anchor_steps  # the anchor's N until calibration says the code's speed differs
         if self._best is None:
             return None
         return max(0, round(self.seconds / self._best))
+
+    def _anchored_plan(self, t: float) -> int:
+        """N from the calibrated step time t and the anchor: the anchor's N when t is within ANCHOR_TOLERANCE of the
+        anchor's step time, else the anchor's N scaled by how much faster or slower this code is."""
+        assert self.anchor_steps is not None and self.anchor_step_seconds is not None
+        ratio = t / self.anchor_step_seconds
+        timed = max(1, self.step - CALIBRATION_WARMUP_STEPS)
+        tolerance = min(ANCHOR_TOLERANCE_MAX, ANCHOR_TOLERANCE * math.sqrt(max(1.0, ANCHOR_STEPS / timed)))
+        self.anchored = abs(ratio - 1.0) <= tolerance
+        return self.anchor_steps if self.anchored else max(1, round(self.anchor_steps / ratio))
 
     def elapsed(self) -> float:
         """Budget-clock seconds since start(); for `steps`: steps done x the calibrated step time."""
@@ -774,6 +813,8 @@ class Budget:
             planned = self._planned()
             if planned is not None and (step >= planned or (
                     timed >= CALIBRATION_MIN_STEPS and now - self._calibration_start >= self.calibration_fraction * self.seconds)):
+                if self.anchor_steps is not None and self._best is not None:
+                    planned = self._anchored_plan(self._best)
                 planned = max(planned, step)  # steps already run are part of the plan
                 self._fix(planned)
                 return step >= planned
@@ -835,7 +876,8 @@ class Reporter:
         """Sent once by Budget (steps clock) when the step count is fixed."""
         self.send({"type": "calibrated", "steps": int(budget.steps_planned or 0),
                    "step_seconds": float(budget.step_seconds or 0.0),
-                   "calibration_steps": int(budget.calibration_steps or 0)})
+                   "calibration_steps": int(budget.calibration_steps or 0),
+                   "anchored": budget.anchored})
 
     def progress(self, step: int, budget: Budget, train_loss: float, tokens_per_s: float,
                  lr: float) -> None:

@@ -4,7 +4,7 @@ Run by hand:  python train.py            (budget 60 s, prints progress)
 Run by the daemon: env OVERNIGHT_BUDGET_S / _CHANNEL_FD / _MODEL_OUT / _SEED / _THREADS / _SCALE set.
 Score: python prepare.py evaluate --model model.ovm   (the frozen metric, val bits per byte)
 
-Reading order: config -> model -> data -> optimizer/schedule -> loop -> summary.
+Reading order: config -> scale -> model -> data -> optimizer/schedule -> loop -> summary.
 """
 
 # ---------------------------------------------------------------------------------------
