@@ -56,7 +56,9 @@ class FakeExecutor:
         noise = {k: rng.gauss(0.0, 0.01) for k in values}
         return RunOutcome(status="ok", val_bpb=values["val"] / scale ** 0.1 + noise["val"],
                           holdout_bpb=values["holdout"] / scale ** 0.1 + noise["holdout"],
-                          ood_bpb=values["ood"] + noise["ood"], steps=100, steps_planned=100, cpu_seconds=req.budget)
+                          ood_bpb=values["ood"] + noise["ood"], steps=100, cpu_seconds=req.budget,
+                          # An anchored run keeps its anchor's step count; a free one calibrates its own.
+                          steps_planned=req.anchor[0] if req.anchor else 100 + req.seed % 7, step_seconds=0.01)
 
 
 class RecordingAgent(ReplayAgent):
@@ -168,6 +170,21 @@ def test_the_agent_never_sees_holdout_or_ood(held: Any) -> None:
         hidden = {f"{v:.4f}" for e in j.experiments() for r in j.runs(e.id) for v in (r.holdout_bpb, r.ood_bpb) if v}
         hidden |= {f"{v:.4f}" for e in j.experiments() for v in (e.holdout_bpb, e.ood_bpb) if v}
     assert hidden and not [v for v in hidden if v in text]
+
+
+def test_runs_are_anchored_to_their_own_first_run_or_their_parents(held: Any) -> None:
+    root, executor, _, _ = held
+    with Journal(root / ".overnight" / "journal.db") as j:
+        exps = j.experiments()
+    by_seed = {r.seed: r for r in executor.requests}
+    baseline = exps[0]
+    first = by_seed[baseline.id * 100]
+    assert first.anchor is None  # the session's first run sets the unit
+    planned = 100 + first.seed % 7
+    assert all(by_seed[baseline.id * 100 + k].anchor == (planned, 0.01) for k in (1, 2))
+    # Every later run of the session inherits that step count, through parents and first runs alike.
+    later = [r for r in executor.requests if r.seed >= exps[1].id * 100]
+    assert later and all(r.anchor == (planned, 0.01) for r in later)
 
 
 def test_every_run_was_waited_for_and_phased(held: Any) -> None:

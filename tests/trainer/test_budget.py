@@ -47,7 +47,8 @@ def test_steps_clock_fixes_the_step_count_from_the_fastest_window() -> None:
         busy(0.012 if 12 <= steps < 22 else 0.004)
         steps += 1
     (calibrated,) = [f for f in rec.frames if f["type"] == "calibrated"]
-    assert set(calibrated) == {"type", "steps", "step_seconds", "calibration_steps"}
+    assert set(calibrated) == {"type", "steps", "step_seconds", "calibration_steps", "anchored"}
+    assert calibrated["anchored"] is None  # no anchor given: the run sets its own N
     n = calibrated["steps"]
     assert steps == n == budget.steps_planned == budget.step
     # The slow stretch does not count: the fastest window is one of the 4 ms ones.
@@ -134,3 +135,44 @@ def test_scale_reads_overnight_scale(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("OVERNIGHT_SCALE", bad)
         with pytest.raises(ValueError, match="expected a positive number"):
             prepare.scale()
+
+
+def _anchored_run(monkeypatch: pytest.MonkeyPatch, anchor_steps: int, anchor_t: float, step_t: float,
+                  seconds: float = 0.6) -> tuple[dict[str, Any], list[float], int]:
+    monkeypatch.setenv("OVERNIGHT_ANCHOR_STEPS", str(anchor_steps))
+    monkeypatch.setenv("OVERNIGHT_ANCHOR_STEP_S", repr(anchor_t))
+    rec = Recorder()
+    budget = prepare.Budget(seconds=seconds, device="cpu", threads=1, reporter=rec)
+    budget.start()
+    steps, fractions = 0, []
+    while not budget.done():
+        fractions.append(budget.fraction())
+        busy(step_t)
+        steps += 1
+    (calibrated,) = [f for f in rec.frames if f["type"] == "calibrated"]
+    return calibrated, fractions, steps
+
+
+@pytest.mark.timeout(60)
+def test_equal_speed_keeps_the_anchors_step_count_and_schedule_from_step_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timing noise must not change the step count of equal code: within the tolerance, N is the anchor's."""
+    calibrated, fractions, steps = _anchored_run(monkeypatch, anchor_steps=140, anchor_t=0.0043, step_t=0.004)
+    assert calibrated["anchored"] is True and calibrated["steps"] == steps == 140
+    # The LR schedule used the anchor's N from the very first step: no provisional estimate to diverge on.
+    assert fractions == pytest.approx([i / 140 for i in range(140)])
+
+
+@pytest.mark.timeout(60)
+def test_code_clearly_faster_than_its_anchor_buys_more_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    calibrated, _, steps = _anchored_run(monkeypatch, anchor_steps=100, anchor_t=0.008, step_t=0.004)
+    assert calibrated["anchored"] is False
+    # About twice as fast: about twice the anchor's steps (the fastest window of a busy-wait is a little under 4 ms).
+    assert 190 <= steps <= 230 and steps == calibrated["steps"]
+
+
+@pytest.mark.timeout(60)
+def test_a_bad_anchor_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OVERNIGHT_ANCHOR_STEPS", "many")
+    monkeypatch.setenv("OVERNIGHT_ANCHOR_STEP_S", "nan")
+    budget = prepare.Budget(seconds=0.2, device="cpu", threads=1)
+    assert budget.anchor_steps is None and budget.anchor_step_seconds is None
