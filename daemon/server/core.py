@@ -196,7 +196,8 @@ class DaemonCore:
         sandbox = self.loop.sandbox
         return t.LoopStatus(
             state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.loop.cfg.budget,
-            clock=t.Clock(self.cfg.clock), sigma=noise.sigma if noise is not None and noise.df > 0 else None,
+            clock=t.Clock(self.loop.clock if self.tag else self.cfg.clock),
+            sigma=noise.sigma if noise is not None and noise.df > 0 else None,
             best=t.BestResult(id=incumbent.id, val_bpb=incumbent.val_bpb)
             if incumbent and incumbent.val_bpb is not None else None,
             current=summary(self.current) if self.current else None,
