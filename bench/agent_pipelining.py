@@ -39,7 +39,8 @@ from overnight.daemon.agents.claude import ClaudeAgent  # noqa: E402
 from overnight.daemon.agents.cost import Usage  # noqa: E402
 from overnight.daemon.cli import main as cli  # noqa: E402
 from overnight.daemon.config import load_config  # noqa: E402
-from overnight.daemon.loop import Event, Loop  # noqa: E402
+from overnight.daemon.events import Event, RunFinished, RunStarted  # noqa: E402
+from overnight.daemon.loop import Loop  # noqa: E402
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, edit, propose  # noqa: E402
 from tests.fakes.context import context, exp  # noqa: E402
 
@@ -64,19 +65,19 @@ def idle_run(pipeline: bool, args: argparse.Namespace, fake: FakeAnthropic, base
     counter = iter(range(10_000))
     fake.responder = lambda body: answer(next(counter), args.answer_s)
     cfg = load_config(root)
-    marks: list[tuple[str, int, float]] = []
+    marks: list[tuple[bool, int, float]] = []  # (started, experiment id, when)
 
     def listen(event: Event) -> None:
-        if event.kind in ("run_started", "run_finished"):
-            marks.append((event.kind, event.data["experiment_id"], time.monotonic()))
+        if isinstance(event, RunStarted | RunFinished):
+            marks.append((isinstance(event, RunStarted), event.experiment_id, time.monotonic()))
 
     t0 = time.monotonic()
     Loop(cfg, make_agent(cfg), listener=listen).run(max_experiments=args.experiments)
     total = time.monotonic() - t0
     first_start: dict[int, float] = {}
     last_end: dict[int, float] = {}
-    for kind, exp_id, t in marks:
-        if kind == "run_started":
+    for started, exp_id, t in marks:
+        if started:
             first_start.setdefault(exp_id, t)
         else:
             last_end[exp_id] = t

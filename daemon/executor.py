@@ -28,6 +28,7 @@ from typing import Any
 
 import msgpack
 
+from .evaluator import Evaluator
 from .sandbox import Sandbox, copy_out, remove_tree
 from .supervise import Sample, TreeWatch, tree_pids
 
@@ -106,6 +107,8 @@ class RunRequest:
     # (steps, step seconds) of the code this run derives from: the harness keeps that step count unless this code's
     # calibrated speed differs by more than its tolerance (equal code, equal steps, whatever the machine's load).
     anchor: tuple[int, float] | None = None
+    # The session's warm evaluator (evaluator.py); None: a fresh evaluation process for this run alone.
+    evaluator: Evaluator | None = None
     # Checks after the training process ended and before anything is evaluated (frozen files, the Python
     # environment): a message makes the run `invalid`, never evaluated.
     after_run: Callable[[], str | None] = lambda: None
@@ -512,14 +515,35 @@ def _summarise(frames: list[Frame], verdict: _Verdict, sup: _Supervisor, wall: f
 # -- evaluation ---------------------------------------------------------------------------------------
 
 
+_SPLITS = "val,holdout,ood"
+
+
 def _evaluate(req: RunRequest, out: RunOutcome, stop: threading.Event | None) -> None:
     problem = req.harness.check()
     if problem:
         out.status, out.error = "invalid", problem
         return
     model = req.run_dir / "model.ovm"
+    if req.evaluator is not None:
+        answer = req.evaluator.evaluate(model, _SPLITS, req.threads, stop)
+        out.eval_seconds = answer.seconds
+        with req.log_path.open("a", encoding="utf-8") as log:
+            log.write(f"\n--- evaluation by the session's pinned harness (warm; its log: {req.evaluator.log_path}) ---\n"
+                      f"{json.dumps(answer.result)[:20000] if answer.result else answer.error}\n")
+        if answer.code is None:
+            out.status = "interrupted" if answer.error == "stopped by the user" else "crash"
+            out.error = f"evaluation: {answer.error}"
+            return
+        _judge(out, answer.code, answer.result, f"exit code {answer.code} (see {req.evaluator.log_path})")
+        return
+    _evaluate_cold(req, out, stop)
+
+
+def _evaluate_cold(req: RunRequest, out: RunOutcome, stop: threading.Event | None) -> None:
+    """One evaluation process for this model alone (a harness without a warm form)."""
+    model = req.run_dir / "model.ovm"
     launch = req.sandbox.evaluation(
-        command=[*resolve_command(req.harness.evaluate), "--splits", "val,holdout,ood"],
+        command=[*resolve_command(req.harness.evaluate), "--splits", _SPLITS],
         harness_dir=req.harness.directory, workdir=req.harness.workdir, model_file=model,
         data_dir=req.data.directory, env={"OVERNIGHT_THREADS": str(req.threads), "OMP_WAIT_POLICY": "PASSIVE"},
     )
@@ -550,16 +574,19 @@ def _evaluate(req: RunRequest, out: RunOutcome, stop: threading.Event | None) ->
         status = "crash" if verdict.status == "timeout" else verdict.status
         out.status, out.error = status, f"evaluation: {verdict.error}"
         return
-    result = _last_json(stdout_text)
-    if proc.returncode == EXIT_REFUSED and result is not None and isinstance(result.get("refused"), str):
+    _judge(out, proc.returncode, _last_json(stdout_text), _last_line(stderr_text) or f"exit code {proc.returncode}")
+
+
+def _judge(out: RunOutcome, code: int | None, result: dict[str, Any] | None, failure: str) -> None:
+    """The run's outcome from what the harness answered: scores, a refusal (``invalid``), or a failure."""
+    if code == EXIT_REFUSED and result is not None and isinstance(result.get("refused"), str):
         out.status, out.error = "invalid", str(result["refused"])[:500]
         out.refused_check = str(result.get("check") or "") or None
         evidence = result.get("evidence")
         out.checks = {str(out.refused_check or "refused"): {"ok": False, **(evidence if isinstance(evidence, dict) else {})}}
         return
-    if proc.returncode != 0:
-        message = _last_line(stderr_text) or f"exit code {proc.returncode}"
-        out.status, out.error = "crash", f"evaluation failed: {message}"
+    if code != 0:
+        out.status, out.error = "crash", f"evaluation failed: {failure}"
         return
     if result is None:
         out.status, out.error = "crash", "evaluation printed no result"

@@ -13,7 +13,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, assert_never
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -23,8 +23,23 @@ from rich.table import Table
 from rich.text import Text
 
 from .decide import Noise
+from .events import (
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    Flagged,
+    Message,
+    PhaseChanged,
+    Progress,
+    Rebased,
+    RunFinished,
+    RunStarted,
+    SessionOpened,
+    StateChanged,
+    Thought,
+    TransferChecked,
+)
 from .journal import Experiment, Journal
-from .loop import Event
 from .report import PHASE_LABEL, STATUS_STYLE, UNSEALED, session_facts
 
 _RECENT = 8
@@ -82,9 +97,38 @@ class LiveView:
 
     def __call__(self, event: Event) -> None:
         with self._lock:
-            handler = getattr(self, f"_on_{event.kind}", None)
-            if handler is not None:
-                handler(**event.data)
+            match event:
+                case SessionOpened():
+                    self._on_session(event)
+                case StateChanged():
+                    self._on_state(event)
+                case Thought():
+                    self._on_thought(event)
+                case Message():
+                    self._on_message(event)
+                case Flagged():
+                    self._on_flag(event)
+                case TransferChecked():
+                    self.transfer = {"incumbent_id": event.incumbent_id, "ratio": event.ratio, "gain": event.gain,
+                                     "gain_at_budget": event.gain_at_budget}
+                case ExperimentStarted():
+                    self._on_experiment_started(event)
+                case PhaseChanged(phase=phase):
+                    if phase != self.phase:
+                        self.phase, self.phase_started = phase, time.monotonic()
+                case RunStarted():
+                    self._on_run_started(event)
+                case Progress(frame=frame):
+                    if frame.get("type") == "progress":
+                        self.frame = frame
+                case RunFinished():
+                    self.phase = ""
+                case ExperimentFinished():
+                    self._on_experiment_finished(event)
+                case Rebased():
+                    pass  # the message that follows says what was taken
+                case _:
+                    assert_never(event)
 
     def _refresh(self) -> None:
         """What the session holds now: pooled σ, the incumbent, flags, the latest transfer check, the seal."""
@@ -108,7 +152,8 @@ class LiveView:
         transfers = journal.transfers(self.tag)
         self.transfer = transfers[-1] if transfers else None
 
-    def _on_session(self, tag: str, resumed: bool, worktree: str, branch: str) -> None:
+    def _on_session(self, event: SessionOpened) -> None:
+        tag, resumed, worktree, branch = event.tag, event.resumed, event.worktree, event.branch
         if tag != self.tag:  # a new session (a new budget) starts from nothing
             self.best, self.noise, self.sigma, self.flags, self.transfer, self.recent = None, None, None, [], None, []
         self.tag = tag
@@ -124,7 +169,8 @@ class LiveView:
             noise = self._noise_text()
             self.console.print(f"[dim]{escape(' · '.join(p for p in (best, noise) if p))}[/]")
 
-    def _on_state(self, state: str, message: str) -> None:
+    def _on_state(self, event: StateChanged) -> None:
+        state, message = event.state, event.message
         if state == "paused" and (self.state, self.state_message) != (state, message):
             self.console.print(f"[yellow bold]paused:[/] {escape(message)}")
         self.state, self.state_message = state, message
@@ -136,33 +182,32 @@ class LiveView:
         if state in ("preparing", "stopped"):
             self.console.print(f"[dim]{escape(message)}[/]" if state == "preparing" else f"[bold]stopped:[/] {escape(message)}")
 
-    def _on_thought(self, text: str, done: bool, experiment_id: int | None) -> None:
+    def _on_thought(self, event: Thought) -> None:
         # The agent's plan as it streams: the live panel shows its last line; a finished plan is printed
         # once, dimmed, above the panel when no live panel shows it (a pipe, CI).
         self.thought = "" if self._thought_done else self.thought
-        self.thought += text
-        self._thought_done = done
-        if done and self.thought.strip() and self._live is None:
+        self.thought += event.text
+        self._thought_done = event.done
+        if event.done and self.thought.strip() and self._live is None:
             self.console.print(f"[dim]agent: {escape(' '.join(self.thought.split())[:300])}[/]")
 
-    def _on_message(self, level: str, text: str) -> None:
+    def _on_message(self, event: Message) -> None:
+        level, text = event.level, event.text
         if level == "warning" and text in self._flagged:
             self._flagged.remove(text)  # printed already, as a flag
             return
         style = {"error": "red", "warning": "yellow"}.get(level, "dim")
         self.console.print(f"[{style}]{escape(text)}[/]")
 
-    def _on_flag(self, text: str) -> None:
+    def _on_flag(self, event: Flagged) -> None:
+        text = event.text
         self.flags = [*self.flags, text][-_FLAGS:]
         self._flagged = [*self._flagged, text][-_FLAGS:]
         self.console.print(f"[bold yellow]⚠ flagged for you:[/] [yellow]{escape(text)}[/]")
 
-    def _on_transfer(self, incumbent_id: int, ratio: float | None, gain: float | None,
-                     gain_at_budget: float | None) -> None:
-        self.transfer = {"incumbent_id": incumbent_id, "ratio": ratio, "gain": gain, "gain_at_budget": gain_at_budget}
-
-    def _on_experiment_started(self, experiment: Experiment, runs_planned: int) -> None:
-        self.current, self.runs_planned, self.state = experiment, runs_planned, "running"
+    def _on_experiment_started(self, event: ExperimentStarted) -> None:
+        experiment = event.experiment
+        self.current, self.runs_planned, self.state = experiment, event.runs_planned, "running"
         self._remeasure = experiment.is_final  # the incumbent re-run, or a transfer check's run
         self.frame, self.phase = {}, ""
         if self._remeasure:
@@ -170,24 +215,14 @@ class LiveView:
         else:
             self.console.print(f"[cyan]▶ #{experiment.id}[/] {escape(experiment.description)}")
 
-    def _on_phase(self, phase: str, experiment_id: int | None = None, run: int | None = None) -> None:
-        if phase != self.phase:
-            self.phase, self.phase_started = phase, time.monotonic()
-
-    def _on_run_started(self, experiment_id: int, run: int, seed: int, budget: float, clock: str) -> None:
-        self.run_index, self.frame, self.run_started, self.clock = run, {}, time.monotonic(), clock
-        self.run_budget = budget
+    def _on_run_started(self, event: RunStarted) -> None:
+        self.run_index, self.frame, self.run_started, self.clock = event.run, {}, time.monotonic(), event.clock
+        self.run_budget = event.budget
         if self.phase == "waiting":
             self.phase = ""
 
-    def _on_progress(self, experiment_id: int, run: int, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "progress":
-            self.frame = frame
-
-    def _on_run_finished(self, experiment_id: int, run: int, outcome: Any) -> None:
-        self.phase = ""
-
-    def _on_experiment_finished(self, experiment: Experiment) -> None:
+    def _on_experiment_finished(self, event: ExperimentFinished) -> None:
+        experiment = event.experiment
         self.current, self.phase = None, ""
         self.recent = [*(e for e in self.recent if e.id != experiment.id), experiment][-_RECENT:]
         if experiment.status == "keep":

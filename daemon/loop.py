@@ -3,8 +3,8 @@
 One ``Loop`` owns one workspace session (a tag). Every step that changes state is written to the
 journal before the next one starts, so the loop can be killed at any moment and resumed: an
 experiment that was in flight is re-run from its commit, and the worktree is reset to the last
-kept state. Listeners (the terminal view, later the daemon's clients) get events; nothing in here
-knows who listens.
+kept state. Listeners (the terminal view, the daemon's clients) get typed events (events.py); nothing in
+here knows who listens.
 """
 
 from __future__ import annotations
@@ -26,6 +26,24 @@ from . import harness
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .config import Config
 from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
+from .events import (
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    Flagged,
+    Listener,
+    LoopState,
+    Message,
+    PhaseChanged,
+    Progress,
+    Rebased,
+    RunFinished,
+    RunStarted,
+    SessionOpened,
+    StateChanged,
+    Thought,
+    TransferChecked,
+)
 from .executor import DataPin, Harness, Limits, RunOutcome, RunRequest, cuda_available, execute, resolve_clock
 from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
@@ -58,13 +76,6 @@ class LoopError(RuntimeError):
     """The loop cannot go on (no data, a crashing baseline): the message says what to do."""
 
 
-@dataclass(frozen=True)
-class Event:
-    kind: str
-    data: dict[str, Any]
-
-
-Listener = Callable[[Event], None]
 # executor.execute's shape: (request, on_frame, stop, on_phase) -> outcome.
 Executor = Callable[..., RunOutcome]
 
@@ -103,7 +114,7 @@ class Loop:
         self.paused = False
         self.pause_reason = ""
         self.stop_after = False
-        self.state = "idle"
+        self.state: LoopState = "idle"
         self.state_message = ""
         self.journal: Journal | None = None
         self.ws: Workspace | None = None
@@ -121,11 +132,9 @@ class Loop:
         # a new budget (a new session).
         self._sync_paths: set[str] = set()
         self._next_session: tuple[float, str] | None = None
-        # The optional hooks an agent may take (agents/base.py): streamed thoughts, the stop flag.
-        # (setattr: the Agent protocol does not declare them, so that simple agents need not have them.)
-        for hook, value in (("on_thought", self._thought), ("stop_event", self.stop_requested)):
-            if hasattr(agent, hook):
-                setattr(agent, hook, value)
+        # The agent's hooks (agents/base.py): its streamed thoughts become events, and the stop flag cuts its waits short.
+        agent.on_thought = self._thought
+        agent.stop_event = self.stop_requested
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -140,7 +149,7 @@ class Loop:
         with self._control:
             self.stop_after = True
             self._control.notify_all()
-        self._emit("message", level="info", text="stopping after the current experiment")
+        self._emit(Message(level="info", text="stopping after the current experiment"))
 
     def pause(self, reason: str = "") -> None:
         """Pause before the next proposal; the experiment in flight finishes. The reason goes to the agent."""
@@ -149,9 +158,9 @@ class Loop:
         if reason and self.journal is not None and self.session is not None:
             self.journal.add_feedback(self.session.tag, "pause", reason)
         if self.state in ("proposing", "idle"):
-            self._emit("state", state="paused", message=reason or "paused")
+            self._emit(StateChanged(state="paused", message=reason or "paused"))
         else:
-            self._emit("message", level="info", text="pausing after the current experiment")
+            self._emit(Message(level="info", text="pausing after the current experiment"))
 
     def resume(self) -> None:
         with self._control:
@@ -186,7 +195,7 @@ class Loop:
         with self._control:
             self._next_session = (float(seconds), tag)
             self._control.notify_all()
-        self._emit("message", level="info", text=f"budget {seconds:g} s: session {tag} starts after the current experiment")
+        self._emit(Message(level="info", text=f"budget {seconds:g} s: session {tag} starts after the current experiment"))
         return tag
 
     def request_sync(self, paths: list[str]) -> None:
@@ -201,7 +210,7 @@ class Loop:
                 return
         message = self.pause_reason or "paused"
         if (self.state, self.state_message) != ("paused", message):  # the agent's pause announced it already
-            self._emit("state", state="paused", message=message)
+            self._emit(StateChanged(state="paused", message=message))
         # A new budget while paused switches sessions at once (the new one waits, paused, before its
         # baseline), so the user sees the budget they set rather than the old session until they resume.
         with self._control:
@@ -242,15 +251,15 @@ class Loop:
         except SandboxUnavailable as exc:
             raise LoopError(str(exc)) from None
         if not sandbox.sealed:
-            self._emit("message", level="warning",
-                       text='runs are NOT sealed (sandbox = "none"): a run can read the validation data, write the '
-                            "journal and reach the network; this session's numbers are marked unsealed")
+            self._emit(Message(level="warning",
+                               text='runs are NOT sealed (sandbox = "none"): a run can read the validation data, write the '
+                                    "journal and reach the network; this session's numbers are marked unsealed"))
         return sandbox
 
-    def _emit(self, kind: str, **data: Any) -> None:
-        if kind == "state":
-            self.state, self.state_message = data["state"], data.get("message", "")
-        self.listener(Event(kind, data))
+    def _emit(self, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            self.state, self.state_message = event.state, event.message
+        self.listener(event)
 
     def _open_session(self, tag: str | None, start: str | None = None) -> Session:
         assert self.journal is not None and self.ws is not None
@@ -269,7 +278,7 @@ class Loop:
                 # What the user's files were when the session began: the base of suggestions and syncs.
                 self.journal.set_user_base(tag, {rel: self.ws.read(rel) for rel in self._synced_files()
                                           if (self.ws.wt_path / rel).is_file()})
-            self._emit("session", tag=tag, resumed=False, worktree=str(self.ws.wt_path), branch=session.branch)
+            self._emit(SessionOpened(tag=tag, resumed=False, worktree=str(self.ws.wt_path), branch=session.branch))
         else:
             self._check_comparable(session)
             self.ws.open(tag)
@@ -282,7 +291,7 @@ class Loop:
             incumbent = self.journal.incumbent(tag)
             # Whatever a killed run left in the worktree goes: the journal's last kept commit is the truth.
             self.ws.reset_to(incumbent.commit_sha if incumbent and incumbent.commit_sha else session.base_commit)
-            self._emit("session", tag=tag, resumed=True, worktree=str(self.ws.wt_path), branch=session.branch)
+            self._emit(SessionOpened(tag=tag, resumed=True, worktree=str(self.ws.wt_path), branch=session.branch))
         return session
 
     def _check_comparable(self, session: Session) -> None:
@@ -337,7 +346,7 @@ class Loop:
                 continue
             if self._maintenance():
                 continue
-            self._emit("state", state="proposing", message=f"{self.agent.name} is proposing")
+            self._emit(StateChanged(state="proposing", message=f"{self.agent.name} is proposing"))
             try:
                 proposal = self.agent.propose(self._context())
             except AgentPaused as exc:
@@ -351,7 +360,7 @@ class Loop:
                 raise LoopError(str(exc)) from None
             except Exception as exc:  # an agent bug must not kill a night of experiments
                 agent_failures += 1
-                self._emit("message", level="error", text=f"the agent failed: {exc!r}")
+                self._emit(Message(level="error", text=f"the agent failed: {exc!r}"))
                 if agent_failures >= _MAX_AGENT_FAILURES:
                     return self._summary(f"the agent failed {agent_failures} times in a row: {exc}")
                 continue
@@ -423,44 +432,41 @@ class Loop:
         baseline = self._start_baseline(
             f"baseline after your change to {', '.join(measured)} ({self.cfg.baseline_runs} runs)") if measured else None
         self.journal.set_user_base(tag, new_base)
-        self._emit("rebased", paths=changed, files=[rel for rel in new_base if new_base[rel] != base.get(rel)])
+        self._emit(Rebased(paths=tuple(changed), files=tuple(rel for rel in new_base if new_base[rel] != base.get(rel))))
         if baseline is not None:
-            self._emit("message", level="info",
-                       text=f"your change to {', '.join(measured)} is now the base: measuring the baseline again")
+            self._emit(Message(level="info",
+                               text=f"your change to {', '.join(measured)} is now the base: measuring the baseline again"))
             self._run_baseline(baseline)
         else:
-            self._emit("message", level="info", text=f"took your change to {names}")
+            self._emit(Message(level="info", text=f"took your change to {names}"))
 
     def _agent_paused(self, exc: AgentPaused) -> None:
         """The agent cannot propose for now: pause with its reason. An outage (retry_in) is probed and the
         loop resumes by itself once the agent's API answers; otherwise the human resumes it."""
         with self._control:
             self.paused, self.pause_reason = True, str(exc)
-        self._emit("state", state="paused", message=str(exc))
-        probe = getattr(self.agent, "probe", None)
+        self._emit(StateChanged(state="paused", message=str(exc)))
         while exc.retry_in is not None:
             with self._control:
                 if self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after,
                                           timeout=exc.retry_in):
                     return
-            if probe is None or probe():
+            if self.agent.probe():
                 with self._control:
                     self.paused = False
-                self._emit("message", level="info", text=f"the {self.agent.name} agent can work again: resuming")
+                self._emit(Message(level="info", text=f"the {self.agent.name} agent can work again: resuming"))
                 return
 
     def _thought(self, text: str, done: bool) -> None:
-        self._emit("thought", text=text, done=done, experiment_id=None)
+        self._emit(Thought(text=text, done=done, experiment_id=None))
 
     def _prefetch(self, parent: str) -> None:
         """Let a pipelining agent prepare the next proposal while this experiment trains, against the
-        incumbent (the parent), with this experiment in the history as running."""
-        prefetch = getattr(self.agent, "prefetch", None)
-        if prefetch is None:
-            return
+        incumbent (the parent), with this experiment in the history as running. (An agent that does not
+        pipeline inherits a prefetch that does nothing.)"""
         assert self.ws is not None
         files = {rel: self.ws.wt.git.show(f"{parent}:{rel}", strip_newline_in_stdout=False) for rel in self.cfg.editable}
-        prefetch(dataclasses.replace(self._context(), files=files))
+        self.agent.prefetch(dataclasses.replace(self._context(), files=files))
 
     def _summary(self, stopped: str) -> Summary:
         assert self.journal is not None and self.session is not None
@@ -471,13 +477,13 @@ class Loop:
             best=incumbent.val_bpb if incumbent else None, stopped=stopped,
         )
         if stopped != _NEW_BUDGET:  # a budget change goes straight on to the next session
-            self._emit("state", state="stopped", message=stopped)
+            self._emit(StateChanged(state="stopped", message=stopped))
         return summary
 
     def _prepare_data(self) -> None:
         """Build or verify the corpus once per start, with the pinned harness, before any run; pin it for the session."""
         assert self.harness_dir is not None and self.journal is not None and self.session is not None
-        self._emit("state", state="preparing", message="preparing the data (harness: prepare.py)")
+        self._emit(StateChanged(state="preparing", message="preparing the data (harness: prepare.py)"))
         try:
             pinned = harness.prepare_data(self.harness_dir, self.cfg.workdir, self.cfg.prepare)
         except harness.HarnessError as exc:
@@ -557,8 +563,8 @@ class Loop:
         self.journal.mark_attempt(exp_id)
         exp = self.journal.experiment(exp_id)
         assert exp is not None
-        self._emit("state", state="baseline", message="measuring the noise floor")
-        self._emit("experiment_started", experiment=exp, runs_planned=self.cfg.baseline_runs)
+        self._emit(StateChanged(state="baseline", message="measuring the noise floor"))
+        self._emit(ExperimentStarted(experiment=exp, runs_planned=self.cfg.baseline_runs))
         outcomes: list[RunOutcome] = []
         for k in range(self.cfg.baseline_runs):
             outcome = self._one_run(exp, k)
@@ -631,8 +637,8 @@ class Loop:
         rule = self._rule()
         noise = self._noise()
         inc_values = self._incumbent_runs(incumbent)
-        self._emit("state", state="running", message=exp.description)
-        self._emit("experiment_started", experiment=exp, runs_planned=rule.max_runs)
+        self._emit(StateChanged(state="running", message=exp.description))
+        self._emit(ExperimentStarted(experiment=exp, runs_planned=rule.max_runs))
         outcomes: list[RunOutcome] = []
         for k in range(rule.max_runs):
             outcome = self._one_run(exp, k)
@@ -652,7 +658,7 @@ class Loop:
                             self.cfg.direction)
             if verdict.decision != "more":
                 break
-            self._emit("message", level="info", text=f"#{exp.id} {verdict.reason}: running it again on another seed")
+            self._emit(Message(level="info", text=f"#{exp.id} {verdict.reason}: running it again on another seed"))
         evidence: dict[str, Any] = {**verdict.evidence, "incumbent_id": incumbent.id}
         status = verdict.decision
         reason = verdict.reason
@@ -730,8 +736,8 @@ class Loop:
         """Something the human should look at: the terminal, every client (a notification), the sidebar."""
         assert self.journal is not None and self.session is not None
         self.journal.add_flag(self.session.tag, text)
-        self._emit("flag", text=text)
-        self._emit("message", level="warning", text=text)
+        self._emit(Flagged(text=text))
+        self._emit(Message(level="warning", text=text))
 
     def _log_path(self, exp_id: int, k: int) -> Path:
         assert self.session is not None
@@ -795,19 +801,19 @@ class Loop:
             free = usable_cores() - machine_busy_cores(0.5)
             if free >= need:
                 if waiting:
-                    self._emit("message", level="info", text="the machine is free again: going on")
+                    self._emit(Message(level="info", text="the machine is free again: going on"))
                 return
             if not waiting:
                 waiting = True
                 self._phase("waiting")
-                self._emit("message", level="warning",
-                           text=f"waiting for the machine: other processes leave {max(0.0, free):.1f} of "
-                                f"{usable_cores()} cores free, a run needs {need:g}")
+                self._emit(Message(level="warning",
+                                   text=f"waiting for the machine: other processes leave {max(0.0, free):.1f} of "
+                                        f"{usable_cores()} cores free, a run needs {need:g}"))
             self.stop_requested.wait(_MACHINE_POLL_S)
 
     def _phase(self, phase: str, experiment_id: int | None = None, run: int | None = None) -> None:
         self.phase = phase
-        self._emit("phase", phase=phase, experiment_id=experiment_id, run=run)
+        self._emit(PhaseChanged(phase=phase, experiment_id=experiment_id, run=run))
 
     def _one_run(self, exp: Experiment, k: int, budget: float | None = None, scale: float = 1.0,
                  record: bool = True, log_name: str | None = None,
@@ -826,10 +832,10 @@ class Loop:
             # True: the experiment's own anchor (runs at the session's budget); else the one given (or None).
             given = self._anchor(exp) if anchor is True else (anchor or None)
             request = self._request(exp, k, seed, budget, scale, log_name, given)
-            self._emit("run_started", experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock)
+            self._emit(RunStarted(experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock))
             started = time.time()
             outcome = self.execute(
-                request, on_frame=lambda frame: self._emit("progress", experiment_id=exp.id, run=k, frame=frame),
+                request, on_frame=lambda frame: self._emit(Progress(experiment_id=exp.id, run=k, frame=frame)),
                 stop=self.stop_requested, on_phase=lambda phase: self._phase(phase, exp.id, k),
             )
             self.phase = ""
@@ -840,15 +846,15 @@ class Loop:
                 measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
                 self.journal.add_run(Run(experiment_id=exp.id, seed=seed, started=started, finished=time.time(),
                                          log_path=str(request.log_path), **measured))
-            self._emit("run_finished", experiment_id=exp.id, run=k, outcome=outcome)
+            self._emit(RunFinished(experiment_id=exp.id, run=k, outcome=outcome))
             if outcome.data_changed:
                 self.ws.reset_to(exp.parent_commit)
                 self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
                 raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
             if outcome.status != "starved":
                 return outcome
-            self._emit("message", level="warning",
-                       text=f"#{exp.id} run {k + 1} was starved ({outcome.error}): not a measurement; it runs again")
+            self._emit(Message(level="warning",
+                               text=f"#{exp.id} run {k + 1} was starved ({outcome.error}): not a measurement; it runs again"))
             if self.ws.dirty():
                 self.ws.reset_to(self.ws.head())
 
@@ -861,7 +867,7 @@ class Loop:
         self.journal.set_status(exp.id, "interrupted")
         self.journal.delete_runs(exp.id)
         self.ws.reset_to(exp.parent_commit)
-        self._emit("message", level="info", text=f"#{exp.id} interrupted; it re-runs on the next start")
+        self._emit(Message(level="info", text=f"#{exp.id} interrupted; it re-runs on the next start"))
 
     # -- between experiments: the incumbent again, and at scale -------------------------------------
 
@@ -886,15 +892,17 @@ class Loop:
         if len(measured) < self.cfg.rerun_every:
             return False
         k = max((r.seed - incumbent.id * 100 for r in runs), default=-1) + 1
-        self._emit("state", state="running", message=f"re-measuring the incumbent #{incumbent.id}")
-        self._emit("experiment_started", experiment=incumbent, runs_planned=1)
+        self._emit(StateChanged(state="running", message=f"re-measuring the incumbent #{incumbent.id}"))
+        self._emit(ExperimentStarted(experiment=incumbent, runs_planned=1))
         outcome = self._one_run(incumbent, k)
         if outcome is None:
             return True
         if outcome.status != "ok":
-            self._emit("message", level="warning",
-                       text=f"a re-run of the incumbent #{incumbent.id} failed ({outcome.status}): {outcome.error}")
-        self._emit("experiment_finished", experiment=self.journal.experiment(incumbent.id))
+            self._emit(Message(level="warning",
+                               text=f"a re-run of the incumbent #{incumbent.id} failed ({outcome.status}): {outcome.error}"))
+        remeasured = self.journal.experiment(incumbent.id)
+        assert remeasured is not None
+        self._emit(ExperimentFinished(experiment=remeasured))
         return True
 
     def _transfer_check(self) -> bool:
@@ -912,15 +920,15 @@ class Loop:
                 or any(t["incumbent_id"] == incumbent.id for t in self.journal.transfers(tag))):
             return False
         budget, scale = self.cfg.budget * self.cfg.transfer_budget, self.cfg.transfer_scale
-        self._emit("state", state="running",
-                   message=f"transfer check: baseline vs #{incumbent.id} at {budget:g} s, model scale {scale:g}")
+        self._emit(StateChanged(state="running",
+                                message=f"transfer check: baseline vs #{incumbent.id} at {budget:g} s, model scale {scale:g}"))
         values: dict[str, float | None] = {}
         error = None
         anchor: tuple[int, float] | None = None
         try:
             for name, exp in (("baseline", baseline), ("incumbent", incumbent)):
                 self.ws.reset_to(str(exp.commit_sha))
-                self._emit("experiment_started", experiment=exp, runs_planned=1)
+                self._emit(ExperimentStarted(experiment=exp, runs_planned=1))
                 outcome = self._one_run(exp, 0, budget=budget, scale=scale, record=False,
                                         log_name=f"transfer-{incumbent.id}-{name}.log", anchor=anchor or False)
                 if outcome is not None and outcome.steps_planned and outcome.step_seconds:
@@ -943,8 +951,8 @@ class Loop:
                                   error=error)
         text = (f"transfer check at {budget:g} s, scale {scale:g}: gain {gain:+.4f} vs {small:+.4f} at the session's budget "
                 f"(ratio {ratio:.2f})" if ratio is not None else f"transfer check at {budget:g} s: {error or 'no gain to compare'}")
-        self._emit("transfer", incumbent_id=incumbent.id, ratio=ratio, gain=gain, gain_at_budget=small)
-        self._emit("message", level="info", text=text)
+        self._emit(TransferChecked(incumbent_id=incumbent.id, ratio=ratio, gain=gain, gain_at_budget=small))
+        self._emit(Message(level="info", text=text))
         return True
 
     def _finish(self, exp: Experiment, status: str, *, reason: str, error: str | None = None,
@@ -958,7 +966,8 @@ class Loop:
             val_bpb=val_bpb, holdout_bpb=holdout_bpb, error=error, ood_bpb=ood_bpb,
         )
         final = self.journal.experiment(exp.id)
-        self._emit("experiment_finished", experiment=final)
+        assert final is not None
+        self._emit(ExperimentFinished(experiment=final))
 
     def _recover(self, exp: Experiment) -> None:
         """An experiment left in flight by a kill or a Ctrl-C: run it again from its commit."""
@@ -973,7 +982,7 @@ class Loop:
             self._finish(exp, "crash", reason=f"interrupted {exp.attempts} times",
                          error="the loop stopped during every run of this experiment; given up", decided_by="recovery")
             return
-        self._emit("message", level="info", text=f"resuming #{exp.id} ({exp.description}) from its commit")
+        self._emit(Message(level="info", text=f"resuming #{exp.id} ({exp.description}) from its commit"))
         self.ws.reset_to(exp.commit_sha)
         if exp.kind == "baseline":
             self._run_baseline(exp.id)

@@ -537,11 +537,12 @@ class Sandbox:
         on the whole ``data_dir``. No network ever, and nothing writable but a fresh /tmp.
 
         The model's path as the evaluator sees it replaces ``MODEL_TOKEN`` ("{model}") in ``command``,
-        or, without one, is appended as ``--model PATH``.
+        or, without one, is appended as ``--model PATH``. ``model_file`` may also be a folder (the warm evaluator's:
+        models the daemon places there appear in it, read-only); then the token is the folder's path.
         """
         gpu = _gpu_present() if gpu is None else gpu
         workdir = _workdir(harness_dir, workdir)
-        if not model_file.is_file():
+        if not (model_file.is_file() or model_file.is_dir()) or model_file.is_symlink():
             raise ValueError(f"model file {model_file} does not exist")
         python = _resolve_python(command)
         rlimits = _rlimits(memory_limit_gb, gpu, max_file_bytes)
@@ -550,7 +551,7 @@ class Sandbox:
             return Launch(_with_model(command, str(model_file)), run_env, str(harness_dir / workdir), (), False, rlimits)
         interp = _interpreter(python)
         _check_roots(interp.roots, [harness_dir, model_file.parent, data_dir])
-        inside = f"{MODEL}/{model_file.name}"
+        inside = MODEL if model_file.is_dir() else f"{MODEL}/{model_file.name}"
         args = [
             self.bwrap.path, *_namespace_flags(self.bwrap, network=False), *_base_fs(self.bwrap, gpu, tmpfs_bytes),
             *_ro_binds(interp.roots), "--ro-bind", str(harness_dir), HARNESS, "--ro-bind", str(model_file), inside,

@@ -1661,6 +1661,88 @@ def evaluate(model_path: str | os.PathLike[str], splits: Iterable[str] = DEFAULT
 
 
 # ---------------------------------------------------------------------------------------
+# The evaluator process: once per model, or warm for a whole session
+# ---------------------------------------------------------------------------------------
+
+def _evaluate_once(model: str | os.PathLike[str], splits: str) -> tuple[int, str | None]:
+    """(exit code, the one JSON line to print) of evaluating ``model``: 0 and the result, EXIT_REFUSED and why,
+    or a HarnessError's code (its message on stderr)."""
+    try:
+        result = evaluate(model, [s.strip() for s in splits.split(",")])
+    except ModelRefused as e:
+        print(f"refused ({e.check}): {_one_line(e, 500)}", file=sys.stderr)
+        return EXIT_REFUSED, json.dumps({"refused": _one_line(e, 500), "check": e.check, "evidence": e.evidence})
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code, None
+    return 0, json.dumps(result)
+
+
+SERVE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def serve(models: Path) -> int:
+    """Evaluate models for a whole session, paying the imports once.
+
+    Each stdin line is a request ``{"id": int, "model": "<file name in models>", "splits": "val,holdout,ood",
+    "threads": int}``; each answer is one stdout line ``{"id", "code", "result"}`` (code and result as
+    ``evaluate`` exits and prints; result null on an error, whose message went to stderr). Every request is
+    evaluated in a child forked from this process after the imports and before any tensor work: a model that
+    subverts its evaluator cannot touch the next one's. The parent never loads a model.
+    """
+    from torch._export.serde import serialize as _warm  # noqa: F401  (the slow import, paid once)
+
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            rid, name = int(req["id"]), str(req["model"])
+            splits, threads = str(req.get("splits") or ",".join(DEFAULT_EVAL_SPLITS)), int(req.get("threads") or 1)
+            if not SERVE_NAME.fullmatch(name) or threads < 1:
+                raise ValueError(f"bad request {line.strip()[:200]!r}")
+        except (ValueError, KeyError, TypeError) as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            continue
+        print(json.dumps({"id": rid, **_in_child(models / name, splits, threads)}), flush=True)
+    return 0
+
+
+def _in_child(model: Path, splits: str, threads: int) -> dict[str, Any]:
+    """Evaluate in a forked child; {"code", "result"} from what it reports, or why it died."""
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: evaluate, report through the pipe, never return into the parent's loop
+        code, out = 1, None
+        try:
+            os.close(read_fd)
+            os.environ["OVERNIGHT_THREADS"] = str(threads)
+            code, out = _evaluate_once(model, splits)
+        except BaseException as e:  # noqa: BLE001 - whatever happens, the parent gets an answer
+            print(f"error: the evaluation failed: {type(e).__name__}: {_one_line(e, 300)}", file=sys.stderr)
+        finally:
+            try:
+                os.write(write_fd, json.dumps({"code": code, "result": out}).encode())
+                sys.stderr.flush()
+            finally:
+                os._exit(0)
+    os.close(write_fd)
+    chunks = []
+    with os.fdopen(read_fd, "rb") as pipe:
+        while chunk := pipe.read(1 << 16):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    try:
+        answer = json.loads(b"".join(chunks))
+        code, out = int(answer["code"]), answer["result"]
+    except (ValueError, KeyError, TypeError):
+        why = f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit code {os.waitstatus_to_exitcode(status)}"
+        print(f"error: the evaluation process died ({why})", file=sys.stderr, flush=True)
+        return {"code": 1, "result": None}
+    return {"code": code, "result": json.loads(out) if isinstance(out, str) else None}
+
+
+# ---------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------
 
@@ -1674,17 +1756,16 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--splits", default=",".join(DEFAULT_EVAL_SPLITS),
                         help="comma-separated, of val,holdout,ood,train (val and train are always scored)")
         args = ap.parse_args(argv[1:])
-        try:
-            result = evaluate(args.model, [s.strip() for s in args.splits.split(",")])
-        except ModelRefused as e:
-            print(json.dumps({"refused": _one_line(e, 500), "check": e.check, "evidence": e.evidence}), flush=True)
-            print(f"refused ({e.check}): {_one_line(e, 500)}", file=sys.stderr)
-            return EXIT_REFUSED
-        except HarnessError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return e.code
-        print(json.dumps(result), flush=True)
-        return 0
+        code, line = _evaluate_once(args.model, args.splits)
+        if line is not None:
+            print(line, flush=True)
+        return code
+    if argv[:1] == ["serve"]:
+        ap = argparse.ArgumentParser(prog="prepare.py serve",
+                                     description="A session-long evaluator: one JSON request per stdin line, "
+                                                 "one JSON answer per stdout line (see README.md).")
+        ap.add_argument("--models", required=True, help="the folder the models to evaluate are placed in")
+        return serve(Path(ap.parse_args(argv[1:]).models))
 
     ap = argparse.ArgumentParser(prog="prepare.py",
                                  description="Build (or verify) the train/val/holdout/ood corpus.")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..journal import Experiment
 from ..workspace import Edit
+
+# The thought hook: (streamed text, whether it ends one answer).
+ThoughtHook = Callable[[str, bool], None]
 
 
 class AgentError(RuntimeError):
@@ -16,8 +22,8 @@ class AgentError(RuntimeError):
 class AgentPaused(RuntimeError):
     """The agent cannot propose for now (its API is down, its spending cap is reached): the loop pauses.
 
-    With ``retry_in`` seconds the loop probes again after that long (``agent.probe()`` when the agent
-    has one) and resumes by itself once the agent can work; without, it waits for the human to resume.
+    With ``retry_in`` seconds the loop probes again after that long (``agent.probe()``) and resumes by
+    itself once the agent can work; without, it waits for the human to resume.
     """
 
     def __init__(self, reason: str, retry_in: float | None = None) -> None:
@@ -57,14 +63,64 @@ class Context:
     bar: float = 0.0
 
 
-class Agent(Protocol):
-    """What the loop calls. Optional hooks an agent may also have, which the loop uses when present:
-    ``on_thought`` (a callback the loop sets: streamed plan text), ``stop_event`` (the loop sets its stop
-    flag, to cut waits short), ``probe() -> bool`` (is the agent's API answering again) and
-    ``prefetch(ctx)`` (prepare the next proposal while the current experiment trains)."""
+def _nobody_listens(text: str, done: bool) -> None:
+    """The thought hook before the loop sets its own: the text goes nowhere."""
 
+
+class Agent(ABC):
+    """What the loop calls: ``propose``, and the hooks below, each with a default that suits an agent which has
+    no use for it. A subclass calls ``super().__init__()`` and overrides only the hooks it needs.
+
+    The loop sets ``on_thought`` and ``stop_event`` when it takes the agent; it calls ``probe()`` while the agent
+    is paused by an outage and ``prefetch(ctx)`` once each experiment is committed, before it trains; a pipelining
+    wrapper (pipeline.PipelinedAgent) calls ``rebase`` on the agent it wraps. (The two
+    hooks the loop sets are properties, so that an agent wrapping another, pipeline.PipelinedAgent, can pass
+    them through to it.)
+    """
+
+    #: The agent's name, as the journal records it with each experiment it proposed.
     name: str
 
+    def __init__(self) -> None:
+        self._on_thought: ThoughtHook = _nobody_listens
+        self._stop_event = threading.Event()
+
+    @abstractmethod
     def propose(self, ctx: Context) -> Proposal | None:
         """The next experiment, or None when the agent has nothing left to try."""
-        ...
+
+    @property
+    def on_thought(self) -> ThoughtHook:
+        """Where the agent sends its plan as it streams: ``on_thought(text, done)``, ``done`` ending one answer.
+        The loop sets it (its listeners get the text); by default the text goes nowhere."""
+        return self._on_thought
+
+    @on_thought.setter
+    def on_thought(self, hook: ThoughtHook) -> None:
+        self._on_thought = hook
+
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set when the loop is asked to stop: an agent waits on it (``stop_event.wait(delay)``) rather than
+        sleeping, so that a stop cuts its waits short. The loop sets its own; by default an event nobody sets."""
+        return self._stop_event
+
+    @stop_event.setter
+    def stop_event(self, event: threading.Event) -> None:
+        self._stop_event = event
+
+    def probe(self) -> bool:
+        """Can the agent work again? Called after an ``AgentPaused(retry_in=...)`` each time the wait is over; the
+        loop resumes by itself once it is True. By default True: the loop simply tries again."""
+        return True
+
+    def prefetch(self, ctx: Context) -> None:
+        """Start preparing the next proposal while the current experiment trains, and return at once; ``ctx`` is
+        the incumbent's (the experiment's parent), with the experiment in its history as running. The next
+        ``propose`` may use what was prepared. By default nothing: the agent proposes when asked."""
+        return None
+
+    def rebase(self, proposal: Proposal, ctx: Context) -> Proposal | None:
+        """The same proposal, made for other files (``ctx.files``: a new incumbent, kept while the proposal was
+        prepared), or None when it cannot be carried over and the agent must be asked afresh. By default None."""
+        return None

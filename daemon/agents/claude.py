@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import threading
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -23,13 +21,11 @@ import anthropic
 from ..config import Config, ConfigError, load_config
 from ..workspace import Edit
 from . import prompt
-from .base import AgentError, AgentPaused, Context, Proposal
+from .base import Agent, AgentError, AgentPaused, Context, Proposal
 from .cost import Usage, session_cost, usage_of
 from .tools import Checked, EditError, SearchReplace, ToolCall, apply_edits, check_answer, check_syntax
 
 log = logging.getLogger("overnight.agent")
-
-Thought = Callable[[str, bool], None]
 
 _KEY_HELP = "create one at https://console.anthropic.com/settings/keys, or use --agent sweep, which needs no key"
 
@@ -90,15 +86,14 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
-class ClaudeAgent:
+class ClaudeAgent(Agent):
     name = "claude"
 
     def __init__(self, cfg: Config, client: anthropic.Anthropic) -> None:
+        super().__init__()
         self.cfg = cfg
         self.c = cfg.claude
         self.client = client
-        self.on_thought: Thought | None = None
-        self.stop_event: threading.Event | None = None
         # Spent on answers that never became an experiment (an outage mid-proposal, a prefetch re-asked):
         # added to the next recorded proposal, so the journal's total is the bill.
         self.carry = Usage()
@@ -257,10 +252,8 @@ class ClaudeAgent:
                 delay = self._backoff(failures, exc)
                 log.warning("Anthropic API: %s; retry %d/%d in %.1f s", reason, failures, self.c.max_retries, delay)
                 self._thought(f"\n[API: {reason}; retrying in {delay:.1f} s]\n", True)
-                if self.stop_event is not None and self.stop_event.wait(delay):
+                if self.stop_event.wait(delay):
                     raise AgentPaused("stopping", retry_in=None) from None
-                if self.stop_event is None:
-                    threading.Event().wait(delay)
 
     def _backoff(self, failures: int, exc: BaseException) -> float:
         """Exponential with full jitter over its upper half, at most retry_max_s; a server's retry-after
@@ -302,11 +295,10 @@ class ClaudeAgent:
         self.carry = self.carry + usage_of(self.c.model, snapshot.usage)
 
     def _thought(self, text: str, done: bool) -> None:
-        if self.on_thought is not None:
-            try:
-                self.on_thought(text, done)
-            except Exception:  # a listener's failure must not cost a proposal
-                log.exception("thought listener failed")
+        try:
+            self.on_thought(text, done)
+        except Exception:  # a listener's failure must not cost a proposal
+            log.exception("thought listener failed")
 
 
 def _assistant_content(blocks: list[Any]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ The loop calls ``prefetch(ctx)`` once experiment N is committed, with a context 
 incumbent, the likely state after N: most experiments are discarded) and a history that shows N as
 running. The next ``propose(ctx)`` takes the prepared proposal when the files are still the ones it
 was written for; when N was kept, the prepared edits are rebased onto the new incumbent (the inner
-agent's ``rebase``), and when they no longer apply, or the human spoke in the meantime, the model is
+agent's ``rebase`` hook), and when they no longer apply, or the human spoke in the meantime, the model is
 asked afresh (the discarded answer's cost is carried onto the fresh one).
 """
 
@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from .base import Agent, Context, Proposal
+from .base import Agent, Context, Proposal, ThoughtHook
 from .cost import Usage
 
 log = logging.getLogger("overnight.agent")
@@ -29,37 +28,35 @@ class _Pending:
     error: BaseException | None = None
 
 
-class PipelinedAgent:
+class PipelinedAgent(Agent):
+    """Another agent, prefetching: the loop's hooks are the inner agent's, passed through."""
+
     def __init__(self, inner: Agent) -> None:
+        super().__init__()
         self.inner = inner
         self.name = inner.name
         self._pending: _Pending | None = None
         self.stats = {"prefetched": 0, "used": 0, "rebased": 0, "reasked": 0}
 
-    # The inner agent's optional hooks, passed through (the loop sets them on this wrapper).
+    # The inner agent's hooks, passed through (the loop sets them on this wrapper).
     @property
-    def on_thought(self) -> Any:
-        return getattr(self.inner, "on_thought", None)
+    def on_thought(self) -> ThoughtHook:
+        return self.inner.on_thought
 
     @on_thought.setter
-    def on_thought(self, fn: Any) -> None:
-        self._forward("on_thought", fn)
+    def on_thought(self, hook: ThoughtHook) -> None:
+        self.inner.on_thought = hook
 
     @property
-    def stop_event(self) -> Any:
-        return getattr(self.inner, "stop_event", None)
+    def stop_event(self) -> threading.Event:
+        return self.inner.stop_event
 
     @stop_event.setter
-    def stop_event(self, event: Any) -> None:
-        self._forward("stop_event", event)
-
-    def _forward(self, hook: str, value: Any) -> None:
-        if hasattr(self.inner, hook):
-            setattr(self.inner, hook, value)
+    def stop_event(self, event: threading.Event) -> None:
+        self.inner.stop_event = event
 
     def probe(self) -> bool:
-        probe = getattr(self.inner, "probe", None)
-        return bool(probe()) if probe is not None else True
+        return self.inner.probe()
 
     def prefetch(self, ctx: Context) -> None:
         if self._pending is not None:
@@ -93,9 +90,8 @@ class PipelinedAgent:
             self.stats["used"] += 1
             return replace(prepared, meta={**prepared.meta, "pipelined": "prefetched"})
         else:
-            rebase = getattr(self.inner, "rebase", None)
-            rebased = rebase(prepared, ctx) if rebase is not None else None
-            if isinstance(rebased, Proposal):
+            rebased = self.inner.rebase(prepared, ctx)
+            if rebased is not None:
                 self.stats["rebased"] += 1
                 return rebased
             why = "its edits no longer apply to the new incumbent"

@@ -14,12 +14,11 @@ a resumed session continues where it stopped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..workspace import Edit
-from .base import AgentError, Context, Proposal
+from .base import Agent, AgentError, Context, Proposal
 
 
 def _proposal(entry: Any, where: str) -> Proposal:
@@ -47,13 +46,12 @@ def _proposal(entry: Any, where: str) -> Proposal:
     )
 
 
-class ReplayAgent:
+class ReplayAgent(Agent):
     name = "replay"
 
     def __init__(self, proposals: list[Proposal]) -> None:
+        super().__init__()
         self.proposals = proposals
-        # The loop's thought hook: a replayed proposal's recorded reasoning is what the agent thought.
-        self.on_thought: Callable[[str, bool], None] | None = None
 
     @classmethod
     def from_file(cls, path: Path) -> ReplayAgent:
@@ -75,6 +73,6 @@ class ReplayAgent:
         if done >= len(self.proposals):
             return None
         p = self.proposals[done]
-        if p.reasoning and self.on_thought is not None:
+        if p.reasoning:  # a replayed proposal's recorded reasoning is what the agent thought
             self.on_thought(p.reasoning, True)
         return Proposal(p.description, p.edit, p.hypothesis, p.reasoning, {"replay_index": done})

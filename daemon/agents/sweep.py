@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 
 from ..workspace import Edit
-from .base import Context, Proposal
+from .base import Agent, Context, Proposal
 
 Config = dict[str, int | float]
 
@@ -113,10 +113,11 @@ def _key(config: Config) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((k, round(float(v), 12)) for k, v in config.items()))
 
 
-class SweepAgent:
+class SweepAgent(Agent):
     name = "sweep"
 
     def __init__(self, exclude: tuple[str, ...] = (), seed: int = 0) -> None:
+        super().__init__()
         self.exclude = set(exclude)
         self.seed = seed
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, assert_never
 
 import git
 
@@ -19,8 +19,24 @@ from overnight.protocol import types as t
 from ..agents import Agent
 from ..annotate import History, Touch, onto_buffer
 from ..config import Config
+from ..events import (
+    Event,
+    ExperimentFinished,
+    ExperimentStarted,
+    Flagged,
+    Message,
+    PhaseChanged,
+    Progress,
+    Rebased,
+    RunFinished,
+    RunStarted,
+    SessionOpened,
+    StateChanged,
+    Thought,
+    TransferChecked,
+)
 from ..journal import Experiment, Journal
-from ..loop import Event, Loop, LoopError
+from ..loop import Loop, LoopError
 from ..noise import session_noise
 from ..suggestions import SuggestionBook
 from ..watch import UserFileWatcher
@@ -129,44 +145,47 @@ class DaemonCore:
     # -- events → notifications -------------------------------------------------------------------
 
     def _on_event(self, event: Event) -> None:
-        data = event.data
-        if event.kind == "session":
-            self.tag = data["tag"]  # a new budget opens a new session: follow it
-            self._changed()
-        if event.kind == "state":
-            self._notify_state()
-        elif event.kind == "experiment_started":
-            self.current = data["experiment"]
-            self._live = t.LiveRun(experiment_id=data["experiment"].id, run=0, runs_planned=data["runs_planned"],
-                                   curve=[])
-            self._broadcast(t.OVERNIGHT_EXPERIMENT_STARTED, t.ExperimentStartedParams(
-                experiment=summary(data["experiment"]), runs_planned=data["runs_planned"]))
-        elif event.kind == "progress":
-            frame = data["frame"]
-            if frame.get("type") == "progress":
-                try:
-                    progress = t.RunProgress(
-                        experiment_id=data["experiment_id"], run=data["run"], step=int(frame["step"]),
-                        elapsed=float(frame["elapsed"]), budget=self.loop.cfg.budget,
-                        train_loss=float(frame["train_loss"]),
-                        tokens_per_s=float(frame["tokens_per_s"]) if "tokens_per_s" in frame else None,
-                    )
-                except (KeyError, TypeError, ValueError):
-                    return  # a malformed frame is the run's problem, not the clients'
-                self._record_live(progress)
-                self._broadcast(t.OVERNIGHT_PROGRESS, progress)
-        elif event.kind == "experiment_finished":
-            self.current = None
-            self._live = None
-            self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(data["experiment"])))
-            self._changed()
-        elif event.kind == "rebased":
-            self._changed()
-        elif event.kind in ("phase", "flag", "transfer"):
-            self._notify_state()
-        elif event.kind == "thought":
-            self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(
-                experiment_id=data.get("experiment_id"), text=data["text"], done=data["done"]))
+        match event:
+            case SessionOpened(tag=tag):
+                self.tag = tag  # a new budget opens a new session: follow it
+                self._changed()
+            case StateChanged() | PhaseChanged() | Flagged() | TransferChecked():
+                self._notify_state()
+            case ExperimentStarted(experiment=exp, runs_planned=planned):
+                self.current = exp
+                self._live = t.LiveRun(experiment_id=exp.id, run=0, runs_planned=planned, curve=[])
+                self._broadcast(t.OVERNIGHT_EXPERIMENT_STARTED,
+                                t.ExperimentStartedParams(experiment=summary(exp), runs_planned=planned))
+            case Progress():
+                self._on_progress(event)
+            case ExperimentFinished(experiment=exp):
+                self.current = None
+                self._live = None
+                self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(exp)))
+                self._changed()
+            case Rebased():
+                self._changed()
+            case Thought(text=text, done=done, experiment_id=exp_id):
+                self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(experiment_id=exp_id, text=text, done=done))
+            case Message() | RunStarted() | RunFinished():
+                pass  # the terminal's lines; clients see their effect in the state and experiment notifications
+            case _:
+                assert_never(event)
+
+    def _on_progress(self, event: Progress) -> None:
+        frame = event.frame
+        if frame.get("type") != "progress":
+            return
+        try:
+            progress = t.RunProgress(
+                experiment_id=event.experiment_id, run=event.run, step=int(frame["step"]),
+                elapsed=float(frame["elapsed"]), budget=self.loop.cfg.budget, train_loss=float(frame["train_loss"]),
+                tokens_per_s=float(frame["tokens_per_s"]) if "tokens_per_s" in frame else None,
+            )
+        except (KeyError, TypeError, ValueError):
+            return  # a malformed frame is the run's problem, not the clients'
+        self._record_live(progress)
+        self._broadcast(t.OVERNIGHT_PROGRESS, progress)
 
     def _record_live(self, p: t.RunProgress) -> None:
         live = self._live

@@ -22,8 +22,9 @@ from overnight.daemon.agents import make_agent
 from overnight.daemon.agents.cost import Usage
 from overnight.daemon.cli import main
 from overnight.daemon.config import load_config
+from overnight.daemon.events import Event, Message, StateChanged, Thought
 from overnight.daemon.journal import Experiment, Journal
-from overnight.daemon.loop import Event, Loop, Summary
+from overnight.daemon.loop import Loop, Summary
 
 from ..conftest import commit_all, write_config
 from ..fakes.anthropic_server import Error, FakeAnthropic, Reply, edit, propose
@@ -151,19 +152,18 @@ def test_invalid_after_repairs_is_recorded_with_the_error(session: Session) -> N
 
 
 def test_an_outage_pauses_with_the_reason_and_resumes_on_its_own(session: Session) -> None:
-    states = [(e.data["state"], e.data.get("message", "")) for e in session.events if e.kind == "state"]
-    paused = [m for s, m in states if s == "paused"]
+    paused = [e.message for e in session.events if isinstance(e, StateChanged) and e.state == "paused"]
     assert paused and "the Anthropic API is unavailable (HTTP 529 overloaded_error" in paused[0]
-    messages = [e.data["text"] for e in session.events if e.kind == "message"]
+    messages = [e.text for e in session.events if isinstance(e, Message)]
     assert "the claude agent can work again: resuming" in messages
     assert session.fake.probes >= 3 and session.exps[-1].description == "crash after the outage"
 
 
 def test_thoughts_stream_to_listeners(session: Session) -> None:
-    thoughts = [e.data for e in session.events if e.kind == "thought"]
-    text = "".join(t["text"] for t in thoughts)
-    assert "The LR is far too small; restore it." in text and any(t["done"] for t in thoughts)
-    assert all(t["experiment_id"] is None for t in thoughts)
+    thoughts = [e for e in session.events if isinstance(e, Thought)]
+    text = "".join(t.text for t in thoughts)
+    assert "The LR is far too small; restore it." in text and any(t.done for t in thoughts)
+    assert all(t.experiment_id is None for t in thoughts)
 
 
 def test_results_show_tokens_and_dollars(session: Session, capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,14 +183,14 @@ def test_the_spending_cap_pauses_the_loop(session: Session, fake: FakeAnthropic,
 
     def listen(event: Event) -> None:
         events.append(event)
-        if event.kind == "state" and event.data["state"] == "paused":
+        if isinstance(event, StateChanged) and event.state == "paused":
             threading.Timer(0.2, box[0].stop).start()
 
     loop = Loop(cfg, make_agent(cfg), listener=listen)
     box.append(loop)
     before = len(fake.requests)
     summary = loop.run(max_experiments=1)
-    paused = [e.data["message"] for e in events if e.kind == "state" and e.data["state"] == "paused"]
+    paused = [e.message for e in events if isinstance(e, StateChanged) and e.state == "paused"]
     assert paused and "spending cap is reached" in paused[0] and "spending_cap_usd" in paused[0]
     assert summary.stopped == "stopped by the user" and len(fake.requests) == before
     # In a terminal (`overnight run`, no daemon) nobody can resume it: the run stops with the reason.

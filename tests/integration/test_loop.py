@@ -20,6 +20,7 @@ import pytest
 from overnight.daemon.agents.replay import ReplayAgent
 from overnight.daemon.cli import main
 from overnight.daemon.config import load_config
+from overnight.daemon.events import Event, ExperimentFinished
 from overnight.daemon.journal import Journal
 from overnight.daemon.loop import Loop, LoopError, Summary
 
@@ -44,7 +45,7 @@ def _entry(description: str, root: Path, old: str, new: str) -> dict[str, str]:
 class Session:
     root: Path
     summary: Summary
-    events: list[str]
+    events: list[Event]
     user_files_before: dict[str, bytes]
 
 
@@ -78,8 +79,8 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
     user_before = {p: (root / p).read_bytes() for p in ("trainer/train.py", "trainer/prepare.py", "program.md")}
 
     cfg = load_config(root)
-    events: list[str] = []
-    loop = Loop(cfg, ReplayAgent.from_file(root / "proposals.jsonl"), listener=lambda e: events.append(e.kind))
+    events: list[Event] = []
+    loop = Loop(cfg, ReplayAgent.from_file(root / "proposals.jsonl"), listener=events.append)
     summary = loop.run()
     return Session(root, summary, events, user_before)
 
@@ -116,7 +117,7 @@ def test_every_outcome_gets_its_status_and_the_loop_goes_on(session: Session) ->
     assert session.summary.stopped == "the replay agent has nothing more to propose"
     assert session.summary.kept == 1
     # The journal tells the whole story: one line per experiment to the listener too.
-    assert session.events.count("experiment_finished") == len(exps)
+    assert sum(isinstance(e, ExperimentFinished) for e in session.events) == len(exps)
 
 
 def test_keep_and_discard_decisions_carry_their_evidence(session: Session) -> None:

@@ -21,9 +21,10 @@ from overnight.daemon.agents.base import Context
 from overnight.daemon.agents.replay import ReplayAgent
 from overnight.daemon.cli import main
 from overnight.daemon.config import load_config
+from overnight.daemon.events import Event, Flagged, Message, PhaseChanged, TransferChecked
 from overnight.daemon.executor import RunOutcome, RunRequest
 from overnight.daemon.journal import Journal
-from overnight.daemon.loop import Event, Loop
+from overnight.daemon.loop import Loop
 
 from ..conftest import commit_all, write_config
 
@@ -128,7 +129,7 @@ def test_a_keep_whose_holdout_got_worse_is_held_for_the_human(held: Any) -> None
     # The branch did not advance to the held experiment: the incumbent is the later keep.
     assert incumbent is not None and incumbent.id != h.id
     assert any(f"#{h.id} is held for you" in f for f in flags)
-    assert any(e.kind == "flag" for e in events)
+    assert any(isinstance(e, Flagged) for e in events)
 
 
 def test_an_out_of_distribution_regression_is_flagged(held: Any) -> None:
@@ -189,7 +190,7 @@ def test_runs_are_anchored_to_their_own_first_run_or_their_parents(held: Any) ->
 
 def test_every_run_was_waited_for_and_phased(held: Any) -> None:
     _, _, _, events = held
-    phases = [e.data["phase"] for e in events if e.kind == "phase"]
+    phases = [e.phase for e in events if isinstance(e, PhaseChanged)]
     assert "training" in phases
 
 
@@ -208,7 +209,7 @@ def test_a_transfer_check_runs_every_n_keeps(tmp_path: Path) -> None:
     assert transfer["budget"] == 8.0 and transfer["scale"] == 2.0 and transfer["ratio"] is not None
     # The fake's gain shrinks with the budget as (budget/2)^-0.1: about 0.87 of it survives at 4x.
     assert 0.6 < transfer["ratio"] < 1.1
-    assert any(e.kind == "transfer" for e in events)
+    assert any(isinstance(e, TransferChecked) for e in events)
     assert main(["-C", str(root), "results"]) == 0
 
 
@@ -227,12 +228,12 @@ def test_the_loop_waits_while_the_machine_is_busy(tmp_path: Path) -> None:
     try:
         thread.start()
         deadline = time.monotonic() + 60
-        while not any(e.kind == "phase" and e.data["phase"] == "waiting" for e in events):
-            assert time.monotonic() < deadline, [e.kind for e in events]
+        while not any(isinstance(e, PhaseChanged) and e.phase == "waiting" for e in events):
+            assert time.monotonic() < deadline, [type(e).__name__ for e in events]
             time.sleep(0.2)
         time.sleep(6)  # at least one more look at the machine
         assert executor.requests == []  # nothing ran while it waited
-        assert any(e.kind == "message" and "waiting for the machine" in e.data["text"] for e in events)
+        assert any(isinstance(e, Message) and "waiting for the machine" in e.text for e in events)
         loop.cfg = dataclasses.replace(loop.cfg, machine_share=0.0)  # room enough now
         deadline = time.monotonic() + 60
         while len(executor.requests) < 1:
@@ -261,7 +262,7 @@ def test_a_stop_ends_the_wait_for_the_machine(tmp_path: Path, monkeypatch: pytes
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while not any(e.kind == "phase" and e.data["phase"] == "waiting" for e in events):
+    while not any(isinstance(e, PhaseChanged) and e.phase == "waiting" for e in events):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     started = time.monotonic()

@@ -18,9 +18,20 @@ from rich.console import Console
 from overnight.daemon import report
 from overnight.daemon.cli import main
 from overnight.daemon.decide import Rule, describe, judge, pooled_noise, worse_beyond_noise
+from overnight.daemon.events import (
+    ExperimentFinished,
+    ExperimentStarted,
+    Flagged,
+    Message,
+    PhaseChanged,
+    RunFinished,
+    RunStarted,
+    SessionOpened,
+    TransferChecked,
+)
+from overnight.daemon.executor import RunOutcome
 from overnight.daemon.journal import Journal, Run, Session
 from overnight.daemon.live import LiveView
-from overnight.daemon.loop import Event
 from overnight.daemon.noise import session_noise
 from overnight.daemon.suggestions import SuggestionBook, cumulative_evidence, experiment_evidence
 
@@ -324,7 +335,7 @@ def _view(j: Journal | None) -> tuple[LiveView, Console]:
 def test_live_view_reads_pooled_sigma_best_flags_transfer_and_seal_on_resume(tmp_path: Path) -> None:
     j = _session(tmp_path)
     view, console = _view(j)
-    view(Event("session", {"tag": "s", "resumed": True, "worktree": "/w", "branch": "overnight/s"}))
+    view(SessionOpened(tag="s", resumed=True, worktree="/w", branch="overnight/s"))
     noise = session_noise(j, "s", MIN_SIGMA)
     kept = _by(j, "restore a sane learning rate")
     screen = _render(view.render())
@@ -338,29 +349,29 @@ def test_live_view_reads_pooled_sigma_best_flags_transfer_and_seal_on_resume(tmp
 def test_live_view_shows_the_phase_of_the_run_in_flight(tmp_path: Path) -> None:
     j = _session(tmp_path, sandbox="bwrap")
     view, _ = _view(j)
-    view(Event("session", {"tag": "s", "resumed": True, "worktree": "/w", "branch": "overnight/s"}))
+    view(SessionOpened(tag="s", resumed=True, worktree="/w", branch="overnight/s"))
     exp = _by(j, "a wider MLP")
-    view(Event("experiment_started", {"experiment": exp, "runs_planned": 4}))
-    view(Event("phase", {"phase": "waiting", "experiment_id": None, "run": None}))
+    view(ExperimentStarted(experiment=exp, runs_planned=4))
+    view(PhaseChanged(phase="waiting"))
     assert re.search(r"phase\s+waiting for the machine", _render(view.render()))
-    view(Event("run_started", {"experiment_id": exp.id, "run": 0, "seed": 1, "budget": 60.0, "clock": "steps"}))
+    view(RunStarted(experiment_id=exp.id, run=0, seed=1, budget=60.0, clock="steps"))
     for phase, said in (("training", "training"), ("exporting", "exporting the model"), ("evaluating", "evaluating")):
-        view(Event("phase", {"phase": phase, "experiment_id": exp.id, "run": 0}))
+        view(PhaseChanged(phase=phase, experiment_id=exp.id, run=0))
         assert re.search(rf"phase\s+{said}", _render(view.render()))
     assert "UNSEALED" not in _render(view.render())
-    view(Event("run_finished", {"experiment_id": exp.id, "run": 0, "outcome": None}))
-    view(Event("experiment_finished", {"experiment": exp}))
+    view(RunFinished(experiment_id=exp.id, run=0, outcome=RunOutcome(status="ok")))
+    view(ExperimentFinished(experiment=exp))
     assert "phase" not in _render(view.render())
 
 
 def test_live_view_prints_a_flag_once_and_keeps_it_and_the_transfer(tmp_path: Path) -> None:
     j = _session(tmp_path)
     view, console = _view(None)  # events only
-    view(Event("session", {"tag": "s", "resumed": False, "worktree": "/w", "branch": "overnight/s"}))
-    view(Event("flag", {"text": "val improved but the holdout did not"}))
-    view(Event("message", {"level": "warning", "text": "val improved but the holdout did not"}))
+    view(SessionOpened(tag="s", resumed=False, worktree="/w", branch="overnight/s"))
+    view(Flagged(text="val improved but the holdout did not"))
+    view(Message(level="warning", text="val improved but the holdout did not"))
     assert console.export_text().count("val improved but the holdout did not") == 1
-    view(Event("transfer", {"incumbent_id": 3, "ratio": 0.25, "gain": 0.01, "gain_at_budget": 0.04}))
+    view(TransferChecked(incumbent_id=3, ratio=0.25, gain=0.01, gain_at_budget=0.04))
     screen = _render(view.render())
     assert "⚠ val improved but the holdout did not" in screen and "transfer #3: 25% of the gain survived" in screen
     j.close()
@@ -369,11 +380,13 @@ def test_live_view_prints_a_flag_once_and_keeps_it_and_the_transfer(tmp_path: Pa
 def test_live_view_refreshes_pooled_sigma_after_each_experiment(tmp_path: Path) -> None:
     j = _session(tmp_path)
     view, _ = _view(j)
-    view(Event("session", {"tag": "s", "resumed": True, "worktree": "/w", "branch": "overnight/s"}))
+    view(SessionOpened(tag="s", resumed=True, worktree="/w", branch="overnight/s"))
     kept = _by(j, "restore a sane learning rate")
     _run(j, kept.id, 100 * kept.id + 5, 2.380, 2.391)  # the incumbent re-measured: the pool grows
-    view(Event("experiment_started", {"experiment": kept, "runs_planned": 1}))
-    view(Event("experiment_finished", {"experiment": j.experiment(kept.id)}))
+    view(ExperimentStarted(experiment=kept, runs_planned=1))
+    remeasured = j.experiment(kept.id)
+    assert remeasured is not None
+    view(ExperimentFinished(experiment=remeasured))
     noise = session_noise(j, "s", MIN_SIGMA)
     assert f"noise σ {noise.sigma:.4f} (pooled: {noise.runs} runs" in _render(view.render())
 
