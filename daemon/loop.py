@@ -26,6 +26,7 @@ from . import harness
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .config import Config
 from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
+from .evaluator import Evaluator, serve_command
 from .events import (
     Event,
     ExperimentFinished,
@@ -122,6 +123,7 @@ class Loop:
         self.clock = "steps"
         self.gpu = False
         self.sandbox: Sandbox | None = None
+        self.evaluator: Evaluator | None = None
         self.data: DataPin | None = None
         self.harness_dir: Path | None = None
         # What Python runs on its own at start-up, as it was when the loop started: a run may not change it.
@@ -230,7 +232,10 @@ class Loop:
                 self.ws = ws
                 start: str | None = None
                 while True:
-                    summary = self._run(max_experiments, tag, start)
+                    try:
+                        summary = self._run(max_experiments, tag, start)
+                    finally:
+                        self._close_evaluator()
                     with self._control:
                         nxt, self._next_session = self._next_session, None
                     if nxt is None or self.stop_requested.is_set() or summary.stopped != _NEW_BUDGET:
@@ -317,6 +322,7 @@ class Loop:
         self.gpu = cuda_available()
         self._prepare_data()
         self.environment = harness.environment_fingerprint()
+        self.evaluator = self._open_evaluator()
         for exp in self.journal.unfinished(session.tag):
             self._recover(exp)
         self._notice_offline_edits()
@@ -785,8 +791,26 @@ class Loop:
             sandbox=self.sandbox, network=self.cfg.network, gpu=self.gpu,
             # A run that uses no CPU for this long is hung: long enough for a slow start, short for short budgets.
             limits=Limits(grace=self.cfg.grace, hang_window=max(20.0, min(120.0, 2 * (budget or self.cfg.budget)))),
-            scale=scale, after_run=self._after_run, anchor=anchor,
+            scale=scale, after_run=self._after_run, anchor=anchor, evaluator=self.evaluator,
         )
+
+    def _open_evaluator(self) -> Evaluator | None:
+        """The session's warm harness (one sandboxed evaluator for all its runs), when the harness has a warm form."""
+        assert self.sandbox is not None and self.harness_dir is not None and self.data is not None and self.session
+        command = serve_command(self.cfg.evaluate)
+        if command is None:
+            return None
+        runs = self.cfg.state_dir / "runs" / self.session.tag
+        limits = Limits()
+        return Evaluator(sandbox=self.sandbox, command=tuple(harness.isolated(command)), harness_dir=self.harness_dir,
+                         workdir=self.cfg.workdir, data_dir=self.data.directory, folder=runs / "models",
+                         log_path=runs / "evaluator.log", memory_limit_gb=self.cfg.memory_limit_gb,
+                         eval_cpu=limits.eval_cpu, hang_window=max(60.0, limits.hang_window))
+
+    def _close_evaluator(self) -> None:
+        evaluator, self.evaluator = self.evaluator, None
+        if evaluator is not None:
+            evaluator.close()
 
     def _threads(self) -> int:
         return self.cfg.threads or usable_cores()
