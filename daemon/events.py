@@ -22,7 +22,7 @@ from .executor import Frame, RunOutcome
 from .journal import Experiment
 
 # What the loop is doing (``Loop.state``; the protocol's LoopState adds the daemon's own: stopping, error).
-LoopState = Literal["idle", "preparing", "baseline", "proposing", "running", "paused", "stopped"]
+LoopState = Literal["idle", "preparing", "baseline", "proposing", "running", "pausing", "paused", "stopping", "stopped"]
 Level = Literal["info", "warning", "error"]
 
 

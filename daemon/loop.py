@@ -14,16 +14,20 @@ import datetime as dt
 import json
 import math
 import os
+import queue
 import statistics
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import harness
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
+from .commands import Ack, Command, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
 from .config import Config
 from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
 from .evaluator import Evaluator, serve_command
@@ -81,6 +85,18 @@ class LoopError(RuntimeError):
 Executor = Callable[..., RunOutcome]
 
 
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Item:
+    """What waits in the owner's inbox: a client's command and its answer's future, or an event to pass on."""
+
+    command: Command | None = None
+    future: Future[Ack] | None = None
+    call: Callable[[], None] | None = None
+
+
 @dataclass
 class Summary:
     tag: str
@@ -100,8 +116,11 @@ def _threads() -> int:
 
 class Loop:
     def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None, resumable: bool = True,
-                 executor: Executor = execute) -> None:
+                 executor: Executor = execute, journal: Journal | None = None) -> None:
         self.cfg = cfg
+        # A journal given by the caller (the daemon's: one connection for the loop and the server's reads) is used,
+        # not closed; without one the loop opens its own for each run.
+        self._given_journal = journal
         # What runs one training run and its evaluation (executor.execute); tests inject a fake.
         self.execute = executor
         # False where no one can resume a pause (`overnight run` in a terminal, no daemon): an agent's
@@ -110,14 +129,20 @@ class Loop:
         self.agent = agent
         self.listener = listener or (lambda event: None)
         self.stop_requested = threading.Event()
-        # Control from other threads (the daemon's clients): pause between experiments, stop after one.
-        self._control = threading.Condition()
+        # Commands from other threads (the daemon's clients) and events from the run's and the agent's threads wait
+        # here for the loop's own thread, the session's one owner (commands.py).
+        self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._owner: threading.Thread | None = None
+        # Held while a command is carried out by a thread that is not the owner (no loop thread runs), and while the
+        # owner hands over: never two owners.
+        self._inline = threading.Lock()
         self.paused = False
         self.pause_reason = ""
+        self.current_id: int | None = None  # the experiment in flight
         self.stop_after = False
         self.state: LoopState = "idle"
         self.state_message = ""
-        self.journal: Journal | None = None
+        self.journal: Journal | None = journal
         self.ws: Workspace | None = None
         self.session: Session | None = None
         self.clock = "steps"
@@ -138,96 +163,208 @@ class Loop:
         agent.on_thought = self._thought
         agent.stop_event = self.stop_requested
 
-    # -- public -----------------------------------------------------------------------------------
+    # -- commands: the only way in from other threads ------------------------------------------------
 
+    def submit(self, command: Command, timeout: float = 30.0) -> Ack:
+        """Carry out a client's command in the session's owner thread and answer with the state it produced."""
+        if threading.current_thread() is self._owner:
+            return self._handle(command)
+        future: Future[Ack] = Future()
+        with self._inline:
+            if self._owner is None:  # no loop thread: this thread is the owner for this one command
+                return self._handle(command)
+            self._inbox.put(_Item(command=command, future=future))
+        return future.result(timeout)
+
+    # Thin wrappers for in-process callers (the CLI, tests).
     def stop(self) -> None:
         """Stop as soon as possible: the run in flight is killed and re-run on the next start."""
-        with self._control:
-            self.stop_requested.set()
-            self._control.notify_all()
+        self.stop_requested.set()  # at once, without waiting for the owner: a run in flight is killed now
+        try:
+            self.submit(Stop(now=True), timeout=10.0)
+        except TimeoutError:
+            pass  # the owner is busy in a step that does not wait; the flag alone ends the session
 
     def stop_after_current(self) -> None:
-        """Finish the experiment in flight, then stop."""
-        with self._control:
-            self.stop_after = True
-            self._control.notify_all()
-        self._emit(Message(level="info", text="stopping after the current experiment"))
+        self.submit(Stop(now=False))
 
     def pause(self, reason: str = "") -> None:
-        """Pause before the next proposal; the experiment in flight finishes. The reason goes to the agent."""
-        with self._control:
-            self.paused, self.pause_reason = True, reason
-        if reason and self.journal is not None and self.session is not None:
-            self.journal.add_feedback(self.session.tag, "pause", reason)
-        if self.state in ("proposing", "idle"):
-            self._emit(StateChanged(state="paused", message=reason or "paused"))
-        else:
-            self._emit(Message(level="info", text="pausing after the current experiment"))
+        self.submit(Pause(reason))
 
     def resume(self) -> None:
-        with self._control:
-            self.paused = False
-            self._control.notify_all()
+        self.submit(Resume())
 
     def redirect(self, instruction: str) -> int:
-        """The human's instruction for the agent, in its context from the next proposal on."""
-        if self.journal is None or self.session is None:
-            raise LoopError("the loop has no session yet: redirect once it has started")
-        return self.journal.add_feedback(self.session.tag, "redirect", instruction)
+        return int(self.submit(Redirect(instruction)).value)
 
     def set_budget(self, seconds: float, tag: str | None = None) -> str:
+        return str(self.submit(SetBudget(seconds, tag)).value)
+
+    def request_sync(self, paths: list[str]) -> None:
+        self.submit(SyncFiles(tuple(paths)))
+
+    def _handle(self, command: Command) -> Ack:
+        """Carry out one command; runs in the owner thread (or, with no loop thread, the only thread at it)."""
+        in_flight = self.state in ("running", "baseline", "pausing")
+        match command:
+            case Pause(reason=reason):
+                self.paused, self.pause_reason = True, reason
+                if reason and self.journal is not None and self.session is not None:
+                    self.journal.add_feedback(self.session.tag, "pause", reason)
+                if in_flight:
+                    what = f"#{self.current_id}" if self.current_id is not None else "the experiment in flight"
+                    self._emit(StateChanged(state="pausing", message=f"pausing after {what}"))
+                else:
+                    self._emit(StateChanged(state="paused", message=reason or "paused"))
+                return Ack(self.state, self.state_message)
+            case Resume():
+                was = self.paused
+                self.paused = False
+                if was and self.state == "pausing":  # not paused yet: back to the run
+                    self._emit(StateChanged(state="running", message="resumed"))
+                return Ack(self.state, "resuming" if was else "not paused")
+            case Stop(now=True):
+                self.stop_requested.set()
+                self._emit(StateChanged(state="stopping", message="stopping now: the run in flight re-runs on the next start"))
+                return Ack(self.state, self.state_message)
+            case Stop(now=False):
+                self.stop_after = True
+                if in_flight:
+                    what = f"#{self.current_id}" if self.current_id is not None else "the experiment in flight"
+                    self._emit(StateChanged(state="stopping", message=f"stopping after {what}"))
+                else:
+                    self._emit(Message(level="info", text="stopping"))
+                return Ack(self.state, self.state_message or "stopping")
+            case Redirect(instruction=text):
+                if self.journal is None or self.session is None:
+                    raise LoopError("the loop has no session yet: redirect once it has started")
+                return Ack(self.state, "noted", self.journal.add_feedback(self.session.tag, "redirect", text))
+            case SetBudget(seconds=seconds, tag=tag):
+                return Ack(self.state, "new budget", self._set_budget(seconds, tag))
+            case SyncFiles(paths=paths):
+                self._sync_paths.update(paths)
+                return Ack(self.state, "syncing after the experiment in flight")
+            case DecideHunks() as d:
+                if self.journal is None:
+                    raise LoopError("no journal is open")
+                self.journal.decide_hunks(d.tag, d.path, list(d.keys), d.state, suggestion_id=d.suggestion_id,
+                                          experiment_ids=list(d.experiment_ids), reason=d.reason)
+                return Ack(self.state, f"{d.state} {len(d.keys)} hunk(s)")
+        raise AssertionError(f"unknown command {command!r}")
+
+    def _set_budget(self, seconds: float, tag: str | None = None) -> str:
         """A new training budget: results under another budget do not compare, so once the experiment in
         flight is decided a new session starts (new tag, new baseline) from the incumbent's code."""
-        if not seconds > 0:
-            raise ValueError("the budget must be a positive number of seconds")
+        if not (math.isfinite(seconds) and 0.1 <= seconds <= 7 * 86400):
+            raise LoopError("the budget must be a number of seconds from 0.1 to 604800")
         if tag is None:
             base = self.session.tag if self.session else default_tag()
-            tag = f"{base}-{seconds:g}s".replace(".", "_")
+            tag = f"{base}-{seconds:g}s".replace(".", "_").replace("+", "")
             taken = {s.tag for s in self.journal.sessions()} if self.journal else set()
             n = 2
             while tag in taken:
-                tag, n = f"{base}-{seconds:g}s-{n}".replace(".", "_"), n + 1
-        else:
-            try:
-                check_tag(tag)
-            except WorkspaceError as exc:
-                raise LoopError(str(exc)) from None
-            if self.journal is not None and self.journal.session(tag) is not None:
-                raise LoopError(f"session {tag!r} exists already: name a new one")
-        with self._control:
-            self._next_session = (float(seconds), tag)
-            self._control.notify_all()
+                tag, n = f"{base}-{seconds:g}s-{n}".replace(".", "_").replace("+", ""), n + 1
+        try:
+            check_tag(tag)
+        except WorkspaceError as exc:
+            raise LoopError(str(exc)) from None
+        if self.journal is not None and self.journal.session(tag) is not None:
+            raise LoopError(f"session {tag!r} exists already: name a new one")
+        self._next_session = (float(seconds), tag)
         self._emit(Message(level="info", text=f"budget {seconds:g} s: session {tag} starts after the current experiment"))
         return tag
 
-    def request_sync(self, paths: list[str]) -> None:
-        """The user changed these files themselves (on disk): rebase onto them after the experiment in flight."""
-        with self._control:
-            self._sync_paths.update(paths)
-            self._control.notify_all()
+    # -- the owner's waiting: it carries out commands and passes on events while it waits ------------
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the owner thread (an event from a run's or the agent's thread): listeners see one thread."""
+        if threading.current_thread() is self._owner or self._owner is None:
+            fn()
+        else:
+            self._inbox.put(_Item(call=fn))
+
+    def _drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the first item, then carry out everything waiting."""
+        try:
+            item = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._carry_out(item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _carry_out(self, item: _Item) -> None:
+        if item.call is not None:
+            item.call()
+            return
+        assert item.command is not None and item.future is not None
+        try:
+            item.future.set_result(self._handle(item.command))
+        except Exception as exc:  # the client gets the error; the loop goes on
+            item.future.set_exception(exc)
+
+    def _await(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` (a training run, the agent's proposal) in a worker thread while the owner keeps carrying out
+        commands and passing on events; its result, or its exception."""
+        box: Future[_T] = Future()
+
+        def work() -> None:
+            try:
+                box.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the owner
+                box.set_exception(exc)
+
+        threading.Thread(target=work, daemon=True, name="overnight-work").start()
+        while not box.done():
+            self._drain(0.05)
+        self._drain(0)
+        return box.result()
+
+    def _wait_until(self, ready: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Carry out commands until ``ready()`` or ``timeout`` seconds; whether it became ready."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not ready():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self._drain(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
+        return True
 
     def _wait_while_paused(self) -> None:
-        with self._control:
-            if not self.paused:
-                return
+        if not self.paused:
+            return
         message = self.pause_reason or "paused"
         if (self.state, self.state_message) != ("paused", message):  # the agent's pause announced it already
             self._emit(StateChanged(state="paused", message=message))
         # A new budget while paused switches sessions at once (the new one waits, paused, before its
         # baseline), so the user sees the budget they set rather than the old session until they resume.
-        with self._control:
-            self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after
-                                   or self._sync_paths or self._next_session is not None)
+        self._wait_until(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after
+                         or bool(self._sync_paths) or self._next_session is not None)
         if self.paused and self._sync_paths and self._next_session is None:
             self._sync_user_changes()  # the user's edit is synced (and its baseline measured) even while paused
             self._wait_while_paused()
 
     def run(self, max_experiments: int | None = None, tag: str | None = None) -> Summary:
+        with self._inline:
+            if self._owner is not None:
+                raise LoopError("this loop is running already")
+            self._owner = threading.current_thread()
+        try:
+            return self._run_owned(max_experiments, tag)
+        finally:
+            # Hand over: commands that came in meanwhile are carried out; later ones by their own threads.
+            with self._inline:
+                self._drain(0)
+                self._owner = None
+
+    def _run_owned(self, max_experiments: int | None, tag: str | None) -> Summary:
         lock = WorkspaceLock(self.cfg.state_dir)
         ws = Workspace(self.cfg)  # before the lock: a non-repo gets its clear message first
         self.sandbox = self._open_sandbox()
         with lock:
-            self.journal = Journal(self.cfg.journal_path)
+            self.journal = self._given_journal or Journal(self.cfg.journal_path)
             try:
                 self.ws = ws
                 start: str | None = None
@@ -236,8 +373,7 @@ class Loop:
                         summary = self._run(max_experiments, tag, start)
                     finally:
                         self._close_evaluator()
-                    with self._control:
-                        nxt, self._next_session = self._next_session, None
+                    nxt, self._next_session = self._next_session, None
                     if nxt is None or self.stop_requested.is_set() or summary.stopped != _NEW_BUDGET:
                         return summary
                     budget, tag = nxt
@@ -245,7 +381,8 @@ class Loop:
                     self._carry_user_base(summary.tag, tag)
                     self.cfg = dataclasses.replace(self.cfg, budget=budget)
             finally:
-                self.journal.close()
+                if self._given_journal is None:
+                    self.journal.close()
 
     # -- the session ------------------------------------------------------------------------------
 
@@ -262,8 +399,16 @@ class Loop:
         return sandbox
 
     def _emit(self, event: Event) -> None:
-        if isinstance(event, StateChanged):
-            self.state, self.state_message = event.state, event.message
+        """Tell the listener; called in the owner thread only (other threads ``_post`` to it)."""
+        match event:
+            case StateChanged(state=state, message=message):
+                self.state, self.state_message = state, message
+            case ExperimentStarted(experiment=exp):
+                self.current_id = exp.id
+            case ExperimentFinished():
+                self.current_id = None
+            case _:
+                pass
         self.listener(event)
 
     def _open_session(self, tag: str | None, start: str | None = None) -> Session:
@@ -354,7 +499,7 @@ class Loop:
                 continue
             self._emit(StateChanged(state="proposing", message=f"{self.agent.name} is proposing"))
             try:
-                proposal = self.agent.propose(self._context())
+                proposal = self._await(partial(self.agent.propose, self._context()))
             except AgentPaused as exc:
                 if self.stop_requested.is_set():
                     return self._summary("stopped by the user")
@@ -373,6 +518,10 @@ class Loop:
             agent_failures = 0
             if proposal is None:
                 return self._summary(f"the {self.agent.name} agent has nothing more to propose")
+            # A pause asked for while the agent was thinking holds its proposal until the human resumes.
+            self._wait_while_paused()
+            if self.stop_requested.is_set() or self.stop_after or self._next_session is not None:
+                continue  # the checks at the top end the session (the proposal was never started)
             self._experiment(proposal, prefetch=max_experiments is None or done + 1 < max_experiments)
             done += 1
         return self._summary(f"reached --max-experiments {max_experiments}")
@@ -407,8 +556,7 @@ class Loop:
         Runs between experiments (the worktree stands on the incumbent). If the code the loop measures
         changed, the baseline is measured again: what was kept before was measured on other code."""
         assert self.journal is not None and self.ws is not None and self.session is not None
-        with self._control:
-            paths, self._sync_paths = sorted(self._sync_paths), set()
+        paths, self._sync_paths = sorted(self._sync_paths), set()
         tag = self.session.tag
         base = self.journal.user_base(tag) or {}
         new_base = dict(base)
@@ -449,22 +597,20 @@ class Loop:
     def _agent_paused(self, exc: AgentPaused) -> None:
         """The agent cannot propose for now: pause with its reason. An outage (retry_in) is probed and the
         loop resumes by itself once the agent's API answers; otherwise the human resumes it."""
-        with self._control:
-            self.paused, self.pause_reason = True, str(exc)
+        self.paused, self.pause_reason = True, str(exc)
         self._emit(StateChanged(state="paused", message=str(exc)))
         while exc.retry_in is not None:
-            with self._control:
-                if self._control.wait_for(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after,
-                                          timeout=exc.retry_in):
-                    return
-            if self.agent.probe():
-                with self._control:
-                    self.paused = False
+            if self._wait_until(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after,
+                                timeout=exc.retry_in):
+                return
+            if self._await(self.agent.probe):
+                self.paused = False
                 self._emit(Message(level="info", text=f"the {self.agent.name} agent can work again: resuming"))
                 return
 
     def _thought(self, text: str, done: bool) -> None:
-        self._emit(Thought(text=text, done=done, experiment_id=None))
+        """The agent's streamed plan (from the agent's thread): passed on by the owner."""
+        self._post(lambda: self._emit(Thought(text=text, done=done, experiment_id=None)))
 
     def _prefetch(self, parent: str) -> None:
         """Let a pipelining agent prepare the next proposal while this experiment trains, against the
@@ -833,7 +979,7 @@ class Loop:
                 self._emit(Message(level="warning",
                                    text=f"waiting for the machine: other processes leave {max(0.0, free):.1f} of "
                                         f"{usable_cores()} cores free, a run needs {need:g}"))
-            self.stop_requested.wait(_MACHINE_POLL_S)
+            self._wait_until(self.stop_requested.is_set, timeout=_MACHINE_POLL_S)
 
     def _phase(self, phase: str, experiment_id: int | None = None, run: int | None = None) -> None:
         self.phase = phase
@@ -858,10 +1004,8 @@ class Loop:
             request = self._request(exp, k, seed, budget, scale, log_name, given)
             self._emit(RunStarted(experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock))
             started = time.time()
-            outcome = self.execute(
-                request, on_frame=lambda frame: self._emit(Progress(experiment_id=exp.id, run=k, frame=frame)),
-                stop=self.stop_requested, on_phase=lambda phase: self._phase(phase, exp.id, k),
-            )
+            outcome = self._await(partial(self.execute, request, on_frame=partial(self._on_frame, exp.id, k),
+                                          stop=self.stop_requested, on_phase=partial(self._on_phase, exp.id, k)))
             self.phase = ""
             if outcome.status == "interrupted":
                 self._interrupted(exp)
@@ -881,6 +1025,13 @@ class Loop:
                                text=f"#{exp.id} run {k + 1} was starved ({outcome.error}): not a measurement; it runs again"))
             if self.ws.dirty():
                 self.ws.reset_to(self.ws.head())
+
+    def _on_frame(self, exp_id: int, k: int, frame: dict[str, Any]) -> None:
+        """A progress frame, from the run's reader thread: passed on by the owner."""
+        self._post(partial(self._emit, Progress(experiment_id=exp_id, run=k, frame=frame)))
+
+    def _on_phase(self, exp_id: int, k: int, phase: str) -> None:
+        self._post(partial(self._phase, phase, exp_id, k))
 
     def _interrupted(self, exp: Experiment) -> None:
         """Not a result: the journal keeps the experiment in flight and the next start re-runs it. (A decided

@@ -95,6 +95,7 @@ ENUMS: tuple[Enum, ...] = (
         ("baseline", "Measuring the unmodified script: the noise floor."),
         ("proposing", "The agent is writing the next proposal."),
         ("running", "An experiment's training run is in flight."),
+        ("pausing", "A pause was asked for: the experiment in flight is decided first (since 1.2)."),
         ("paused", "Paused by a user; the run in flight, if any, finished first."),
         ("stopping", "A stop was requested and is being carried out."),
         ("stopped", "The session ended (see `message` for why); the daemon keeps serving."),

@@ -31,6 +31,8 @@ class LoopState(enum.StrEnum):
     """The agent is writing the next proposal."""
     RUNNING = "running"
     """An experiment's training run is in flight."""
+    PAUSING = "pausing"
+    """A pause was asked for: the experiment in flight is decided first (since 1.2)."""
     PAUSED = "paused"
     """Paused by a user; the run in flight, if any, finished first."""
     STOPPING = "stopping"

@@ -12,8 +12,8 @@ export type JsonObject = { [key: string]: JsonValue };
 // -- enums
 
 /** What the experiment loop is doing. */
-export type LoopState = "idle" | "preparing" | "baseline" | "proposing" | "running" | "paused" | "stopping" | "stopped" | "error";
-export const LoopStateValues: readonly LoopState[] = ["idle", "preparing", "baseline", "proposing", "running", "paused", "stopping", "stopped", "error"];
+export type LoopState = "idle" | "preparing" | "baseline" | "proposing" | "running" | "pausing" | "paused" | "stopping" | "stopped" | "error";
+export const LoopStateValues: readonly LoopState[] = ["idle", "preparing", "baseline", "proposing", "running", "pausing", "paused", "stopping", "stopped", "error"];
 
 /** An experiment's status, as in the journal. */
 export type Status = "running" | "interrupted" | "keep" | "discard" | "crash" | "timeout" | "invalid" | "held";

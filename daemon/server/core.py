@@ -18,6 +18,7 @@ from overnight.protocol import types as t
 
 from ..agents import Agent
 from ..annotate import History, Touch, onto_buffer
+from ..commands import DecideHunks
 from ..config import Config
 from ..events import (
     Event,
@@ -35,8 +36,9 @@ from ..events import (
     Thought,
     TransferChecked,
 )
+from ..executor import execute
 from ..journal import Experiment, Journal
-from ..loop import Loop, LoopError
+from ..loop import Executor, Loop, LoopError
 from ..noise import session_noise
 from ..suggestions import SuggestionBook
 from ..watch import UserFileWatcher
@@ -62,13 +64,19 @@ def summary(exp: Experiment) -> t.ExperimentSummary:
 
 
 class DaemonCore:
-    def __init__(self, cfg: Config, agent: Agent, max_experiments: int | None = None, tag: str | None = None) -> None:
+    def __init__(self, cfg: Config, agent: Agent, max_experiments: int | None = None, tag: str | None = None,
+                 executor: Executor = execute) -> None:
         self.cfg = cfg
         self.agent = agent
-        self.loop = Loop(cfg, agent, listener=self._on_event)
+        # One journal connection for the daemon: the loop's thread writes through it (the only writer, commands
+        # included), the server's threads read through it (the journal serializes statements).
+        self.journal = Journal(cfg.journal_path)
+        self._executor = executor  # what runs training runs (tests inject a fake)
+        self.loop = Loop(cfg, agent, listener=self._on_event, journal=self.journal, executor=executor)
         self.max_experiments = max_experiments
         self.tag = tag
-        self.journal = Journal(cfg.journal_path)  # a reader of its own: WAL lets it read while the loop writes
+        # Held while a loop thread is started: two clients resuming at once start one loop.
+        self._starting = threading.Lock()
         self.current: Experiment | None = None
         # The run in flight with its curve so far (the loop's thread writes, status readers copy).
         self._live: t.LiveRun | None = None
@@ -104,12 +112,18 @@ class DaemonCore:
     def resume(self) -> None:
         """Resume a paused loop; a loop whose session ended (stopped, or out of proposals) starts again,
         continuing the same session: the daemon outlives its loop."""
-        if self._thread is not None and not self._thread.is_alive():
-            self.loop = Loop(self.loop.cfg, self.agent, listener=self._on_event)
-            self.error = None
-            self._start_loop(None)
-        else:
-            self.loop.resume()
+        with self._starting:
+            if self._thread is not None and not self._thread.is_alive():
+                self.loop = Loop(self.loop.cfg, self.agent, listener=self._on_event, journal=self.journal,
+                                 executor=self._executor)
+                self.error = None
+                self._start_loop(None)
+                return
+        self.loop.resume()
+
+    def decide_hunks(self, command: DecideHunks) -> None:
+        """A client's accept/reject, recorded by the session's owner (the loop's thread, or this one when none runs)."""
+        self.loop.submit(command)
 
     def _run(self, max_experiments: int | None) -> None:
         try:
@@ -204,8 +218,7 @@ class DaemonCore:
     # -- requests ---------------------------------------------------------------------------------
 
     def status(self) -> t.LoopStatus:
-        state = "error" if self.error else ("paused" if self.loop.paused and self.loop.state in ("proposing", "paused")
-                                            else self.loop.state)
+        state = "error" if self.error else self.loop.state
         n, kept = self.journal.counts(self.tag) if self.tag else (0, 0)
         incumbent = self.journal.incumbent(self.tag) if self.tag else None
         noise = session_noise(self.journal, self.tag, self.cfg.min_sigma) if self.tag else None

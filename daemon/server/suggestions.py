@@ -27,6 +27,7 @@ from pygls.lsp.server import LanguageServer
 
 from overnight.protocol import types as t
 
+from ..commands import DecideHunks
 from ..suggestions import PendingHunk, PendingSuggestion, suggestion_id, suggestion_path
 from .core import DaemonCore, call_in_thread
 
@@ -230,8 +231,9 @@ class SuggestionFeature:
     async def _record(self, pending: PendingSuggestion, hunks: list[PendingHunk], state: str, reason: str = "") -> None:
         tag = self.core.tag or ""
         ids = sorted({i for h in hunks for i in h.experiment_ids})
-        await call_in_thread(lambda: self.core.journal.decide_hunks(
-            tag, pending.path, [h.key for h in hunks], state, suggestion_id=pending.id, experiment_ids=ids, reason=reason))
+        command = DecideHunks(tag=tag, path=pending.path, keys=tuple(h.key for h in hunks), state=state,
+                              suggestion_id=pending.id, experiment_ids=tuple(ids), reason=reason)
+        await call_in_thread(lambda: self.core.decide_hunks(command))
 
     async def code_lenses(self, uri: str) -> list[lsp.CodeLens]:
         path = relative(self.core, uri)

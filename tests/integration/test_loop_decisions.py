@@ -35,14 +35,17 @@ _MARK = re.compile(r"# FAKE (.*)")
 class FakeExecutor:
     """Outcomes from the marker in the tree's train.py; σ 0.01 of seeded noise on val, holdout and ood."""
 
-    def __init__(self, starve_first: int = 0) -> None:
+    def __init__(self, starve_first: int = 0, seconds: float = 0.0) -> None:
         self.requests: list[RunRequest] = []
         self.starve_left = starve_first
+        self.seconds = seconds  # how long each fake run takes (commands arrive while it "trains")
 
     def __call__(self, req: RunRequest, on_frame: Callable[[dict[str, Any]], None] = lambda f: None,
                  stop: threading.Event | None = None, on_phase: Callable[[str], None] = lambda p: None) -> RunOutcome:
         self.requests.append(req)
         on_phase("training")
+        if self.seconds and stop is not None and stop.wait(self.seconds):
+            return RunOutcome(status="interrupted", error="stopped by the user")
         if self.starve_left > 0:
             self.starve_left -= 1
             return RunOutcome(status="starved", error="the machine gave it too little CPU (fake)")
