@@ -56,6 +56,7 @@ from .noise import session_noise
 from .sandbox import Sandbox, SandboxUnavailable, detect
 from .supervise import machine_busy_cores, usable_cores
 from .threeway import merge
+from .trees import Tree, Trees
 from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref, git_errors
 
 # An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
@@ -149,6 +150,7 @@ class Loop:
         self.gpu = False
         self.sandbox: Sandbox | None = None
         self.evaluator: Evaluator | None = None
+        self.trees: Trees | None = None
         self.data: DataPin | None = None
         self.harness_dir: Path | None = None
         # What Python runs on its own at start-up, as it was when the loop started: a run may not change it.
@@ -468,6 +470,8 @@ class Loop:
         self._prepare_data()
         self.environment = harness.environment_fingerprint()
         self.evaluator = self._open_evaluator()
+        self.trees = Trees(self.cfg.root, self.cfg.state_dir / "trees" / session.tag,
+                           [self.cfg.workdir, *self.cfg.editable, *self.cfg.frozen, self.cfg.program])
         for exp in self.journal.unfinished(session.tag):
             self._recover(exp)
         self._notice_offline_edits()
@@ -895,10 +899,15 @@ class Loop:
         assert self.session is not None
         return self.cfg.state_dir / "runs" / self.session.tag / f"{exp_id}-{k}.log"
 
-    def _after_run(self) -> str | None:
-        """After the training process and before any evaluation: the tree, the harness files and the interpreter's
-        start-up files must be as they were. A sealed run cannot touch them; this catches an unsealed one."""
-        assert self.ws is not None and self.session is not None
+    def _after_run(self, tree: Tree) -> str | None:
+        """After the training process and before any evaluation: its copy of the experiment's files, the worktree,
+        the harness files and the interpreter's start-up files must be as they were. A sealed run cannot touch them;
+        this catches an unsealed one."""
+        assert self.ws is not None and self.session is not None and self.trees is not None
+        copied = self.trees.changed(tree)
+        if copied:
+            self.trees.drop(tree.commit)  # made again, intact, for the next run that needs it
+            return f"the run changed its copy of the experiment's files: {', '.join(copied[:5])}"
         changed = self.ws.changed_frozen(self.session.frozen_hashes)
         if changed:
             return f"the run changed frozen harness file(s): {', '.join(changed)}"
@@ -926,10 +935,12 @@ class Loop:
                  log_name: str | None = None, anchor: tuple[int, float] | None = None) -> RunRequest:
         assert self.ws is not None and self.session is not None and self.sandbox is not None
         assert self.data is not None and self.harness_dir is not None
+        assert self.trees is not None and exp.commit_sha is not None
         log_path = self._log_path(exp.id, k) if log_name is None else self._log_path(exp.id, k).with_name(log_name)
         pinned, hashes = self.harness_dir, dict(self.session.frozen_hashes)
+        tree = self.trees.get(exp.commit_sha)
         return RunRequest(
-            tree=self.ws.wt_path, workdir=self.cfg.workdir, command=self.cfg.run, budget=budget or self.cfg.budget,
+            tree=tree.path, workdir=self.cfg.workdir, command=self.cfg.run, budget=budget or self.cfg.budget,
             clock=self.clock, memory_limit_gb=self.cfg.memory_limit_gb, seed=seed, threads=self._threads(),
             run_dir=log_path.with_suffix(".d"), log_path=log_path, data=self.data,
             harness=Harness(directory=pinned, workdir=self.cfg.workdir, evaluate=tuple(harness.isolated(self.cfg.evaluate)),
@@ -937,7 +948,7 @@ class Loop:
             sandbox=self.sandbox, network=self.cfg.network, gpu=self.gpu,
             # A run that uses no CPU for this long is hung: long enough for a slow start, short for short budgets.
             limits=Limits(grace=self.cfg.grace, hang_window=max(20.0, min(120.0, 2 * (budget or self.cfg.budget)))),
-            scale=scale, after_run=self._after_run, anchor=anchor, evaluator=self.evaluator,
+            scale=scale, after_run=partial(self._after_run, tree), anchor=anchor, evaluator=self.evaluator,
         )
 
     def _open_evaluator(self) -> Evaluator | None:
@@ -954,9 +965,13 @@ class Loop:
                          eval_cpu=limits.eval_cpu, hang_window=max(60.0, limits.hang_window))
 
     def _close_evaluator(self) -> None:
+        """The session's warm evaluator and its runs' copies of files go with the session."""
         evaluator, self.evaluator = self.evaluator, None
         if evaluator is not None:
             evaluator.close()
+        trees, self.trees = self.trees, None
+        if trees is not None:
+            trees.close()
 
     def _threads(self) -> int:
         return self.cfg.threads or usable_cores()
@@ -1102,7 +1117,6 @@ class Loop:
         anchor: tuple[int, float] | None = None
         try:
             for name, exp in (("baseline", baseline), ("incumbent", incumbent)):
-                self.ws.reset_to(str(exp.commit_sha))
                 self._emit(ExperimentStarted(experiment=exp, runs_planned=1))
                 outcome = self._one_run(exp, 0, budget=budget, scale=scale, record=False,
                                         log_name=f"transfer-{incumbent.id}-{name}.log", anchor=anchor or False)
@@ -1140,6 +1154,9 @@ class Loop:
             exp.id, status=status, decided_by=decided_by, reason=reason, evidence=evidence,
             val_bpb=val_bpb, holdout_bpb=holdout_bpb, error=error, ood_bpb=ood_bpb,
         )
+        incumbent = self.journal.incumbent(exp.tag)
+        if self.trees is not None:  # a decided experiment's copy goes; the incumbent's stays for its re-runs
+            self.trees.keep_only({incumbent.commit_sha} if incumbent and incumbent.commit_sha else set())
         final = self.journal.experiment(exp.id)
         assert final is not None
         self._emit(ExperimentFinished(experiment=final))
