@@ -99,6 +99,10 @@ class Config:
     metric: str = "val_bpb"
     direction: str = "minimize"
     agent: str = "sweep"
+    # Runs at once on this machine: each candidate's runs stay sequential, but different candidates (and the
+    # incumbent's re-runs) share the slots. On a CPU, slots x threads should not exceed the cores; with GPUs, one
+    # slot per GPU.
+    slots: int = 1
     # "bwrap": every run sealed in a bubblewrap sandbox (no network, no secrets, no validation bytes, a
     # read-only filesystem). "none": unsealed, only when set explicitly; such sessions are marked.
     sandbox: str = "bwrap"
@@ -151,6 +155,7 @@ class Config:
         _number("transfer_scale", self.transfer_scale, 1.0, 16.0)
         _number("machine_share", self.machine_share, 0.0, 1.0)
         _count("threads", self.threads, 0, 4096)
+        _count("slots", self.slots, 1, 256)
         _count("baseline_runs", self.baseline_runs, 2, 100, "at least 2: one run cannot measure noise")
         _count("max_runs", self.max_runs, 2, 100, "at least 2: a keep always rests on two runs")
         _count("rerun_every", self.rerun_every, 0, 10_000)

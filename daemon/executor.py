@@ -107,6 +107,8 @@ class RunRequest:
     # (steps, step seconds) of the code this run derives from: the harness keeps that step count unless this code's
     # calibrated speed differs by more than its tolerance (equal code, equal steps, whatever the machine's load).
     anchor: tuple[int, float] | None = None
+    # The GPUs the run may see (CUDA_VISIBLE_DEVICES), when slots share a machine's GPUs; None: all.
+    devices: str | None = None
     # The session's warm evaluator (evaluator.py); None: a fresh evaluation process for this run alone.
     evaluator: Evaluator | None = None
     # Checks after the training process ended and before anything is evaluated (frozen files, the Python
@@ -157,6 +159,15 @@ def cuda_available() -> bool:
     probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     return probe.stdout.strip() == "True"
+
+
+def gpu_count() -> int:
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    try:
+        return int(probe.stdout.strip() or 0)
+    except ValueError:
+        return 0
 
 
 def resolve_clock(clock: str) -> str:
@@ -391,6 +402,7 @@ def execute(
         "OVERNIGHT_SCALE": repr(req.scale),
         **({"OVERNIGHT_ANCHOR_STEPS": str(req.anchor[0]), "OVERNIGHT_ANCHOR_STEP_S": repr(req.anchor[1])}
            if req.anchor else {}),
+        **({"CUDA_VISIBLE_DEVICES": req.devices} if req.devices is not None else {}),
         # Spin-waiting OpenMP threads would burn CPU time that the run is charged for.
         "OMP_WAIT_POLICY": "PASSIVE",
     }

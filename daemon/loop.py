@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,7 +50,17 @@ from .events import (
     Thought,
     TransferChecked,
 )
-from .executor import DataPin, Harness, Limits, RunOutcome, RunRequest, cuda_available, execute, resolve_clock
+from .executor import (
+    DataPin,
+    Harness,
+    Limits,
+    RunOutcome,
+    RunRequest,
+    cuda_available,
+    execute,
+    gpu_count,
+    resolve_clock,
+)
 from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
 from .noise import session_noise
@@ -96,6 +107,30 @@ class _Item:
     command: Command | None = None
     future: Future[Ack] | None = None
     call: Callable[[], None] | None = None
+
+
+@dataclass
+class _Candidate:
+    """A candidate being measured: the rule decides after each run whether it needs another."""
+
+    exp_id: int
+    parent_id: int  # the kept experiment it was made from, and is judged against
+    values: list[float] = field(default_factory=list)
+    outcomes: list[RunOutcome] = field(default_factory=list)
+    running: bool = False
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A run in flight in one slot: a candidate's, or the incumbent's re-run (``cand`` None)."""
+
+    slot: int
+    exp_id: int
+    k: int
+    seed: int
+    cand: _Candidate | None
+    started: float
+    request: RunRequest
 
 
 @dataclass
@@ -148,9 +183,15 @@ class Loop:
         self.session: Session | None = None
         self.clock = "steps"
         self.gpu = False
+        self._gpu_count = 0
         self.sandbox: Sandbox | None = None
         self.evaluator: Evaluator | None = None
         self.trees: Trees | None = None
+        # The scheduler's state: runs in flight by slot, and the candidates still being measured.
+        self._flights: dict[int, _Flight] = {}
+        self._candidates: dict[int, _Candidate] = {}
+        # One warm evaluator per slot beyond the first (runs that land at once are scored at once).
+        self._evaluators: dict[int, Evaluator] = {}
         self.data: DataPin | None = None
         self.harness_dir: Path | None = None
         # What Python runs on its own at start-up, as it was when the loop started: a run may not change it.
@@ -467,6 +508,7 @@ class Loop:
         self.session = session = self._open_session(tag, start)
         self.clock = resolve_clock(self.cfg.clock)
         self.gpu = cuda_available()
+        self._gpu_count = gpu_count() if self.gpu else 0
         self._prepare_data()
         self.environment = harness.environment_fingerprint()
         self.evaluator = self._open_evaluator()
@@ -486,12 +528,46 @@ class Loop:
             self._baseline()
         if self.stop_requested.is_set():
             return self._summary("stopped by the user")
-        done = 0
-        agent_failures = 0
-        while max_experiments is None or done < max_experiments:
-            self._wait_while_paused()
+        return self._schedule(max_experiments)
+
+    # -- the scheduler: up to `slots` runs at once -----------------------------------------------------
+
+    def _schedule(self, max_experiments: int | None) -> Summary:
+        """Keep every slot busy — a candidate's next run when the rule wants to see it again, the incumbent's re-run
+        when due, else a new proposal — and decide each candidate as its runs land. With one slot this is the
+        sequential loop: a candidate's runs, then the next proposal."""
+        created, failures, ended = 0, 0, ""
+        while True:
             if self.stop_requested.is_set():
+                self._settle()
                 return self._summary("stopped by the user")
+            while (slot := self._free_slot()) is not None and not self.stop_requested.is_set():
+                if self._start_next(slot):
+                    continue
+                if self._holding() or ended:
+                    break
+                if max_experiments is not None and created >= max_experiments:
+                    ended = f"reached --max-experiments {max_experiments}"
+                    break
+                if not self._flights and self._transfer_check():  # alone, between candidates
+                    continue
+                result = self._propose(prefetch=max_experiments is None or created + 1 < max_experiments)
+                if result == "started":
+                    created, failures = created + 1, 0
+                elif result == "failed":
+                    failures += 1
+                    if failures >= _MAX_AGENT_FAILURES:
+                        ended = f"!the agent failed {failures} times in a row"
+                    break
+                elif result != "held":
+                    ended = result
+                    break
+            if self._flights:
+                self._drain(0.1)
+                continue
+            # Nothing in flight: the session's own steps, one at a time.
+            if ended.startswith("!"):
+                return self._summary(ended[1:])
             if self.stop_after:
                 return self._summary("stopped after the experiment in flight, as asked")
             if self._next_session is not None:
@@ -499,36 +575,214 @@ class Loop:
             if self._sync_paths:
                 self._sync_user_changes()
                 continue
-            if self._maintenance():
+            if self.paused:
+                self._wait_while_paused()
                 continue
-            self._emit(StateChanged(state="proposing", message=f"{self.agent.name} is proposing"))
+            if ended and not self._waiting():
+                return self._summary(ended)
+
+    def _holding(self) -> bool:
+        """No new work starts: a pause, a stop after the experiments in flight, a new session, the user's edit."""
+        return bool(self.paused or self.stop_after or self._next_session is not None or self._sync_paths)
+
+    def _free_slot(self) -> int | None:
+        busy = {f.slot for f in self._flights.values()}
+        return next((i for i in range(self.cfg.slots) if i not in busy), None)
+
+    def _waiting(self) -> list[_Candidate]:
+        return [c for c in self._candidates.values() if not c.running]
+
+    def _start_next(self, slot: int) -> bool:
+        """Start a waiting candidate's next run, or (unless holding) the incumbent's re-run when due."""
+        assert self.journal is not None
+        for cand in sorted(self._waiting(), key=lambda c: c.exp_id):
+            exp = self.journal.experiment(cand.exp_id)
+            assert exp is not None
+            self._launch(slot, exp, len(cand.values), cand)
+            return True
+        if self._holding() or any(f.cand is None for f in self._flights.values()):
+            return False
+        due = self._rerun_due()
+        if due is None:
+            return False
+        incumbent, k = due
+        self._launch(slot, incumbent, k, None)
+        return True
+
+    def _propose(self, prefetch: bool) -> str:
+        """Ask the agent and start what it proposes: "started" (or refused before any run), "held" (a pause, a stop
+        or an outage came first), "failed" (the agent raised), or the reason the session ends."""
+        self._emit(StateChanged(state="proposing", message=f"{self.agent.name} is proposing"))
+        try:
+            proposal = self._await(partial(self.agent.propose, self._context()))
+        except AgentPaused as exc:
+            if self.stop_requested.is_set():
+                return "held"
+            if exc.retry_in is None and not self.resumable:
+                return "!" + str(exc)
+            self._agent_paused(exc)
+            return "held"
+        except AgentError as exc:
+            raise LoopError(str(exc)) from None
+        except Exception as exc:  # an agent bug must not kill a night of experiments
+            self._emit(Message(level="error", text=f"the agent failed: {exc!r}"))
+            return "failed"
+        if proposal is None:
+            return f"the {self.agent.name} agent has nothing more to propose"
+        if self.stop_requested.is_set() or self.stop_after or self._next_session is not None:
+            return "held"  # never started: the session ends (or moves on) without it
+        # A pause asked for while the agent was thinking holds the proposal until the human resumes.
+        while self.paused and not self.stop_requested.is_set():
+            if self._flights:
+                self._drain(0.1)
+            else:
+                self._wait_while_paused()
+        if self.stop_requested.is_set():
+            return "held"
+        self._experiment(proposal, prefetch=prefetch)
+        return "started"
+
+    def _launch(self, slot: int, exp: Experiment, k: int, cand: _Candidate | None) -> None:
+        """Start one run of ``exp`` in ``slot``; its outcome lands in the owner thread (``_landed``)."""
+        assert self.journal is not None
+        self._wait_for_machine()
+        if self.stop_requested.is_set():
+            return
+        if cand is not None:
+            cand.running = True
+            if k == 0:
+                self.journal.mark_attempt(exp.id)
+        seed = exp.id * 100 + k
+        request = self._request(exp, k, seed, anchor=self._anchor(exp), slot=slot)
+        flight = _Flight(slot=slot, exp_id=exp.id, k=k, seed=seed, cand=cand, started=time.time(), request=request)
+        self._flights[slot] = flight
+        self._emit(StateChanged(state="running", message=f"#{exp.id} {exp.description}"))
+        self._emit(RunStarted(experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock))
+
+        def work() -> None:
             try:
-                proposal = self._await(partial(self.agent.propose, self._context()))
-            except AgentPaused as exc:
-                if self.stop_requested.is_set():
-                    return self._summary("stopped by the user")
-                if exc.retry_in is None and not self.resumable:
-                    return self._summary(str(exc))
-                self._agent_paused(exc)
-                continue
-            except AgentError as exc:
-                raise LoopError(str(exc)) from None
-            except Exception as exc:  # an agent bug must not kill a night of experiments
-                agent_failures += 1
-                self._emit(Message(level="error", text=f"the agent failed: {exc!r}"))
-                if agent_failures >= _MAX_AGENT_FAILURES:
-                    return self._summary(f"the agent failed {agent_failures} times in a row: {exc}")
-                continue
-            agent_failures = 0
-            if proposal is None:
-                return self._summary(f"the {self.agent.name} agent has nothing more to propose")
-            # A pause asked for while the agent was thinking holds its proposal until the human resumes.
-            self._wait_while_paused()
-            if self.stop_requested.is_set() or self.stop_after or self._next_session is not None:
-                continue  # the checks at the top end the session (the proposal was never started)
-            self._experiment(proposal, prefetch=max_experiments is None or done + 1 < max_experiments)
-            done += 1
-        return self._summary(f"reached --max-experiments {max_experiments}")
+                outcome = self.execute(request, on_frame=partial(self._on_frame, exp.id, k), stop=self.stop_requested,
+                                       on_phase=partial(self._on_phase, exp.id, k))
+            except Exception as exc:  # a bug in a run's supervision is that run's crash, never a dead loop
+                outcome = RunOutcome(status="crash", error=f"the run could not be supervised: {exc!r}")
+            self._inbox.put(_Item(call=partial(self._landed, flight, outcome)))
+
+        threading.Thread(target=work, daemon=True, name=f"overnight-run-{slot}").start()
+
+    def _landed(self, flight: _Flight, outcome: RunOutcome) -> None:
+        """A run ended: record it and, for a candidate, let the rule decide whether it needs another."""
+        assert self.journal is not None and self.ws is not None
+        self._flights.pop(flight.slot, None)
+        exp = self.journal.experiment(flight.exp_id)
+        assert exp is not None
+        if outcome.status == "interrupted":
+            if flight.cand is not None:
+                self._candidates.pop(exp.id, None)
+                self._interrupted(exp)
+            return
+        measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
+        self.journal.add_run(Run(experiment_id=exp.id, seed=flight.seed, started=flight.started, finished=time.time(),
+                                 log_path=str(flight.request.log_path), **measured))
+        self._emit(RunFinished(experiment_id=exp.id, run=flight.k, outcome=outcome))
+        if outcome.data_changed:
+            self.stop_requested.set()  # the other runs in flight measure on data that is no longer the session's
+            self._candidates.pop(exp.id, None)
+            if flight.cand is not None:
+                self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
+            raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
+        if outcome.status == "starved":
+            self._emit(Message(level="warning", text=f"#{exp.id} run {flight.k + 1} was starved ({outcome.error}): "
+                                                     "not a measurement; it runs again"))
+            if flight.cand is not None:
+                flight.cand.running = False  # the same run (same seed) starts again
+            return
+        if flight.cand is None:  # the incumbent's re-run
+            if outcome.status != "ok":
+                self._emit(Message(level="warning", text=f"a re-run of the incumbent #{exp.id} failed "
+                                                         f"({outcome.status}): {outcome.error}"))
+            self._emit(ExperimentFinished(experiment=exp))
+            return
+        cand = flight.cand
+        cand.running = False
+        if outcome.status != "ok" or outcome.val_bpb is None:
+            self._candidates.pop(exp.id, None)
+            if outcome.status == "invalid":
+                self._finish(exp, "invalid", reason=f"run {flight.k + 1} refused: {outcome.error}", error=outcome.error,
+                             evidence={"check": outcome.refused_check, "checks": outcome.checks})
+            else:
+                status = "timeout" if outcome.status == "timeout" else "crash"
+                self._finish(exp, status, reason=f"run {flight.k + 1} {status}", error=outcome.error)
+            return
+        cand.values.append(outcome.val_bpb)
+        cand.outcomes.append(outcome)
+        parent = self.journal.experiment(cand.parent_id)
+        assert parent is not None
+        verdict = judge(self._incumbent_runs(parent), cand.values, self._noise(), self._rule(), self.cfg.direction)
+        if verdict.decision == "more":
+            self._emit(Message(level="info", text=f"#{exp.id} {verdict.reason}: running it again on another seed"))
+            return
+        self._candidates.pop(exp.id, None)
+        self._decide(exp, parent, cand, verdict.decision, verdict.reason, {**verdict.evidence, "incumbent_id": parent.id})
+
+    def _decide(self, exp: Experiment, parent: Experiment, cand: _Candidate, status: str, reason: str,
+                evidence: dict[str, Any]) -> None:
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        outcomes = cand.outcomes
+        holdouts = [o.holdout_bpb for o in outcomes if o.holdout_bpb is not None]
+        incumbent = self.journal.incumbent(self.session.tag)
+        assert incumbent is not None
+        if status == "keep" and incumbent.id != parent.id:
+            # It won against the code it was made from, but another candidate was kept meanwhile: its change is
+            # put onto the new incumbent and measured again there before anything is kept.
+            reason = self._remeasure_on(exp, incumbent, reason)
+            status = "discard"
+        elif status == "keep":
+            held = self._holdout_verdict(parent, holdouts, evidence)
+            if held:
+                status, reason = "held", held
+            self._ood_flag(parent, [o.ood_bpb for o in outcomes if o.ood_bpb is not None], evidence)
+        flags = sorted({f for o in outcomes for f in o.flags})
+        if flags:
+            evidence["flags"] = sorted({*flags, *evidence.get("flags", [])})
+        if status == "keep":
+            assert exp.commit_sha is not None
+            self.ws.reset_to(exp.commit_sha)  # the branch advances
+        self._finish(exp, status, reason=reason, evidence=evidence, val_bpb=_mean(cand.values),
+                     holdout_bpb=_mean(holdouts), ood_bpb=_mean(o.ood_bpb for o in outcomes))
+        if status == "keep":
+            self._gap_flag()
+        elif status == "held":
+            self._flag(f"#{exp.id} is held for you: {reason}. `overnight show {exp.id}` has both numbers.")
+
+    def _remeasure_on(self, exp: Experiment, incumbent: Experiment, reason: str) -> str:
+        """Put a winner's change onto the incumbent kept meanwhile, as a new candidate; the reason the winner itself
+        is not kept."""
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        assert exp.commit_sha is not None and incumbent.commit_sha is not None
+        picked = self.ws.cherry_pick(exp.commit_sha, f"#{exp.id} on #{incumbent.id}: {exp.description}")
+        if picked is None:
+            return f"{reason}; but #{incumbent.id} was kept meanwhile and this change conflicts with it"
+        new_id = self.journal.start_experiment(
+            tag=self.session.tag, kind="experiment", parent_commit=incumbent.commit_sha,
+            description=f"{exp.description} (re-measured on #{incumbent.id})", agent=exp.agent,
+            hypothesis=exp.hypothesis, reasoning=exp.reasoning, meta={**exp.meta, "remeasures": exp.id},
+        )
+        self._commit_ref(new_id, incumbent.commit_sha, picked)
+        self.ws.reset_to(incumbent.commit_sha)
+        self._enqueue(new_id, incumbent.id)
+        return f"{reason}; #{incumbent.id} was kept meanwhile, so its change is measured again on it as #{new_id}"
+
+    def _enqueue(self, exp_id: int, parent_id: int) -> None:
+        assert self.journal is not None
+        self._candidates[exp_id] = _Candidate(exp_id=exp_id, parent_id=parent_id)
+        exp = self.journal.experiment(exp_id)
+        assert exp is not None
+        self._emit(ExperimentStarted(experiment=exp, runs_planned=self.cfg.max_runs))
+
+    def _settle(self) -> None:
+        """Wait for the runs in flight to end (a stop kills them); what they leave is recorded."""
+        while self._flights:
+            self._drain(0.1)
 
     # -- the user's own changes ------------------------------------------------------------------
 
@@ -764,9 +1018,21 @@ class Loop:
             return
         commit = self.ws.commit(f"#{exp_id}: {proposal.description}", changed)
         self._commit_ref(exp_id, parent, commit)
+        # The branch stays on the incumbent: runs read the candidate's own commit (trees.py), and several
+        # candidates may be in flight at once.
+        self.ws.reset_to(parent)
+        exp = self.journal.experiment(exp_id)
+        assert exp is not None
+        incumbent = self.journal.incumbent(self.session.tag)
+        assert incumbent is not None
+        changed_frozen = self._frozen_changed_at(commit)
+        if changed_frozen:
+            self._finish(exp, "invalid", reason="frozen harness files differ from the session's",
+                         error=f"frozen file(s) changed: {', '.join(changed_frozen)}")
+            return
+        self._enqueue(exp_id, incumbent.id)
         if prefetch:
             self._prefetch(parent)
-        self._run_candidate(exp_id)
 
     def _commit_ref(self, exp_id: int, parent: str, commit: str) -> None:
         """Make the experiment's commit reachable under its own ref before anything runs."""
@@ -775,68 +1041,17 @@ class Loop:
         self.ws.set_ref(ref, commit)
         self.journal.set_commit(exp_id, commit, ref, self.ws.diff(parent, commit) if parent != commit else "")
 
-    def _run_candidate(self, exp_id: int) -> None:
-        """Run the candidate until the sequential rule decides: a clear win or loss stops early, a candidate near
-        the bar runs again (another seed), up to max_runs."""
-        assert self.journal is not None and self.ws is not None and self.session is not None
-        self.journal.mark_attempt(exp_id)
-        exp = self.journal.experiment(exp_id)
-        assert exp is not None and exp.commit_sha is not None
-        changed = self.ws.changed_frozen(self.session.frozen_hashes)
-        if changed:
-            self.ws.reset_to(exp.parent_commit)
-            self._finish(exp, "invalid", reason="frozen harness files differ from the session's",
-                         error=f"frozen file(s) changed: {', '.join(changed)}")
-            return
-        incumbent = self.journal.incumbent(self.session.tag)
-        assert incumbent is not None
-        rule = self._rule()
-        noise = self._noise()
-        inc_values = self._incumbent_runs(incumbent)
-        self._emit(StateChanged(state="running", message=exp.description))
-        self._emit(ExperimentStarted(experiment=exp, runs_planned=rule.max_runs))
-        outcomes: list[RunOutcome] = []
-        for k in range(rule.max_runs):
-            outcome = self._one_run(exp, k)
-            if outcome is None:
-                return
-            if outcome.status != "ok" or outcome.val_bpb is None:
-                self.ws.reset_to(exp.parent_commit)
-                if outcome.status == "invalid":
-                    self._finish(exp, "invalid", reason=f"run {k + 1} refused: {outcome.error}", error=outcome.error,
-                                 evidence={"check": outcome.refused_check, "checks": outcome.checks})
-                    return
-                status = "timeout" if outcome.status == "timeout" else "crash"
-                self._finish(exp, status, reason=f"run {k + 1} {status}", error=outcome.error)
-                return
-            outcomes.append(outcome)
-            verdict = judge(inc_values, [o.val_bpb for o in outcomes if o.val_bpb is not None], noise, rule,
-                            self.cfg.direction)
-            if verdict.decision != "more":
-                break
-            self._emit(Message(level="info", text=f"#{exp.id} {verdict.reason}: running it again on another seed"))
-        evidence: dict[str, Any] = {**verdict.evidence, "incumbent_id": incumbent.id}
-        status = verdict.decision
-        reason = verdict.reason
-        holdouts = [o.holdout_bpb for o in outcomes if o.holdout_bpb is not None]
-        if status == "keep":
-            held = self._holdout_verdict(incumbent, holdouts, evidence)
-            if held:
-                status, reason = "held", held
-            self._ood_flag(incumbent, [o.ood_bpb for o in outcomes if o.ood_bpb is not None], evidence)
-        flags = sorted({f for o in outcomes for f in o.flags})
-        if flags:
-            evidence["flags"] = flags
-        if status != "keep":
-            self.ws.reset_to(exp.parent_commit)
-        self._finish(
-            exp, status, reason=reason, evidence=evidence, val_bpb=_mean(o.val_bpb for o in outcomes),
-            holdout_bpb=_mean(holdouts), ood_bpb=_mean(o.ood_bpb for o in outcomes),
-        )
-        if status == "keep":
-            self._gap_flag()
-        elif status == "held":
-            self._flag(f"#{exp.id} is held for you: {reason}. `overnight show {exp.id}` has both numbers.")
+    def _frozen_changed_at(self, commit: str) -> list[str]:
+        """Frozen files whose content at ``commit`` differs from the session's recorded hashes."""
+        assert self.ws is not None and self.session is not None
+        changed = []
+        for rel, digest in self.session.frozen_hashes.items():
+            try:
+                if hashlib.sha256(self.ws.blob(commit, rel)).hexdigest() != digest:
+                    changed.append(rel)
+            except git_errors():
+                changed.append(rel)
+        return changed
 
     def _holdout_verdict(self, incumbent: Experiment, holdouts: list[float], evidence: dict[str, Any]) -> str:
         """A keep whose holdout got worse beyond noise is held for the human: val may have been fitted, not learned."""
@@ -932,7 +1147,7 @@ class Loop:
         return _first_calibration(self.journal.runs(parent.id)) if parent is not None else None
 
     def _request(self, exp: Experiment, k: int, seed: int, budget: float | None = None, scale: float = 1.0,
-                 log_name: str | None = None, anchor: tuple[int, float] | None = None) -> RunRequest:
+                 log_name: str | None = None, anchor: tuple[int, float] | None = None, slot: int = 0) -> RunRequest:
         assert self.ws is not None and self.session is not None and self.sandbox is not None
         assert self.data is not None and self.harness_dir is not None
         assert self.trees is not None and exp.commit_sha is not None
@@ -948,7 +1163,8 @@ class Loop:
             sandbox=self.sandbox, network=self.cfg.network, gpu=self.gpu,
             # A run that uses no CPU for this long is hung: long enough for a slow start, short for short budgets.
             limits=Limits(grace=self.cfg.grace, hang_window=max(20.0, min(120.0, 2 * (budget or self.cfg.budget)))),
-            scale=scale, after_run=partial(self._after_run, tree), anchor=anchor, evaluator=self.evaluator,
+            scale=scale, after_run=partial(self._after_run, tree), anchor=anchor, evaluator=self._evaluator(slot),
+            devices=self._devices(slot),
         )
 
     def _open_evaluator(self) -> Evaluator | None:
@@ -964,11 +1180,31 @@ class Loop:
                          log_path=runs / "evaluator.log", memory_limit_gb=self.cfg.memory_limit_gb,
                          eval_cpu=limits.eval_cpu, hang_window=max(60.0, limits.hang_window))
 
+    def _evaluator(self, slot: int) -> Evaluator | None:
+        """The warm evaluator of a slot: the session's for the first, one more for each further slot."""
+        if slot == 0 or self.evaluator is None:
+            return self.evaluator
+        if slot not in self._evaluators:
+            ev = self._open_evaluator()
+            if ev is None:
+                return None
+            ev.folder, ev.log_path = ev.folder.with_name(f"models-{slot}"), ev.log_path.with_name(f"evaluator-{slot}.log")
+            self._evaluators[slot] = ev
+        return self._evaluators[slot]
+
+    def _devices(self, slot: int) -> str | None:
+        """The GPU a slot's runs see (CUDA_VISIBLE_DEVICES): one per slot when there are several GPUs."""
+        if not self.gpu or self.cfg.slots <= 1:
+            return None
+        return str(slot % max(1, self._gpu_count))
+
     def _close_evaluator(self) -> None:
-        """The session's warm evaluator and its runs' copies of files go with the session."""
-        evaluator, self.evaluator = self.evaluator, None
-        if evaluator is not None:
-            evaluator.close()
+        """The session's warm evaluators and its runs' copies of files go with the session."""
+        evaluators = [self.evaluator, *self._evaluators.values()]
+        self.evaluator, self._evaluators = None, {}
+        for evaluator in evaluators:
+            if evaluator is not None:
+                evaluator.close()
         trees, self.trees = self.trees, None
         if trees is not None:
             trees.close()
@@ -1061,39 +1297,24 @@ class Loop:
 
     # -- between experiments: the incumbent again, and at scale -------------------------------------
 
-    def _maintenance(self) -> bool:
-        """Re-run the incumbent when it is due, or the transfer check; True when something ran."""
-        return self._rerun_incumbent() or self._transfer_check()
-
-    def _rerun_incumbent(self) -> bool:
-        """Every ``rerun_every`` candidates the incumbent runs once more, interleaved with them: its mean and σ are
-        measured under the same conditions as the candidates it is compared with, and its run count grows."""
+    def _rerun_due(self) -> tuple[Experiment, int] | None:
+        """The incumbent and its next run index when a re-run is due: every ``rerun_every`` candidates it runs once
+        more, interleaved with them, so its mean and σ are measured under the same conditions as the candidates it
+        is compared with, and its run count grows."""
         assert self.journal is not None and self.session is not None
         if self.cfg.rerun_every <= 0:
-            return False
+            return None
         incumbent = self.journal.incumbent(self.session.tag)
         if incumbent is None:
-            return False
+            return None
         runs = self.journal.runs(incumbent.id)
         since = max((r.finished for r in runs), default=incumbent.created)
         measured = [e for e in self.journal.experiments(self.session.tag)
                     if e.kind == "experiment" and e.finished is not None and e.finished > since
                     and e.status in ("keep", "discard", "held")]
         if len(measured) < self.cfg.rerun_every:
-            return False
-        k = max((r.seed - incumbent.id * 100 for r in runs), default=-1) + 1
-        self._emit(StateChanged(state="running", message=f"re-measuring the incumbent #{incumbent.id}"))
-        self._emit(ExperimentStarted(experiment=incumbent, runs_planned=1))
-        outcome = self._one_run(incumbent, k)
-        if outcome is None:
-            return True
-        if outcome.status != "ok":
-            self._emit(Message(level="warning",
-                               text=f"a re-run of the incumbent #{incumbent.id} failed ({outcome.status}): {outcome.error}"))
-        remeasured = self.journal.experiment(incumbent.id)
-        assert remeasured is not None
-        self._emit(ExperimentFinished(experiment=remeasured))
-        return True
+            return None
+        return incumbent, max((r.seed - incumbent.id * 100 for r in runs), default=-1) + 1
 
     def _transfer_check(self) -> bool:
         """Every ``transfer_every`` keeps: do the session's gains survive at a larger budget and model? The
@@ -1154,9 +1375,14 @@ class Loop:
             exp.id, status=status, decided_by=decided_by, reason=reason, evidence=evidence,
             val_bpb=val_bpb, holdout_bpb=holdout_bpb, error=error, ood_bpb=ood_bpb,
         )
-        incumbent = self.journal.incumbent(exp.tag)
-        if self.trees is not None:  # a decided experiment's copy goes; the incumbent's stays for its re-runs
-            self.trees.keep_only({incumbent.commit_sha} if incumbent and incumbent.commit_sha else set())
+        if self.trees is not None:  # a decided experiment's copy goes; the incumbent's and those in use stay
+            incumbent = self.journal.incumbent(exp.tag)
+            keep = {incumbent.commit_sha} if incumbent and incumbent.commit_sha else set()
+            for other in [*self._candidates, *(f.exp_id for f in self._flights.values())]:
+                found = self.journal.experiment(other)
+                if found is not None and found.commit_sha:
+                    keep.add(found.commit_sha)
+            self.trees.keep_only(keep)
         final = self.journal.experiment(exp.id)
         assert final is not None
         self._emit(ExperimentFinished(experiment=final))
@@ -1175,11 +1401,17 @@ class Loop:
                          error="the loop stopped during every run of this experiment; given up", decided_by="recovery")
             return
         self._emit(Message(level="info", text=f"resuming #{exp.id} ({exp.description}) from its commit"))
-        self.ws.reset_to(exp.commit_sha)
         if exp.kind == "baseline":
+            self.ws.reset_to(exp.commit_sha)
             self._run_baseline(exp.id)
-        else:
-            self._run_candidate(exp.id)
+            return
+        kept = [e for e in self.journal.experiments(exp.tag) if e.status == "keep" and e.id < exp.id]
+        parent = next((e for e in reversed(kept) if e.commit_sha == exp.parent_commit), kept[-1] if kept else None)
+        if parent is None:
+            self._finish(exp, "crash", reason="its incumbent is gone", error="no kept experiment to compare it with",
+                         decided_by="recovery")
+            return
+        self._enqueue(exp.id, parent.id)
 
 
 def _first_calibration(runs: list[Run]) -> tuple[int, float] | None:

@@ -263,6 +263,22 @@ class Workspace:
         self.wt.git.commit("-m", message, env=_IDENTITY)
         return self.head()
 
+    def cherry_pick(self, commit: str, message: str) -> str | None:
+        """Apply ``commit``'s change onto the worktree's head as a new commit (left checked out); None, and the
+        worktree as it was, when it does not apply cleanly."""
+        head = self.head()
+        try:
+            self.wt.git.cherry_pick("--no-commit", commit)
+            self.wt.git.commit("-m", message, env=_IDENTITY)
+        except git.GitCommandError:
+            try:
+                self.wt.git.cherry_pick("--abort")
+            except git.GitCommandError:
+                pass
+            self.reset_to(head)
+            return None
+        return self.head()
+
     def set_ref(self, ref: str, commit: str) -> None:
         self.repo.git.update_ref(ref, commit)
 
