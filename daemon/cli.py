@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import shutil
 import signal
@@ -81,16 +82,28 @@ def _tag(journal: Journal, tag: str | None) -> str:
     return latest.tag
 
 
+def _executor_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--slots", type=int, help="runs at once (default: config, 1)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: auto (the one `ray start --head` started here) "
+                                                    "or HOST:PORT (default: config [executor])")
+
+
+def _with_executor(cfg: Config, ray: str | None) -> Config:
+    if not ray:
+        return cfg
+    return dataclasses.replace(cfg, executor=dataclasses.replace(cfg.executor, kind="ray", address=ray))
+
+
 # -- commands ---------------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from .live import LiveView
 
-    cfg = _config(args).with_overrides(
-        agent=args.agent, budget=args.budget, baseline_runs=args.baseline_runs, clock=args.clock,
+    cfg = _with_executor(_config(args).with_overrides(
+        agent=args.agent, budget=args.budget, baseline_runs=args.baseline_runs, clock=args.clock, slots=args.slots,
         replay_file=str(Path(args.replay_file).resolve()) if args.replay_file else None,
-    )
+    ), args.ray)
     agent = make_agent(cfg)
     # The view reads what the session already holds (pooled σ, incumbent, flags, seal) from the loop's journal.
     view = LiveView(console, agent=agent.name, budget=cfg.budget, journal=lambda: loop.journal)
@@ -128,7 +141,7 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
     from .server.app import run_daemon, setup_logging
     from .server.core import DaemonCore
 
-    cfg = _config(args).with_overrides(agent=args.agent, budget=args.budget)
+    cfg = _with_executor(_config(args).with_overrides(agent=args.agent, budget=args.budget, slots=args.slots), args.ray)
     running = discovery.read(cfg.state_dir)
     if running is not None:
         console.print(f"a daemon already runs for {cfg.root}: pid {running.pid}, port {running.port}")
@@ -140,7 +153,7 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
 
         argv = [sys.executable, "-m", "overnight.daemon.cli", "-C", str(cfg.root), "daemon"]
         for flag, value in (("--agent", args.agent), ("--budget", args.budget), ("--port", args.port),
-                            ("--max-experiments", args.max_experiments)):
+                            ("--max-experiments", args.max_experiments), ("--slots", args.slots), ("--ray", args.ray)):
             if value is not None:
                 argv += [flag, str(value)]
         if args.paused:
@@ -358,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tag", help="session tag: resumes it if it exists (default: the latest session, or today's date)")
     run.add_argument("--baseline-runs", type=int, help="baseline runs that measure the noise floor (default: config, 3)")
     run.add_argument("--replay-file", help="proposals for --agent replay (JSON Lines)")
-    run.add_argument("--clock", choices=("auto", "cpu", "wall"), help="the budget clock (default: config, auto)")
+    run.add_argument("--clock", choices=("auto", "steps", "cpu", "wall"), help="the budget clock (default: config, auto)")
+    for p in (run,):
+        _executor_flags(p)
     run.set_defaults(func=cmd_run)
 
     results = sub.add_parser("results", help="the journal's experiments")
@@ -382,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--budget", type=float)
     daemon.add_argument("--max-experiments", type=int)
     daemon.add_argument("--paused", action="store_true", help="start paused: nothing runs until `overnight resume`")
+    _executor_flags(daemon)
     daemon.set_defaults(func=cmd_daemon)
     for name, text in (("status", "ask the running daemon how the loop stands"),
                        ("pause", "pause the loop after the experiment in flight"),

@@ -69,6 +69,18 @@ class ClaudeConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """Where runs happen: ``[executor]`` in overnight.toml (``--ray ADDRESS`` on the command line)."""
+
+    # "local": this machine (``slots`` runs at once); "ray": a Ray cluster, one task per run.
+    kind: str = "local"
+    # The Ray cluster: "auto" finds the one `ray start --head` started on this machine; or "HOST:PORT".
+    address: str = "auto"
+    # GPUs each Ray task asks for (0 on a CPU cluster).
+    gpus_per_run: float = 0.0
+
+
+@dataclass(frozen=True)
 class Config:
     root: Path
     # Files the agent may change, relative to the workspace root. Nothing else may differ.
@@ -116,6 +128,9 @@ class Config:
     max_runs: int = 4
     # Every this many candidates the incumbent runs once more: σ and the incumbent's mean keep up with drift.
     rerun_every: int = 4
+    # Stop a candidate's first run early when its training loss clearly trails the incumbent's (prune.py); it acts
+    # only once the session's own history says it would not have cost a keep.
+    prune: bool = True
     # Lower bound on σ, so a few identical baseline runs cannot make every change "significant".
     min_sigma: float = 0.002
     # Every this many keeps, the incumbent and the session's baseline code also run at transfer_budget × the
@@ -130,6 +145,7 @@ class Config:
     replay_file: str = "proposals.jsonl"
     sweep: SweepConfig = field(default_factory=SweepConfig)
     claude: ClaudeConfig = field(default_factory=ClaudeConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -166,6 +182,9 @@ class Config:
             raise ConfigError(f"direction must be 'minimize' or 'maximize', got {self.direction!r}")
         if self.clock not in CLOCKS:
             raise ConfigError(f"clock must be one of {', '.join(repr(c) for c in CLOCKS)}, got {self.clock!r}")
+        if self.executor.kind not in ("local", "ray"):
+            raise ConfigError(f"[executor] kind must be \"local\" or \"ray\", got {self.executor.kind!r}")
+        _number("[executor] gpus_per_run", self.executor.gpus_per_run, 0.0, 64.0)
         if self.sandbox not in SANDBOXES:
             raise ConfigError(f"sandbox must be \"bwrap\" (sealed runs) or \"none\" (unsealed), got {self.sandbox!r}")
         if not self.editable:
@@ -252,6 +271,8 @@ def load_config(root: Path) -> Config:
             values[key] = _section(SweepConfig, value, key)
         elif key == "claude":
             values[key] = _section(ClaudeConfig, value, key)
+        elif key == "executor":
+            values[key] = _section(ExecutorConfig, value, key)
         else:
             default = getattr(_DEFAULTS, key)
             if isinstance(default, bool):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .sandbox import Sandbox, remove_tree
-from .supervise import TreeWatch, tree_pids
+from .supervise import StopSignal, TreeWatch, tree_pids
 
 _POLL_S = 0.1
 
@@ -124,7 +124,7 @@ class Evaluator:
 
     # -- one model ----------------------------------------------------------------------------------
 
-    def evaluate(self, model: Path, splits: str, threads: int, stop: threading.Event | None = None) -> Answer:
+    def evaluate(self, model: Path, splits: str, threads: int, stop: StopSignal | None = None) -> Answer:
         """Move ``model`` (a file the daemon owns) into the evaluator's folder and have it scored."""
         started = time.monotonic()
         proc = self._proc if self._proc is not None and self._proc.poll() is None else self._start()
@@ -147,7 +147,7 @@ class Evaluator:
             target.unlink(missing_ok=True)
         return Answer(answer.code, answer.result, answer.error, time.monotonic() - started)
 
-    def _wait(self, proc: subprocess.Popen[bytes], rid: int, threads: int, stop: threading.Event | None) -> Answer:
+    def _wait(self, proc: subprocess.Popen[bytes], rid: int, threads: int, stop: StopSignal | None) -> Answer:
         watch = TreeWatch(proc.pid)
         base = watch.sample()
         last_active, last_change = base.cpu + base.delay, time.monotonic()

@@ -30,7 +30,7 @@ import msgpack
 
 from .evaluator import Evaluator
 from .sandbox import Sandbox, copy_out, remove_tree
-from .supervise import Sample, TreeWatch, tree_pids
+from .supervise import Sample, StopSignal, TreeWatch, tree_pids
 
 Frame = dict[str, Any]
 
@@ -271,7 +271,7 @@ class _Supervisor:
     """Polls a process tree and says when, and why, it must be stopped."""
 
     def __init__(self, proc: subprocess.Popen[bytes], *, threads: int, memory_limit_gb: float, limits: Limits,
-                 stop: threading.Event | None) -> None:
+                 stop: StopSignal | None) -> None:
         self.proc = proc
         self.watch = TreeWatch(proc.pid)
         self.threads = max(1, threads)
@@ -318,7 +318,7 @@ class _Supervisor:
 
 
 def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: _FrameReader,
-                        stop: threading.Event | None, on_phase: Callable[[str], None]) -> tuple[_Verdict, _Phases, _Supervisor]:
+                        stop: StopSignal | None, on_phase: Callable[[str], None]) -> tuple[_Verdict, _Phases, _Supervisor]:
     lim = req.limits
     sup = _Supervisor(proc, threads=req.threads, memory_limit_gb=req.memory_limit_gb, limits=lim, stop=stop)
     phases = _Phases()
@@ -384,7 +384,7 @@ def _over_budget(req: RunRequest, phases: _Phases, charge: float, now: float, tr
 def execute(
     req: RunRequest,
     on_frame: Callable[[Frame], None] = lambda frame: None,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> RunOutcome:
     """Run one training run to its end (or its kill) and have the pinned harness score the model it saved."""
@@ -530,7 +530,7 @@ def _summarise(frames: list[Frame], verdict: _Verdict, sup: _Supervisor, wall: f
 _SPLITS = "val,holdout,ood"
 
 
-def _evaluate(req: RunRequest, out: RunOutcome, stop: threading.Event | None) -> None:
+def _evaluate(req: RunRequest, out: RunOutcome, stop: StopSignal | None) -> None:
     problem = req.harness.check()
     if problem:
         out.status, out.error = "invalid", problem
@@ -551,7 +551,7 @@ def _evaluate(req: RunRequest, out: RunOutcome, stop: threading.Event | None) ->
     _evaluate_cold(req, out, stop)
 
 
-def _evaluate_cold(req: RunRequest, out: RunOutcome, stop: threading.Event | None) -> None:
+def _evaluate_cold(req: RunRequest, out: RunOutcome, stop: StopSignal | None) -> None:
     """One evaluation process for this model alone (a harness without a warm form)."""
     model = req.run_dir / "model.ovm"
     launch = req.sandbox.evaluation(

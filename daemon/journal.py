@@ -21,7 +21,7 @@ import msgpack
 SCHEMA_VERSION = 2
 
 # Decisions an experiment can end with; "running" and "interrupted" are in-flight states.
-FINAL_STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "held")
+FINAL_STATUSES = ("keep", "discard", "crash", "timeout", "invalid", "held", "pruned")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

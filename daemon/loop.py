@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import harness
+from . import harness, prune
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .commands import Ack, Command, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
 from .config import Config
@@ -57,10 +57,10 @@ from .executor import (
     RunOutcome,
     RunRequest,
     cuda_available,
-    execute,
     gpu_count,
     resolve_clock,
 )
+from .executors import Executor, ExecutorError, make_executor
 from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
 from .noise import session_noise
@@ -93,8 +93,6 @@ class LoopError(RuntimeError):
     """The loop cannot go on (no data, a crashing baseline): the message says what to do."""
 
 
-# executor.execute's shape: (request, on_frame, stop, on_phase) -> outcome.
-Executor = Callable[..., RunOutcome]
 
 
 _T = TypeVar("_T")
@@ -120,7 +118,26 @@ class _Candidate:
     running: bool = False
 
 
-@dataclass(frozen=True)
+class _Either:
+    """Set when the loop's stop or this run's own stop (pruning) is set: what a run's executor watches."""
+
+    def __init__(self, loop_stop: threading.Event) -> None:
+        self.loop_stop = loop_stop
+        self.own = threading.Event()
+
+    def is_set(self) -> bool:
+        return self.own.is_set() or self.loop_stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            self.own.wait(0.05)
+        return True
+
+
+@dataclass
 class _Flight:
     """A run in flight in one slot: a candidate's, or the incumbent's re-run (``cand`` None)."""
 
@@ -131,6 +148,11 @@ class _Flight:
     cand: _Candidate | None
     started: float
     request: RunRequest
+    stop: _Either
+    # A candidate's first run is watched against the incumbent's curve (prune.py): its curve so far, and why it
+    # was stopped early when it was.
+    watch: list[tuple[int, float, float]] | None = None
+    pruned: dict[str, Any] | None = None
 
 
 @dataclass
@@ -152,13 +174,17 @@ def _threads() -> int:
 
 class Loop:
     def __init__(self, cfg: Config, agent: Agent, listener: Listener | None = None, resumable: bool = True,
-                 executor: Executor = execute, journal: Journal | None = None) -> None:
+                 executor: Executor | None = None, journal: Journal | None = None) -> None:
         self.cfg = cfg
         # A journal given by the caller (the daemon's: one connection for the loop and the server's reads) is used,
         # not closed; without one the loop opens its own for each run.
         self._given_journal = journal
-        # What runs one training run and its evaluation (executor.execute); tests inject a fake.
-        self.execute = executor
+        # What runs one training run and its evaluation: this machine's executor, a Ray cluster's (executors.py), or
+        # a test's fake.
+        try:
+            self.execute: Executor = executor or make_executor(cfg, lambda: self.session)
+        except ExecutorError as exc:
+            raise LoopError(str(exc)) from None
         # False where no one can resume a pause (`overnight run` in a terminal, no daemon): an agent's
         # pause that only a human lifts (the spending cap) stops the loop with its reason instead.
         self.resumable = resumable
@@ -190,6 +216,8 @@ class Loop:
         # The scheduler's state: runs in flight by slot, and the candidates still being measured.
         self._flights: dict[int, _Flight] = {}
         self._candidates: dict[int, _Candidate] = {}
+        # Whether early stopping may act (prune.py), recomputed as candidates are decided.
+        self._prune_trust = prune.Trust(False, "no history yet")
         # One warm evaluator per slot beyond the first (runs that land at once are scored at once).
         self._evaluators: dict[int, Evaluator] = {}
         self.data: DataPin | None = None
@@ -537,6 +565,7 @@ class Loop:
         when due, else a new proposal — and decide each candidate as its runs land. With one slot this is the
         sequential loop: a candidate's runs, then the next proposal."""
         created, failures, ended = 0, 0, ""
+        self._trust_pruning()
         while True:
             if self.stop_requested.is_set():
                 self._settle()
@@ -654,14 +683,17 @@ class Loop:
                 self.journal.mark_attempt(exp.id)
         seed = exp.id * 100 + k
         request = self._request(exp, k, seed, anchor=self._anchor(exp), slot=slot)
-        flight = _Flight(slot=slot, exp_id=exp.id, k=k, seed=seed, cand=cand, started=time.time(), request=request)
+        watched = cand is not None and k == 0 and self._prune_trust.enabled
+        flight = _Flight(slot=slot, exp_id=exp.id, k=k, seed=seed, cand=cand, started=time.time(), request=request,
+                         stop=_Either(self.stop_requested), watch=[] if watched else None)
         self._flights[slot] = flight
-        self._emit(StateChanged(state="running", message=f"#{exp.id} {exp.description}"))
+        if self.state not in ("pausing", "stopping"):  # what the user asked for stays what they see
+            self._emit(StateChanged(state="running", message=f"#{exp.id} {exp.description}"))
         self._emit(RunStarted(experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock))
 
         def work() -> None:
             try:
-                outcome = self.execute(request, on_frame=partial(self._on_frame, exp.id, k), stop=self.stop_requested,
+                outcome = self.execute(request, on_frame=partial(self._on_frame, exp.id, k), stop=flight.stop,
                                        on_phase=partial(self._on_phase, exp.id, k))
             except Exception as exc:  # a bug in a run's supervision is that run's crash, never a dead loop
                 outcome = RunOutcome(status="crash", error=f"the run could not be supervised: {exc!r}")
@@ -675,6 +707,17 @@ class Loop:
         self._flights.pop(flight.slot, None)
         exp = self.journal.experiment(flight.exp_id)
         assert exp is not None
+        if outcome.status == "interrupted" and flight.pruned is not None and not self.stop_requested.is_set():
+            assert flight.cand is not None
+            self._candidates.pop(exp.id, None)
+            outcome.status, outcome.error = "pruned", "stopped early: its training loss trailed the incumbent's"
+            measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
+            self.journal.add_run(Run(experiment_id=exp.id, seed=flight.seed, started=flight.started,
+                                     finished=time.time(), log_path=str(flight.request.log_path), **measured))
+            gaps = ", ".join(f"{p['gap']:+.3f} at {p['fraction']:.0%}" for p in flight.pruned["points"])
+            self._finish(exp, "pruned", reason=f"pruned: its training loss trailed the incumbent's ({gaps} nats; margin "
+                                               f"{flight.pruned['margin']:g})", evidence=flight.pruned, decided_by="pruner")
+            return
         if outcome.status == "interrupted":
             if flight.cand is not None:
                 self._candidates.pop(exp.id, None)
@@ -726,6 +769,11 @@ class Loop:
 
     def _decide(self, exp: Experiment, parent: Experiment, cand: _Candidate, status: str, reason: str,
                 evidence: dict[str, Any]) -> None:
+        self._decide_and_record(exp, parent, cand, status, reason, evidence)
+        self._trust_pruning()
+
+    def _decide_and_record(self, exp: Experiment, parent: Experiment, cand: _Candidate, status: str, reason: str,
+                           evidence: dict[str, Any]) -> None:
         assert self.journal is not None and self.ws is not None and self.session is not None
         outcomes = cand.outcomes
         holdouts = [o.holdout_bpb for o in outcomes if o.holdout_bpb is not None]
@@ -778,6 +826,31 @@ class Loop:
         exp = self.journal.experiment(exp_id)
         assert exp is not None
         self._emit(ExperimentStarted(experiment=exp, runs_planned=self.cfg.max_runs))
+
+    def _first_curve(self, exp_id: int) -> list[tuple[int, float, float]]:
+        assert self.journal is not None
+        return next((list(r.curve) for r in self.journal.runs(exp_id) if r.status == "ok" and r.curve), [])
+
+    def _trust_pruning(self) -> None:
+        """May pruning act? Replayed on the session's decided candidates (prune.trust); said when it changes."""
+        assert self.journal is not None and self.session is not None
+        if not self.cfg.prune:
+            self._prune_trust = prune.Trust(False, "pruning is off (prune = false)")
+            return
+        history = []
+        by_id = {e.id: e for e in self.journal.experiments(self.session.tag)}
+        for exp in by_id.values():
+            if exp.kind != "experiment" or exp.status not in ("keep", "discard", "held") or not exp.evidence:
+                continue
+            parent = exp.evidence.get("incumbent_id")
+            curve = self._first_curve(exp.id)
+            if isinstance(parent, int) and curve:
+                history.append(prune.Decided(kept=exp.status in ("keep", "held"), curve=curve,
+                                             incumbent_curve=self._first_curve(parent), budget=self.cfg.budget))
+        trusted = prune.trust(history)
+        if trusted.enabled != self._prune_trust.enabled:
+            self._emit(Message(level="info", text=trusted.reason))
+        self._prune_trust = trusted
 
     def _settle(self) -> None:
         """Wait for the runs in flight to end (a stop kills them); what they leave is recorded."""
@@ -1267,8 +1340,8 @@ class Loop:
                                          log_path=str(request.log_path), **measured))
             self._emit(RunFinished(experiment_id=exp.id, run=k, outcome=outcome))
             if outcome.data_changed:
-                self.ws.reset_to(exp.parent_commit)
-                self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
+                if not exp.is_final:
+                    self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
                 raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
             if outcome.status != "starved":
                 return outcome
@@ -1279,7 +1352,23 @@ class Loop:
 
     def _on_frame(self, exp_id: int, k: int, frame: dict[str, Any]) -> None:
         """A progress frame, from the run's reader thread: passed on by the owner."""
-        self._post(partial(self._emit, Progress(experiment_id=exp_id, run=k, frame=frame)))
+        self._post(partial(self._progress, exp_id, k, frame))
+
+    def _progress(self, exp_id: int, k: int, frame: dict[str, Any]) -> None:
+        self._emit(Progress(experiment_id=exp_id, run=k, frame=frame))
+        flight = next((f for f in self._flights.values() if f.exp_id == exp_id and f.k == k), None)
+        if flight is None or flight.watch is None or flight.pruned is not None or frame.get("type") != "progress":
+            return
+        step, elapsed, loss = frame.get("step"), frame.get("elapsed"), frame.get("train_loss")
+        if not (isinstance(step, int) and isinstance(elapsed, (int, float)) and isinstance(loss, (int, float))):
+            return
+        flight.watch.append((step, float(elapsed), float(loss)))
+        assert flight.cand is not None and self.journal is not None
+        reference = self._first_curve(flight.cand.parent_id)
+        evidence = prune.behind(flight.watch, reference, flight.request.budget) if reference else None
+        if evidence is not None:
+            flight.pruned = {**evidence, "trust": self._prune_trust.evidence}
+            flight.stop.own.set()  # the executor stops it; _landed records why
 
     def _on_phase(self, exp_id: int, k: int, phase: str) -> None:
         self._post(partial(self._phase, phase, exp_id, k))
@@ -1292,7 +1381,6 @@ class Loop:
             return
         self.journal.set_status(exp.id, "interrupted")
         self.journal.delete_runs(exp.id)
-        self.ws.reset_to(exp.parent_commit)
         self._emit(Message(level="info", text=f"#{exp.id} interrupted; it re-runs on the next start"))
 
     # -- between experiments: the incumbent again, and at scale -------------------------------------
@@ -1396,7 +1484,6 @@ class Loop:
                          error="the loop stopped while applying this proposal", decided_by="recovery")
             return
         if exp.attempts >= _MAX_ATTEMPTS:
-            self.ws.reset_to(exp.parent_commit)
             self._finish(exp, "crash", reason=f"interrupted {exp.attempts} times",
                          error="the loop stopped during every run of this experiment; given up", decided_by="recovery")
             return

@@ -27,10 +27,11 @@ from .noise import session_noise
 
 STATUS_STYLE = {
     "keep": "bold green", "discard": "dim", "crash": "red", "timeout": "red", "invalid": "yellow",
-    "held": "bold dark_orange", "running": "cyan", "interrupted": "magenta",
+    "held": "bold dark_orange", "pruned": "dim yellow", "running": "cyan", "interrupted": "magenta",
 }
 # How one run ended: starved and invalid runs are not measurements, and must not look like one.
-RUN_STATUS_STYLE = {"ok": "green", "crash": "red", "timeout": "red", "starved": "bold yellow", "invalid": "bold yellow"}
+RUN_STATUS_STYLE = {"ok": "green", "crash": "red", "timeout": "red", "starved": "bold yellow", "invalid": "bold yellow",
+                    "pruned": "yellow"}
 
 # autoresearch's results.tsv columns, in its order.
 TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
@@ -170,7 +171,7 @@ def to_tsv(table: list[Row]) -> str:
         # autoresearch's statuses are keep / discard / crash: a held experiment (val improved, holdout got worse
         # beyond noise) did not advance the branch, so in its file it is a discard. `results` (table, json) and
         # `show` say "held".
-        status = "discard" if r.status == "held" else r.status
+        status = "discard" if r.status in ("held", "pruned") else r.status
         lines.append("\t".join((r.commit, val, mem, status, r.description.replace("\t", " ").replace("\n", " "))))
     return "\n".join(lines) + "\n"
 
@@ -239,8 +240,9 @@ def experiment_counts(statuses: list[str]) -> str:
     held = sum(s == "held" for s in statuses)
     if held:
         parts.append(f"{held} held")
-    parts += [f"{sum(s == 'discard' for s in statuses)} discarded",
-              f"{sum(s in ('crash', 'timeout', 'invalid') for s in statuses)} failed"]
+    pruned = sum(s == "pruned" for s in statuses)
+    parts += [f"{sum(s == 'discard' for s in statuses)} discarded"] + ([f"{pruned} pruned"] if pruned else [])
+    parts.append(f"{sum(s in ('crash', 'timeout', 'invalid') for s in statuses)} failed")
     flight = sum(s in ("running", "interrupted") for s in statuses)
     if flight:
         parts.append(f"{flight} in flight")

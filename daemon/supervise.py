@@ -14,11 +14,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psutil
 
 _TICK = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
 _PAGE = float(os.sysconf("SC_PAGE_SIZE")) if hasattr(os, "sysconf") else 4096.0
+
+
+class StopSignal(Protocol):
+    """What stops a run from outside: the loop's stop, or one run's own (a threading.Event has this shape)."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,8 @@ class Workspace:
 
     def blob(self, commit: str, rel: str) -> bytes:
         """A file's exact bytes at a commit (no decoding, no newline stripping)."""
-        out = self.repo.git.execute(["git", "cat-file", "blob", f"{commit}:{rel}"], stdout_as_string=False)
+        out = self.repo.git.execute(["git", "cat-file", "blob", f"{commit}:{rel}"], stdout_as_string=False,
+                                    strip_newline_in_stdout=False)
         assert isinstance(out, bytes)
         return out
 

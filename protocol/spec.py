@@ -112,6 +112,7 @@ ENUMS: tuple[Enum, ...] = (
                     "a harness check."),
         ("held", "Improved val but its holdout got worse beyond noise: held for the human, the branch did not "
                  "advance (since 1.2)."),
+        ("pruned", "Stopped early: its training loss clearly trailed the incumbent's (since 1.2)."),
     )),
     Enum("ExperimentKind", "A baseline measures the script as it stands; an experiment tests one proposal.", (
         ("baseline", "The noise floor: the unmodified script, several seeds."),
@@ -123,6 +124,7 @@ ENUMS: tuple[Enum, ...] = (
         ("timeout", "Killed: it used more than its budget (measured from outside) or hung."),
         ("starved", "The machine did not give it its budget: not a measurement, run again (since 1.2)."),
         ("invalid", "Broke the seal or failed a harness check; `error` says which (since 1.2)."),
+        ("pruned", "Stopped early by the pruner (since 1.2)."),
     )),
     Enum("Phase", "Where the run in flight is (since 1.2).", (
         ("starting", "The training process is starting (interpreter, imports, data check)."),

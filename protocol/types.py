@@ -62,6 +62,8 @@ class Status(enum.StrEnum):
     """Refused: before any run (bad patch, a frozen file), or its run broke the seal or failed a harness check."""
     HELD = "held"
     """Improved val but its holdout got worse beyond noise: held for the human, the branch did not advance (since 1.2)."""
+    PRUNED = "pruned"
+    """Stopped early: its training loss clearly trailed the incumbent's (since 1.2)."""
 
 
 class ExperimentKind(enum.StrEnum):
@@ -86,6 +88,8 @@ class RunStatus(enum.StrEnum):
     """The machine did not give it its budget: not a measurement, run again (since 1.2)."""
     INVALID = "invalid"
     """Broke the seal or failed a harness check; `error` says which (since 1.2)."""
+    PRUNED = "pruned"
+    """Stopped early by the pruner (since 1.2)."""
 
 
 class Phase(enum.StrEnum):

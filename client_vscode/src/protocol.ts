@@ -16,16 +16,16 @@ export type LoopState = "idle" | "preparing" | "baseline" | "proposing" | "runni
 export const LoopStateValues: readonly LoopState[] = ["idle", "preparing", "baseline", "proposing", "running", "pausing", "paused", "stopping", "stopped", "error"];
 
 /** An experiment's status, as in the journal. */
-export type Status = "running" | "interrupted" | "keep" | "discard" | "crash" | "timeout" | "invalid" | "held";
-export const StatusValues: readonly Status[] = ["running", "interrupted", "keep", "discard", "crash", "timeout", "invalid", "held"];
+export type Status = "running" | "interrupted" | "keep" | "discard" | "crash" | "timeout" | "invalid" | "held" | "pruned";
+export const StatusValues: readonly Status[] = ["running", "interrupted", "keep", "discard", "crash", "timeout", "invalid", "held", "pruned"];
 
 /** A baseline measures the script as it stands; an experiment tests one proposal. */
 export type ExperimentKind = "baseline" | "experiment";
 export const ExperimentKindValues: readonly ExperimentKind[] = ["baseline", "experiment"];
 
 /** How one training run of an experiment ended. */
-export type RunStatus = "ok" | "crash" | "timeout" | "starved" | "invalid";
-export const RunStatusValues: readonly RunStatus[] = ["ok", "crash", "timeout", "starved", "invalid"];
+export type RunStatus = "ok" | "crash" | "timeout" | "starved" | "invalid" | "pruned";
+export const RunStatusValues: readonly RunStatus[] = ["ok", "crash", "timeout", "starved", "invalid", "pruned"];
 
 /** Where the run in flight is (since 1.2). */
 export type Phase = "starting" | "training" | "exporting" | "evaluating" | "waiting";

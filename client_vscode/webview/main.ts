@@ -42,7 +42,7 @@ function ensureChart(host: HTMLElement): uPlot {
   return chart;
 }
 
-const FILTERS = ["all", "keep", "held", "discard", "crash", "timeout", "invalid", "running", "interrupted"];
+const FILTERS = ["all", "keep", "held", "discard", "pruned", "crash", "timeout", "invalid", "running", "interrupted"];
 
 const post = (m: unknown) => vscode.postMessage(m);
 

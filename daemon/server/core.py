@@ -36,9 +36,9 @@ from ..events import (
     Thought,
     TransferChecked,
 )
-from ..executor import execute
+from ..executors import Executor
 from ..journal import Experiment, Journal
-from ..loop import Executor, Loop, LoopError
+from ..loop import Loop, LoopError
 from ..noise import session_noise
 from ..suggestions import SuggestionBook
 from ..watch import UserFileWatcher
@@ -65,7 +65,7 @@ def summary(exp: Experiment) -> t.ExperimentSummary:
 
 class DaemonCore:
     def __init__(self, cfg: Config, agent: Agent, max_experiments: int | None = None, tag: str | None = None,
-                 executor: Executor = execute) -> None:
+                 executor: Executor | None = None) -> None:
         self.cfg = cfg
         self.agent = agent
         # One journal connection for the daemon: the loop's thread writes through it (the only writer, commands

@@ -55,6 +55,16 @@ class FakeExecutor:
             for pair in found.split():
                 key, value = pair.split("=")
                 values[key] = float(value)
+        curve: list[tuple[int, float, float]] = []
+        if "loss_offset" in values:  # a training curve, frame by frame, the loop may stop early (pruning)
+            for i in range(1, 21):
+                if stop is not None and stop.is_set():
+                    return RunOutcome(status="interrupted", error="stopped", curve=curve)
+                point = (i * 10, req.budget * i / 20, 5.0 - 2.5 * i / 20 + values["loss_offset"])
+                curve.append(point)
+                on_frame({"type": "progress", "step": point[0], "elapsed": point[1], "wall": 0.0,
+                          "train_loss": point[2], "tokens_per_s": 1.0})
+                __import__("time").sleep(0.02)
         scale = req.budget / 2.0
         rng = random.Random(req.seed)
         noise = {k: rng.gauss(0.0, 0.01) for k in values}
@@ -62,7 +72,8 @@ class FakeExecutor:
                           holdout_bpb=values["holdout"] / scale ** 0.1 + noise["holdout"],
                           ood_bpb=values["ood"] + noise["ood"], steps=100, cpu_seconds=req.budget,
                           # An anchored run keeps its anchor's step count; a free one calibrates its own.
-                          steps_planned=req.anchor[0] if req.anchor else 100 + req.seed % 7, step_seconds=0.01)
+                          steps_planned=req.anchor[0] if req.anchor else 100 + req.seed % 7, step_seconds=0.01,
+                          curve=curve)
 
 
 class RecordingAgent(ReplayAgent):
@@ -273,3 +284,26 @@ def test_a_stop_ends_the_wait_for_the_machine(tmp_path: Path, monkeypatch: pytes
     thread.join(timeout=30)
     assert not thread.is_alive() and time.monotonic() - started < 10
     assert executor.requests == []
+
+
+def test_a_candidate_far_behind_the_incumbents_curve_is_pruned_once_history_trusts_it(tmp_path: Path) -> None:
+    from overnight.daemon import prune
+
+    nulls = [(f"null {i}", "val=3.0 loss_offset=0.0") for i in range(prune.MIN_HISTORY)]
+    root = _workspace(tmp_path / "ws", [*nulls, ("far behind", "val=3.5 loss_offset=0.8")],
+                      baseline_runs=2, rerun_every=0)
+    # The baseline's own curve: the fake's base curve (no marker: offset 0 is drawn only with the marker).
+    train = (root / TRAIN).read_text()
+    (root / TRAIN).write_text(train + "\n# FAKE loss_offset=0.0\n")
+    commit_all(root, "the baseline draws its curve too")
+    executor = FakeExecutor()
+    events: list[Event] = []
+    _run(root, executor, events)
+    exps = _exps(root)
+    pruned, runs = exps["far behind"]
+    assert pruned.status == "pruned" and pruned.decided_by == "pruner", pruned.decision_reason
+    assert pruned.evidence is not None and all(p["gap"] > 0.5 for p in pruned.evidence["points"])
+    assert [r.status for r in runs] == ["pruned"]
+    assert all(exps[name][0].status != "pruned" for name, _ in nulls)
+    assert any(isinstance(e, __import__("overnight.daemon.events", fromlist=["Message"]).Message)
+               and "pruning is on" in e.text for e in events)

@@ -60,12 +60,14 @@ export const STATUS_ICON: Record<Status, string> = {
   timeout: "watch",
   invalid: "error",
   held: "warning",
+  pruned: "debug-step-over",
 };
 
 /** What each status means, for tooltips: a held experiment in particular is waiting for the user. */
 export const STATUS_TITLE: Partial<Record<Status, string>> = {
   held: "held for you: val improved, but the holdout got worse beyond noise; the branch did not advance",
   invalid: "refused: a frozen file, a bad patch, a broken seal or a failed harness check",
+  pruned: "stopped early: its training loss clearly trailed the incumbent's at the same share of the budget",
 };
 
 /** Where the run in flight is, in words. */
