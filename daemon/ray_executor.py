@@ -13,6 +13,7 @@ the session is unsealed).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tarfile
 import tempfile
@@ -109,7 +110,7 @@ class RayExecutor:
             raise RayUnavailable("Ray is not installed: pip install 'overnight[ray]' (on the daemon's machine and on "
                                  "every worker)") from None
         try:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, logging_level=logging.ERROR)
         except Exception as exc:  # ConnectionError, ray's own errors: say what to do in one line
             raise RayUnavailable(f"no Ray cluster answers at {address!r} ({type(exc).__name__}: {exc}); start one with "
                                  "`ray start --head` (and `ray start --address=HEAD:6379` on each worker)") from None

@@ -97,7 +97,7 @@ _val = prepare.load_split("val", _d)
     # -- the harness, the interpreter, the tree ------------------------------------------------------------
     add("rewrite prepare.py during the run", """
 open("prepare.py", "a").write("\\nEVAL_BYTES = 64\\n")
-""", ("crash",), "Read-only file system")
+""", ("crash",), "Error: [Errno", "prepare.py")
     add("rewrite the session's pinned harness", f"""
 import glob as _g
 _targets = _g.glob({str(state / 'harness' / '*' / 'trainer' / 'prepare.py')!r})
@@ -110,7 +110,7 @@ open({str(Path(site_dir) / 'overnight_evil.pth')!r}, "w").write("import os\\n")
 """, ("crash",), "Read-only file system")
     add("shadow a module the evaluator imports", """
 open("json.py", "w").write("raise SystemExit('shadowed')\\n")
-""", ("crash",), "Read-only file system")
+""", ("crash",), "Error: [Errno", "json.py")
 
     # -- the journal, git, the user's files --------------------------------------------------------------
     add("forge the journal", f"""

@@ -67,10 +67,16 @@ def test_kill_9_mid_run_then_resume(make_workspace: Callable[..., Path]) -> None
     proc = _start(root, "--max-experiments", "2")
 
     # Kill the loop while the first real experiment (#2, after the baseline #1) is training.
+    def cmdline(child: psutil.Process) -> str:
+        try:
+            return " ".join(child.cmdline())
+        except psutil.Error:  # gone, or a zombie not reaped yet
+            return ""
+
     def training() -> bool:
         rows = _statuses(root)
         return any(r[1] == "experiment" and r[2] == "running" for r in rows) and any(
-            "train.py" in " ".join(c.cmdline()) for c in psutil.Process(proc.pid).children(recursive=True)
+            "train.py" in cmdline(c) for c in psutil.Process(proc.pid).children(recursive=True)
         )
 
     _wait(training, 200, "an experiment in flight")

@@ -48,7 +48,7 @@ def test_tiny_training_run_reports_frames_and_evaluates(env: dict[str, str],
         if p["type"] == "progress":
             assert set(p) == {"type", "step", "elapsed", "wall", "train_loss", "tokens_per_s", "lr"}
             assert math.isfinite(p["train_loss"]) and p["tokens_per_s"] > 0
-    assert set(calibrated) == {"type", "steps", "step_seconds", "calibration_steps"}
+    assert set(calibrated) == {"type", "steps", "step_seconds", "calibration_steps", "anchored"}
     assert set(end) == {"type", "steps", "elapsed", "wall", "tokens", "peak_mem_mb", "steps_planned"}
     # The run trains exactly the calibrated number of steps; its budget-clock seconds are the budget.
     assert end["steps"] == end["steps_planned"] == calibrated["steps"] > calibrated["calibration_steps"] > 0

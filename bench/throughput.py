@@ -1,0 +1,138 @@
+"""Candidates decided per hour with 1 and 2 local slots (and on a local Ray cluster), on one replayed proposal set.
+
+    python bench/throughput.py [--budget 20] [--slots 1,2] [--ray] [--proposals 8]
+
+Each configuration runs the real loop (sealed runs, the warm harness, one thread per run) from a fresh workspace
+on the same replayed proposals (learning-rate and schedule variants of the default train.py), so the decisions can
+be compared: how many agree with the sequential loop's (``slots = 1``), and how many candidates each decides per
+wall-clock hour against the ideal 3600 / budget. Prints a table with the load average and writes
+bench/results/throughput.md and throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = [("LR", "2e-3"), ("LR", "4.5e-3"), ("LR", "1.5e-3"), ("WARMUP_FRAC", "0.1"), ("FINAL_LR_FRAC", "0.05"),
+            ("WEIGHT_DECAY", "0.05"), ("BETA2", "0.95"), ("LR", "6e-3"), ("GRAD_CLIP", "0.5"), ("BATCH_SIZE", "8")]
+
+
+def _proposals(train: str, n: int) -> str:
+    import re
+
+    lines = []
+    for name, value in VARIANTS[:n]:
+        text, count = re.subn(rf"^{name} = \S+", f"{name} = {value}", train, count=1, flags=re.M)
+        assert count == 1, name
+        lines.append(json.dumps({"description": f"{name} = {value}", "files": {"trainer/train.py": text}}))
+    return "\n".join(lines) + "\n"
+
+
+def _session(slots: int, budget: float, n: int, ray_address: str | None) -> dict[str, Any]:
+    from overnight.daemon.agents.replay import ReplayAgent
+    from overnight.daemon.cli import main as overnight
+    from overnight.daemon.config import load_config
+    from overnight.daemon.journal import Journal
+    from overnight.daemon.loop import Loop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ws"
+        assert overnight(["init", str(root)]) == 0
+        extra = f'\n[executor]\nkind = "ray"\naddress = "{ray_address}"\n' if ray_address else ""
+        (root / "overnight.toml").write_text(
+            f"budget = {budget}\nthreads = 1\nslots = {slots}\nbaseline_runs = 3\nagent = \"replay\"\n"
+            f"replay_file = \"proposals.jsonl\"\ntransfer_every = 0\nmachine_share = 0.0\n{extra}")
+        (root / "proposals.jsonl").write_text(_proposals((root / "trainer" / "train.py").read_text(), n))
+        subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
+        subprocess.run(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
+                       check=True)
+        cfg = load_config(root)
+        load_before = os.getloadavg()
+        started = time.monotonic()
+        Loop(cfg, ReplayAgent.from_file(root / "proposals.jsonl")).run()
+        wall = time.monotonic() - started
+        with Journal(cfg.journal_path) as j:
+            exps = [e for e in j.experiments() if e.kind == "experiment"]
+            runs = sum(len(j.runs(e.id)) for e in j.experiments())
+            decisions = {e.description: e.status for e in exps}
+    return {"slots": slots, "ray": bool(ray_address), "wall_s": wall, "decided": len(exps), "runs": runs,
+            "per_hour": len(exps) / wall * 3600, "decisions": decisions, "load_before": load_before,
+            "load_after": os.getloadavg()}
+
+
+def _ray_cluster() -> tuple[str, Path] | None:
+    cli = shutil.which("ray")
+    if cli is None:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = Path(tempfile.mkdtemp(prefix="overnight-bench-ray-"))
+    proc = subprocess.run([cli, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                          capture_output=True, text=True)
+    return (f"127.0.0.1:{port}", temp) if proc.returncode == 0 else None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=float, default=20.0)
+    ap.add_argument("--slots", default="1,2")
+    ap.add_argument("--proposals", type=int, default=8)
+    ap.add_argument("--ray", action="store_true", help="also on a local Ray cluster (2 CPUs, 2 slots)")
+    args = ap.parse_args()
+    results = []
+    for slots in (int(s) for s in args.slots.split(",")):
+        print(f"slots {slots} ...", flush=True)
+        results.append(_session(slots, args.budget, args.proposals, None))
+    if args.ray:
+        cluster = _ray_cluster()
+        if cluster is None:
+            print("no Ray cluster could be started: skipped")
+        else:
+            try:
+                print("ray, 2 slots ...", flush=True)
+                results.append(_session(2, args.budget, args.proposals, cluster[0]))
+            finally:
+                import ray
+
+                ray.shutdown()
+                subprocess.run([shutil.which("ray") or "ray", "stop", "--force"], capture_output=True)
+    reference = results[0]["decisions"]
+    ideal = 3600 / args.budget
+    lines = ["# Throughput: candidates decided per hour", "",
+             f"`python bench/throughput.py --budget {args.budget:g} --slots {args.slots} --proposals {args.proposals}"
+             f"{' --ray' if args.ray else ''}` on {platform.machine()}, {os.cpu_count()} CPUs, python "
+             f"{platform.python_version()} ({time.strftime('%Y-%m-%d')}). One thread per run; the ideal is "
+             f"3600 / budget = {ideal:.0f} runs an hour per slot.", "",
+             "| executor | slots | wall s | candidates | runs | decided / hour | vs 1 slot | agrees with 1 slot | load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        agree = sum(r["decisions"].get(k) == v for k, v in reference.items()) / max(1, len(reference))
+        r["agreement"] = agree
+        r["speedup"] = r["per_hour"] / results[0]["per_hour"]
+        lines.append(f"| {'ray' if r['ray'] else 'local'} | {r['slots']} | {r['wall_s']:.0f} | {r['decided']} | {r['runs']} | "
+                     f"{r['per_hour']:.1f} | {r['speedup']:.2f}× | {agree:.0%} | {r['load_before'][0]:.2f}→"
+                     f"{r['load_after'][0]:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "throughput.md").write_text(text)
+    (RESULTS / "throughput.json").write_text(json.dumps({"budget": args.budget, "results": results}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
