@@ -11,6 +11,18 @@ pip install --upgrade pip
 pip install torch==2.13.0
 pip install -e '.[test]'
 
+# bubblewrap seals every training run (README: "What a number from Overnight guarantees"); without it the loop
+# refuses to run unless overnight.toml says sandbox = "none".
+if ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap
+  else
+    echo "setup.sh: bubblewrap is missing; install it (sudo apt-get install bubblewrap, dnf install bubblewrap," \
+         "pacman -S bubblewrap) or set sandbox = \"none\" in overnight.toml to run unsealed" >&2
+  fi
+fi
+
 [ "${OVERNIGHT_SKIP_VSCODE:-}" = 1 ] && exit 0
 
 # System packages the VS Code suite needs: Debian's chromium (the browser playwright drives), fonts,
