@@ -18,7 +18,9 @@ import queue
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,6 +28,8 @@ from .sandbox import Sandbox, remove_tree
 from .supervise import StopSignal, TreeWatch, tree_pids
 
 _POLL_S = 0.1
+# The one long-lived thread that starts every evaluator process (see Evaluator._start).
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="overnight-spawner")
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,12 @@ class Evaluator:
             self.command, harness_dir=self.harness_dir, workdir=self.workdir, model_file=self.folder,
             data_dir=self.data_dir, env={"OMP_WAIT_POLICY": "PASSIVE"},
         )
-        proc = subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=self._log, start_new_session=True, preexec_fn=launch.preexec)
+        # Started from a thread that lives as long as the daemon: the parent-death signal (bwrap's
+        # --die-with-parent, the launch's own) fires when the *thread* that forked the process ends, and the runs
+        # that call evaluate() each have a thread of their own.
+        proc = _SPAWNER.submit(partial(
+            subprocess.Popen, launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, start_new_session=True, preexec_fn=launch.preexec)).result()
         self._lines = queue.Queue()
         threading.Thread(target=self._read, args=(proc, self._lines), daemon=True, name="overnight-evaluator").start()
         self._proc = proc

@@ -21,9 +21,11 @@ import site
 import subprocess
 import sys
 import sysconfig
+from functools import partial
 from pathlib import Path
 
 from .executor import DataPin, resolve_command
+from .sandbox import die_with_parent
 
 
 class HarnessError(RuntimeError):
@@ -86,7 +88,7 @@ def prepare_data(harness: Path, workdir: str, prepare: tuple[str, ...]) -> DataP
 
     None when the harness does not report its data (a custom harness): then nothing is pinned."""
     proc = subprocess.run(isolated(prepare), cwd=harness / workdir, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env=_data_env())
+                          stdin=subprocess.DEVNULL, env=_data_env(), preexec_fn=partial(die_with_parent, os.getpid()))
     if proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-3:]
         raise HarnessError("the harness could not prepare the data:\n  " + "\n  ".join(detail))

@@ -359,6 +359,13 @@ class Journal:
         with self._tx() as db:
             db.execute("UPDATE experiments SET attempts=attempts+1, status='running' WHERE id=?", (exp_id,))
 
+    def stopped_by_user(self, exp_id: int) -> None:
+        """The user stopped this experiment's run: back in flight for the next start, and the attempt does not
+        count toward giving up (only kills and crashes of the loop do)."""
+        with self._tx() as db:
+            db.execute("UPDATE experiments SET status='interrupted', attempts=MAX(0, attempts-1) WHERE id=?", (exp_id,))
+            db.execute("DELETE FROM runs WHERE experiment_id=?", (exp_id,))
+
     def set_status(self, exp_id: int, status: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE experiments SET status=? WHERE id=?", (status, exp_id))

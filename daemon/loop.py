@@ -1379,8 +1379,7 @@ class Loop:
         assert self.journal is not None and self.ws is not None
         if exp.is_final:
             return
-        self.journal.set_status(exp.id, "interrupted")
-        self.journal.delete_runs(exp.id)
+        self.journal.stopped_by_user(exp.id)
         self._emit(Message(level="info", text=f"#{exp.id} interrupted; it re-runs on the next start"))
 
     # -- between experiments: the incumbent again, and at scale -------------------------------------

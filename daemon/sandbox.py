@@ -18,6 +18,7 @@ bytecode-only package copy with the interpreter that will import it (see ``bytec
 from __future__ import annotations
 
 import ast
+import ctypes
 import errno
 import gc
 import glob
@@ -29,13 +30,15 @@ import os
 import resource
 import secrets
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 KINDS = ("bwrap", "none")
 
@@ -92,13 +95,42 @@ class Launch:
     # (resource, (soft, hard)) pairs, prepared here so that the child only makes system calls.
     rlimits: tuple[tuple[int, tuple[int, int]], ...]
 
+    # The process that builds the launch is the one that starts it: the child checks it still has this parent.
+    parent: int = field(default_factory=os.getpid)
+
     def preexec(self) -> None:
-        """For ``preexec_fn``, in the forked child before exec: setrlimit on prepared tuples and
-        nothing else (no import, no lock but the GIL, which CPython re-creates in the child), so it
-        is safe although the daemon has threads. Set before exec, the limits bind bwrap and all it
-        starts; prlimit on the pid after start would race bwrap's own fork into the sandbox."""
+        """For ``preexec_fn``, in the forked child before exec: setrlimit on prepared tuples and the
+        parent-death signal, nothing else (no import, no lock but the GIL, which CPython re-creates in the
+        child), so it is safe although the daemon has threads. Set before exec, the limits bind bwrap and
+        all it starts; prlimit on the pid after start would race bwrap's own fork into the sandbox."""
         for res, limits in self.rlimits:
             resource.setrlimit(res, limits)
+        die_with_parent(self.parent)
+
+
+def _load_prctl() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: a run started here outlives a killed daemon (the executor still kills it on exit)
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+# Resolved once, in the parent: the child only calls it.
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child before exec: SIGKILL this process when the thread that started it dies (the daemon
+    killed, even with -9). A parent that died before the signal was armed is caught by the ppid check."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(125)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ experiment's commit stays reachable under ``refs/overnight/<tag>/<id>``.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -107,10 +108,14 @@ class Workspace:
         self._ensure_state_dir()
         path = self.worktree_path(tag)
         branch = branch_name(tag)
+        self.clear_stale_locks(tag)
         self.repo.git.worktree("prune")
         exists = branch in [h.name for h in self.repo.heads]
         if not exists:
-            self.repo.create_head(branch, start_commit or self.repo.head.commit.hexsha)
+            # The branch appears already holding the user's uncommitted edits (one commit made without a
+            # worktree), so a kill at any moment leaves either no branch or the right one — never a session
+            # that measures the edits but records HEAD.
+            self.repo.create_head(branch, start_commit or self._working_copy_commit())
         if path.exists() and not (path / ".git").exists():
             shutil.rmtree(path)  # a half-created worktree from a killed start
         if not path.exists():
@@ -118,24 +123,72 @@ class Workspace:
             self.repo.git.worktree("add", str(path), branch)
         self.worktree = path
         self._wt = git.Repo(path)
-        if not exists and start_commit is None:
-            self._adopt_working_copy()
         return self.head()
 
-    def _adopt_working_copy(self) -> None:
+    def _working_copy_commit(self) -> str:
+        """HEAD plus the working-copy versions of the declared files, as a commit built in a private index;
+        HEAD itself when they are all committed."""
+        head = self.repo.head.commit
         changed = []
         for rel in (*self.cfg.editable, *self.cfg.frozen, self.cfg.program):
             src = self.cfg.root / rel
             if not src.is_file():
                 continue
-            dst = self.wt_path / rel
-            if not dst.is_file() or dst.read_bytes() != src.read_bytes():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dst)
+            try:
+                committed: bytes | None = head.tree[rel].data_stream.read()
+            except KeyError:
+                committed = None
+            if committed != src.read_bytes():
                 changed.append(rel)
-        if changed:
-            self.wt.git.add("--", *changed)
-            self.wt.git.commit("-m", "overnight: start from the working copy", env=_IDENTITY)
+        if not changed:
+            return str(head.hexsha)
+        with tempfile.TemporaryDirectory(dir=self.cfg.state_dir) as tmp:
+            env = {**_IDENTITY, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            self.repo.git.read_tree(head.hexsha, env=env)
+            for rel in changed:
+                blob = self.repo.git.hash_object("-w", "--", str(self.cfg.root / rel))
+                mode = "100755" if os.access(self.cfg.root / rel, os.X_OK) else "100644"
+                self.repo.git.update_index("--add", "--cacheinfo", f"{mode},{blob},{rel}", env=env)
+            tree = self.repo.git.write_tree(env=env)
+            return str(self.repo.git.commit_tree(tree, "-p", head.hexsha, "-m", "overnight: start from the working copy",
+                                                 env=env))
+
+    def clear_stale_locks(self, tag: str) -> list[Path]:
+        """Remove git lock files a killed Overnight process left on the session's own worktree and refs.
+
+        Called with the workspace lock held (one loop per workspace), so no other Overnight process is using
+        them; the user's own index and refs are never touched. Returns what was removed."""
+        common = Path(self.repo.git.rev_parse("--git-common-dir"))
+        if not common.is_absolute():
+            common = self.cfg.root / common
+        candidates: list[Path] = []
+        wt_git = self.worktree_path(tag) / ".git"
+        if wt_git.is_file():
+            gitdir = Path(wt_git.read_text(encoding="utf-8", errors="replace").removeprefix("gitdir:").strip())
+            if gitdir.is_dir():
+                candidates += gitdir.glob("*.lock")
+        # A kill inside `git worktree add` leaves its admin folder locked ("initializing"), which `prune` keeps.
+        target = (self.worktree_path(tag) / ".git").resolve()
+        for admin in (common / "worktrees").glob("*"):
+            try:
+                points_here = Path((admin / "gitdir").read_text(encoding="utf-8").strip()).resolve() == target
+            except OSError:
+                continue
+            if points_here:
+                candidates += admin.glob("*.lock")
+                locked = admin / "locked"
+                if locked.is_file() and locked.read_text(encoding="utf-8", errors="replace").startswith("initializing"):
+                    candidates.append(locked)
+        candidates += [common / "refs" / "heads" / "overnight" / f"{tag}.lock"]
+        refs = common / "refs" / "overnight" / tag
+        if refs.is_dir():
+            candidates += refs.glob("*.lock")
+        removed = []
+        for lock in candidates:
+            if lock.is_file():
+                lock.unlink(missing_ok=True)
+                removed.append(lock)
+        return removed
 
     @property
     def wt(self) -> git.Repo:

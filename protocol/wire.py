@@ -47,14 +47,26 @@ class OvernightProtocol(LanguageServerProtocol):
             return super().structure_message(data)
         except JsonRpcException as error:
             if "id" in data and "method" in data:
-                # A request we cannot read (InvalidParams): answer it, or its sender waits forever.
-                self._send_response(data["id"], None, error.to_response_error())
+                # A request we cannot read (InvalidParams): answer it, or its sender waits forever — saying what
+                # was wrong, in one line (the cause is cattrs's account of the first field it could not read).
+                cause = " ".join(_explain(error.__cause__).split())[:200]
+                reason = f"invalid params for {data['method']}" + (f": {cause}" if cause else "")
+                self._send_response(data["id"], None, type(error)(message=reason).to_response_error())
             elif "id" in data:
                 # A response we cannot read: fail the request waiting for it.
                 future = self._request_futures.pop(data["id"], None)
                 if future is not None and not future.done():
                     future.set_exception(error)
             raise
+
+
+def _explain(cause: BaseException | None) -> str:
+    """cattrs's account of what it could not read ("expected an integer @ $.params.id"), else the exception."""
+    if cause is None:
+        return ""
+    if isinstance(cause, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(cause, path="$")[:3])
+    return str(cause)
 
 
 def make_converter() -> cattrs.Converter:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
 import os
 import signal
+import sys
 from typing import Any
 
 from lsprotocol import types as lsp
@@ -20,6 +22,7 @@ from ..config import Config
 from . import discovery
 from .auth import DaemonProtocol
 from .core import DaemonCore, call_in_thread
+from .files import read_editable
 from .framing import serve_connection
 from .progress import ExperimentProgress
 from .suggestions import Reservations, SuggestionFeature, relative
@@ -27,7 +30,12 @@ from .suggestions import Reservations, SuggestionFeature, relative
 log = logging.getLogger("overnight.daemon")
 
 # One JSON-RPC message larger than this is refused (the connection is closed): no client needs it.
+# Before the token is proven the limit is framing.PRE_AUTH_BYTES.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# A client that has not authenticated within this many seconds is disconnected.
+HANDSHAKE_SECONDS = 10.0
+# Editors, a CLI call or two, a bridge: far fewer than this. More are refused at once, unread.
+MAX_CONNECTIONS = 64
 
 
 class _NotFound(JsonRpcException):
@@ -166,16 +174,27 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
             raise _NotFound(message=f"no experiment #{params.id}")
         return detail
 
-    def _history(uri: str) -> tuple[list[str], dict[int, list[Any]]]:
+    def _history(uri: str, source: str | None) -> tuple[list[str], dict[int, list[Any]]]:
+        # The client's open buffer, else the file on disk — but only an editable file of the workspace,
+        # checked before anything is read (files.py); any other URI has no history and reveals nothing.
         rel = relative(core, uri)
-        doc = ls.workspace.get_text_document(uri)
-        if rel is None:
-            return list(doc.lines), {}
-        return list(doc.lines), core.line_history(rel, doc.source)
+        if rel is None or rel not in core.cfg.editable:
+            return [], {}
+        text = source if source is not None else read_editable(core.cfg.root, rel, core.cfg.editable)
+        if text is None:
+            return [], {}
+        return text.splitlines(keepends=True), core.line_history(rel, text)
+
+    def _open_source(uri: str) -> str | None:
+        # Read on the event loop, where document sync mutates the buffers.
+        doc = ls.workspace.text_documents.get(uri)
+        return doc.source if doc is not None else None
 
     @ls.feature(lsp.TEXT_DOCUMENT_INLAY_HINT)
     async def inlay_hints(ls: LanguageServer, params: lsp.InlayHintParams) -> list[lsp.InlayHint]:
-        lines, history = await call_in_thread(lambda: _history(params.text_document.uri))
+        uri = params.text_document.uri
+        source = _open_source(uri)
+        lines, history = await call_in_thread(lambda: _history(uri, source))
         hints = []
         for line in range(params.range.start.line, min(params.range.end.line + 1, len(lines))):
             touches = history.get(line)
@@ -187,7 +206,9 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
 
     @ls.feature(lsp.TEXT_DOCUMENT_HOVER)
     async def hover(ls: LanguageServer, params: lsp.HoverParams) -> lsp.Hover | None:
-        _, history = await call_in_thread(lambda: _history(params.text_document.uri))
+        uri = params.text_document.uri
+        source = _open_source(uri)
+        _, history = await call_in_thread(lambda: _history(uri, source))
         touches = history.get(params.position.line)
         if not touches:
             return None
@@ -211,6 +232,7 @@ class Daemon:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._aio: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
+        self._full_logged = False
 
     def broadcast(self, method: str, params: Any) -> None:
         """Thread-safe: the loop's thread hands notifications to the event loop, which sends them."""
@@ -247,23 +269,43 @@ class Daemon:
                 log.debug("could not notify a client", exc_info=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.clients) >= MAX_CONNECTIONS:
+            if not self._full_logged:
+                log.warning("refusing connections: %d are open already", len(self.clients))
+            self._full_logged = True
+            writer.close()
+            return
+        self._full_logged = False
         ls = create_server(self.core, self.token, self.reservations)
         ls.protocol.set_writer(writer)
         self.clients.add(ls)
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
+        # A connection that has not proven the token in time is closed (its reader then sees the end).
+        deadline = asyncio.get_running_loop().call_later(HANDSHAKE_SECONDS, self._handshake_expired, ls, writer)
         log.info("client connected (%d attached)", len(self.clients))
         try:
             await serve_connection(reader, ls.protocol, MAX_MESSAGE_BYTES, log)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-            log.info("client connection ended: %r", exc)
+            log.info("client connection ended: %s", exc)
         finally:
+            deadline.cancel()
             self.clients.discard(ls)
             writer.close()
             if task is not None:
                 self._handlers.discard(task)
             log.info("client disconnected (%d attached)", len(self.clients))
+
+    @staticmethod
+    def _handshake_expired(ls: DaemonServer, writer: asyncio.StreamWriter) -> None:
+        if isinstance(ls.protocol, DaemonProtocol) and not ls.protocol.authenticated:
+            log.info("closing a connection that did not authenticate within %.0f s", HANDSHAKE_SECONDS)
+            writer.close()
+            # The reader may be parked mid-frame on a slow drip: the closed transport alone need not wake it.
+            transport = writer.transport
+            if transport is not None:
+                transport.abort()
 
     async def serve(self) -> None:
         self._aio = asyncio.get_running_loop()
@@ -298,16 +340,35 @@ class Daemon:
             self._aio.call_soon_threadsafe(self._stopped.set)
 
 
+# daemon.log stays bounded whatever clients send: 4 files of at most 5 MB.
+LOG_BYTES, LOG_BACKUPS = 5 * 1024 * 1024, 3
+
+
+class _PyglsNoise(logging.Filter):
+    """pygls logs a full traceback for every message it cannot structure; framing.py logs one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.funcName != "structure_message"
+
+
 def setup_logging(cfg: Config) -> None:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    handlers: list[logging.Handler] = [logging.FileHandler(cfg.state_dir / "daemon.log"), logging.StreamHandler()]
+    handlers: list[logging.Handler] = [
+        logging.handlers.RotatingFileHandler(cfg.state_dir / "daemon.log", maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS)]
+    if sys.stderr is not None and sys.stderr.isatty():
+        # In a terminal the log is shown too; detached, stderr is daemon.out (kept for crashes), not a second log.
+        handlers.append(logging.StreamHandler())
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for h in handlers:
         h.setFormatter(fmt)
-    root = logging.getLogger("overnight")
-    root.setLevel(logging.INFO)
+    for name, level in (("overnight", logging.INFO), ("pygls", logging.WARNING)):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        for h in handlers:
+            logger.addHandler(h)
     for h in handlers:
-        root.addHandler(h)
+        h.addFilter(_PyglsNoise())
 
 
 def run_daemon(cfg: Config, core: DaemonCore, port: int = 0) -> None:

@@ -21,6 +21,8 @@ from overnight.protocol.wire import OvernightProtocol
 
 log = logging.getLogger("overnight.daemon")
 
+INTERNAL_ERROR = -32603
+
 # What an unauthenticated non-initialize message becomes: handle_message drops the connection.
 _REFUSED = object()
 
@@ -70,6 +72,13 @@ class DaemonProtocol(OvernightProtocol):  # type: ignore[misc]  # mypy sees over
             return (t.ErrorCode.VERSION_MISMATCH,
                     f"protocol version {version!r} is not compatible with the daemon's {t.PROTOCOL_VERSION}")
         return None
+
+    def _send_response(self, msg_id: Any, result: Any = None, error: Any = None) -> None:
+        # pygls puts an internal error's exception text and traceback in the answer; a client learns nothing of
+        # the daemon's internals — the log has them (pygls logged the exception before answering).
+        if error is not None and getattr(error, "code", None) == INTERNAL_ERROR:
+            error = lsp.ResponseError(code=INTERNAL_ERROR, message="internal error in the daemon (see .overnight/daemon.log)")
+        super()._send_response(msg_id, result, error)
 
     def close_connection(self) -> None:
         if self.writer is not None:

@@ -30,6 +30,7 @@ from overnight.protocol import types as t
 from ..commands import DecideHunks
 from ..suggestions import PendingHunk, PendingSuggestion, suggestion_id, suggestion_path
 from .core import DaemonCore, call_in_thread
+from .files import read_editable
 
 log = logging.getLogger("overnight.daemon")
 
@@ -79,10 +80,9 @@ def user_texts(ls: LanguageServer, core: DaemonCore) -> dict[str, UserText]:
     for path in core.cfg.editable:
         if path not in texts:
             disk = core.cfg.root / path
-            try:
-                texts[path] = UserText(path, uris.from_fs_path(str(disk)) or disk.as_uri(), disk.read_text(encoding="utf-8"), None)
-            except (OSError, UnicodeDecodeError):
-                continue  # a missing or unreadable file has no suggestions
+            text = read_editable(core.cfg.root, path, core.cfg.editable)
+            if text is not None:  # a missing, unreadable or irregular file has no suggestions
+                texts[path] = UserText(path, uris.from_fs_path(str(disk)) or disk.as_uri(), text, None)
     return texts
 
 

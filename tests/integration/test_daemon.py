@@ -139,15 +139,15 @@ def test_bad_params_and_unknown_methods_get_errors_not_a_crash(idle_daemon: Runn
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "processId": None, "capabilities": {}, "initializationOptions": {"token": info.token, "protocolVersion": "1.0"}}}
 
-    async def scenario() -> dict[int, dict[str, Any]]:
+    async def scenario() -> dict[int | None, dict[str, Any]]:
         reader, writer = await asyncio.open_connection(info.host, info.port)
-        writer.write(_frame(init) + b"Content-Length: 5\r\n\r\n{bad}"  # malformed JSON: ignored
+        writer.write(_frame(init) + b"Content-Length: 5\r\n\r\n{bad}"  # malformed JSON: a parse error, id null
                      + _frame({"jsonrpc": "2.0", "id": 2, "method": "overnight/experiments/get", "params": {"id": "one"}})
                      + _frame({"jsonrpc": "2.0", "id": 3, "method": "overnight/noSuchMethod", "params": {}})
                      + _frame({"jsonrpc": "2.0", "id": 4, "method": "overnight/status", "params": {}}))
         await writer.drain()
-        replies: dict[int, dict[str, Any]] = {}
-        while len(replies) < 4:
+        replies: dict[int | None, dict[str, Any]] = {}
+        while not {None, 1, 2, 3, 4} <= set(replies):
             header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=30)
             length = int(header.split(b":")[1].split(b"\r\n")[0])
             message = json.loads(await reader.readexactly(length))
@@ -157,6 +157,7 @@ def test_bad_params_and_unknown_methods_get_errors_not_a_crash(idle_daemon: Runn
         return replies
 
     replies = _run(scenario())
+    assert replies[None]["error"]["code"] == -32700
     assert replies[2]["error"]["code"] == -32602
     assert replies[3]["error"]["code"] == -32601
     assert replies[4]["result"]["agent"] == "replay"  # still answering after all that

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,25 @@ def test_one_process_scores_many_models_each_in_its_own_child(model: Path, tmp_p
         assert first.result["checks"]["causal"]["ok"] and second.result["checks"]["batch"]["ok"]
         assert ev.started == 1
         assert list((tmp_path / "models").iterdir()) == []  # each model leaves with its answer
+    finally:
+        ev.close()
+
+
+def test_the_process_outlives_the_threads_that_use_it(model: Path, tmp_path: Path) -> None:
+    # Each run calls evaluate() from a thread of its own that then ends; the parent-death signal is tied to the
+    # thread that forked, so the evaluator must not have been forked by one of them.
+    import threading
+
+    ev = _evaluator(tmp_path)
+    answers: list[Any] = []
+    try:
+        for name in ("a.ovm", "b.ovm"):
+            path = _copy(model, tmp_path, name)
+            thread = threading.Thread(target=lambda p=path: answers.append(ev.evaluate(p, "val", 1)))
+            thread.start()
+            thread.join()
+        assert [a.code for a in answers] == [0, 0]
+        assert ev.started == 1
     finally:
         ev.close()
 

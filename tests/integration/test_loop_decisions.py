@@ -307,3 +307,37 @@ def test_a_candidate_far_behind_the_incumbents_curve_is_pruned_once_history_trus
     assert all(exps[name][0].status != "pruned" for name, _ in nulls)
     assert any(isinstance(e, __import__("overnight.daemon.events", fromlist=["Message"]).Message)
                and "pruning is on" in e.text for e in events)
+
+
+def test_the_users_own_stops_never_give_an_experiment_up(tmp_path: Path) -> None:
+    """Stopping the loop mid-run three times (more than the attempts a kill is allowed) re-runs the experiment
+    on each start; it is decided on its merits, not recorded as a crash."""
+    import time
+
+    from overnight.daemon.events import RunStarted
+
+    root = _workspace(tmp_path / "ws", [("better", "val=2.5")], baseline_runs=2, rerun_every=0)
+    for _ in range(3):
+        events: list[Event] = []
+        executor = FakeExecutor(seconds=30)
+        loop = Loop(load_config(root), RecordingAgent(root / "proposals.jsonl"), listener=events.append,
+                    executor=executor)
+        thread = threading.Thread(target=loop.run, kwargs={"max_experiments": 1}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        # Wait for the candidate's run (the baseline's runs are stopped the same way the first time round).
+        while not any(isinstance(e, RunStarted) for e in events):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        loop.stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+    events = []
+    loop = Loop(load_config(root), RecordingAgent(root / "proposals.jsonl"), listener=events.append,
+                executor=FakeExecutor())
+    loop.run(max_experiments=1)
+    journal = Journal(root / ".overnight" / "journal.db")
+    statuses = [(e.kind, e.status) for e in journal.experiments(journal.latest_session().tag)]
+    journal.close()
+    assert ("baseline", "keep") in statuses or ("baseline", "baseline") in statuses, statuses
+    assert not any(status == "crash" for _, status in statuses), statuses

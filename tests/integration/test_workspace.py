@@ -109,3 +109,51 @@ def test_missing_declared_files(tmp_path: Path) -> None:
     commit_all(tmp_path)
     with pytest.raises(WorkspaceError, match="trainer/train.py is declared"):
         Workspace(load_config(tmp_path))
+
+
+def test_the_adoption_is_in_the_branch_from_its_first_moment(make_workspace: Callable[..., Path]) -> None:
+    # The branch is created already holding the user's edit: a kill between `worktree add` and a commit made
+    # there could otherwise leave a session that measures the edit but records HEAD.
+    root = make_workspace()
+    train = root / "trainer" / "train.py"
+    train.write_text(train.read_text() + "\n# edit before the session\n")
+    (root / "trainer" / "train.py").chmod(0o755)
+    w = Workspace(load_config(root))
+    w.open("t3")
+    assert "edit before the session" in git(root, "show", "overnight/t3:trainer/train.py")
+    assert git(root, "log", "-1", "--format=%s", "overnight/t3") == "overnight: start from the working copy"
+    assert git(root, "rev-parse", "overnight/t3~1") == git(root, "rev-parse", "HEAD")
+    assert "100755" in git(root, "ls-tree", "overnight/t3", "trainer/train.py")
+    assert w.dirty() == []
+
+
+def test_git_locks_left_by_a_killed_loop_are_cleared_on_the_next_start(ws: Workspace) -> None:
+    root = ws.cfg.root
+    admin = Path(git(ws.wt_path, "rev-parse", "--absolute-git-dir"))
+    common = root / ".git"
+    left = [admin / "index.lock", admin / "HEAD.lock", common / "refs" / "heads" / "overnight" / "t1.lock"]
+    (common / "refs" / "overnight" / "t1").mkdir(parents=True, exist_ok=True)
+    left.append(common / "refs" / "overnight" / "t1" / "3.lock")
+    user_lock = common / "index.lock"  # the user's own index: never ours to remove
+    for lock in [*left, user_lock]:
+        lock.write_text("")
+    again = Workspace(load_config(root))
+    again.open("t1")
+    again.reset_to(again.head())  # would fail with "index.lock: File exists"
+    again.set_ref(experiment_ref("t1", 3), again.head())
+    assert not any(lock.exists() for lock in left)
+    assert user_lock.exists()
+    user_lock.unlink()
+
+
+def test_a_worktree_add_killed_midway_is_redone(ws: Workspace) -> None:
+    root = ws.cfg.root
+    admin = Path(git(ws.wt_path, "rev-parse", "--absolute-git-dir"))
+    # What a kill inside `git worktree add` leaves: the admin folder locked "initializing", no checkout.
+    (admin / "locked").write_text("initializing")
+    import shutil
+    shutil.rmtree(ws.wt_path)
+    again = Workspace(load_config(root))
+    again.open("t1")
+    assert (again.wt_path / "trainer" / "train.py").is_file()
+    assert again.dirty() == []
