@@ -20,11 +20,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from .sandbox import Sandbox, remove_tree
+from .sandbox import Launch, Sandbox, remove_tree
 from .supervise import StopSignal, TreeWatch, tree_pids
 
 _POLL_S = 0.1
@@ -85,14 +84,16 @@ class Evaluator:
         # Started from a thread that lives as long as the daemon: the parent-death signal (bwrap's
         # --die-with-parent, the launch's own) fires when the *thread* that forked the process ends, and the runs
         # that call evaluate() each have a thread of their own.
-        proc = _SPAWNER.submit(partial(
-            subprocess.Popen, launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, start_new_session=True, preexec_fn=launch.preexec)).result()
+        proc = _SPAWNER.submit(self._popen, launch).result()
         self._lines = queue.Queue()
         threading.Thread(target=self._read, args=(proc, self._lines), daemon=True, name="overnight-evaluator").start()
         self._proc = proc
         self.started += 1
         return proc
+
+    def _popen(self, launch: Launch) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(launch.argv, cwd=launch.cwd, env=launch.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=self._log, start_new_session=True, preexec_fn=launch.preexec)
 
     @staticmethod
     def _read(proc: subprocess.Popen[bytes], lines: queue.Queue[bytes | None]) -> None:
