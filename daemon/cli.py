@@ -7,8 +7,10 @@ import dataclasses
 import importlib.util
 import shutil
 import signal
+import sqlite3
 import sys
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -19,7 +21,7 @@ from rich.text import Text
 
 from .agents import AgentError, make_agent
 from .config import CONFIG_NAME, Config, ConfigError, load_config
-from .journal import Journal
+from .journal import Journal, JournalError, damaged
 from .lock import WorkspaceBusy
 from .loop import Loop, LoopError
 from .server.client import NoDaemon
@@ -83,7 +85,7 @@ def _tag(journal: Journal, tag: str | None) -> str:
 
 
 def _executor_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--slots", type=int, help="runs at once (default: config, 1)")
+    p.add_argument("--slots", type=_whole(1, 256), help="runs at once (default: config, 1)")
     p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster: auto (the one `ray start --head` started here) "
                                                     "or HOST:PORT (default: config [executor])")
 
@@ -160,12 +162,14 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
             argv.append("--paused")
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         with (cfg.state_dir / "daemon.out").open("ab") as out:
+            before = out.tell()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         deadline = time.monotonic() + 60
         while (info := discovery.read(cfg.state_dir)) is None or info.pid != proc.pid:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise CliError(f"the daemon did not start; see {cfg.state_dir / 'daemon.log'}")
+                said = _last_error(cfg.state_dir / "daemon.out", before)
+                raise CliError(f"the daemon did not start{': ' + said if said else ''} (see {cfg.state_dir / 'daemon.out'})")
             time.sleep(0.1)
         console.print(f"daemon started: pid {info.pid}, 127.0.0.1:{info.port}; log {cfg.state_dir / 'daemon.log'}")
         return 0
@@ -175,6 +179,18 @@ def cmd_daemon(args: argparse.Namespace, console: Console) -> int:
         core.loop.pause("started paused")
     run_daemon(cfg, core, port=args.port or 0)
     return 0
+
+
+def _last_error(path: Path, offset: int) -> str:
+    """The detached daemon's own one-line error (main() prints `error: …`) written after ``offset``, if any."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            lines = fh.read().decode("utf-8", errors="replace").splitlines()[-20:]
+    except OSError:
+        return ""
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
+    return errors[-1] if errors else ""
 
 
 def _ask(cfg: Config, method: str, params: object, edits: bool = False) -> Any:
@@ -357,8 +373,15 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
 # -- parsing ----------------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line (what is wrong, and where the help is), not the whole usage block."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="overnight", description="Autonomous ML experiments overnight, with you in charge.",
     )
     parser.add_argument("-C", "--workspace", help="the workspace (default: the git repository around the current directory)")
@@ -366,10 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the experiment loop in the foreground")
     run.add_argument("--agent", choices=("sweep", "replay", "claude"), help="who proposes experiments (default: config, sweep)")
-    run.add_argument("--budget", type=float, help="seconds of training per run (default: config, 60)")
-    run.add_argument("--max-experiments", type=int, help="stop after this many experiments (default: run until stopped)")
+    run.add_argument("--budget", type=_finite, help="seconds of training per run (default: config, 60)")
+    run.add_argument("--max-experiments", type=_whole(0, 10**9), help="stop after this many experiments (default: run until stopped)")
     run.add_argument("--tag", help="session tag: resumes it if it exists (default: the latest session, or today's date)")
-    run.add_argument("--baseline-runs", type=int, help="baseline runs that measure the noise floor (default: config, 3)")
+    run.add_argument("--baseline-runs", type=_whole(2, 1000), help="baseline runs that measure the noise floor (default: config, 3)")
     run.add_argument("--replay-file", help="proposals for --agent replay (JSON Lines)")
     run.add_argument("--clock", choices=("auto", "steps", "cpu", "wall"), help="the budget clock (default: config, auto)")
     for p in (run,):
@@ -382,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     results.set_defaults(func=cmd_results)
 
     show = sub.add_parser("show", help="one experiment: diff, metrics, decision and evidence")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=_whole(1, 2**63 - 1))
     show.set_defaults(func=cmd_show)
 
     plot = sub.add_parser("plot", help="plot val_bpb per experiment to a PNG")
@@ -392,10 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     daemon = sub.add_parser("daemon", help="run the loop in a daemon that editors and the CLI attach to")
     daemon.add_argument("--detach", action="store_true", help="start it in the background and return")
-    daemon.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (default: a free one)")
+    daemon.add_argument("--port", type=_whole(0, 65535), help="TCP port on 127.0.0.1 (default: a free one)")
     daemon.add_argument("--agent", choices=("sweep", "replay", "claude"))
-    daemon.add_argument("--budget", type=float)
-    daemon.add_argument("--max-experiments", type=int)
+    daemon.add_argument("--budget", type=_finite)
+    daemon.add_argument("--max-experiments", type=_whole(0, 10**9))
     daemon.add_argument("--paused", action="store_true", help="start paused: nothing runs until `overnight resume`")
     _executor_flags(daemon)
     daemon.set_defaults(func=cmd_daemon)
@@ -429,15 +452,60 @@ def build_parser() -> argparse.ArgumentParser:
                                            "language servers as child processes")
     attach.set_defaults(func=cmd_attach)
     budget = sub.add_parser("budget", help="change the training budget: starts a new session with a new baseline")
-    budget.add_argument("seconds", type=float)
+    budget.add_argument("seconds", type=_finite)
     budget.add_argument("--tag", help="the new session's tag (default: derived from the current one)")
     budget.set_defaults(func=cmd_budget)
 
+    doctor = sub.add_parser("doctor", help="check the journal, git refs, worktrees, locks and the daemon file; "
+                                           "--repair fixes what is safe to fix")
+    doctor.add_argument("--repair", action="store_true", help="repair (a damaged journal is kept beside the new one)")
+    doctor.set_defaults(func=cmd_doctor)
     init = sub.add_parser("init", help="set up a new workspace (training script, harness, program, config)")
     init.add_argument("dir")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
     init.set_defaults(func=cmd_init)
     return parser
+
+
+def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
+    from .doctor import check
+
+    cfg = _config(args)
+    findings = check(cfg, repair=args.repair)
+    for f in findings:
+        mark = "[green]ok[/]  " if f.ok else ("[yellow]fixed[/]" if f.repaired else "[red]bad[/] ")
+        line = f"{mark} {escape(f.area)}: {escape(f.detail)}"
+        if f.repaired:
+            line += f" — {escape(f.repaired)}"
+        console.print(line, highlight=False)
+    unresolved = [f for f in findings if not f.ok and not f.repaired]
+    return 1 if unresolved else 0
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high], else argparse's one-line error (exit 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (the range is the config's to check, with the key's name)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -450,12 +518,47 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args, console))
-    except (CliError, ConfigError, WorkspaceError, WorkspaceBusy, LoopError, AgentError, NoDaemon) as exc:
+    except (CliError, ConfigError, WorkspaceError, WorkspaceBusy, LoopError, AgentError, NoDaemon, JournalError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 1
+    except sqlite3.DatabaseError as exc:  # the journal went bad after it was opened
+        err.print(f"[red]error:[/] {escape(damaged(_journal_path(args), exc))}", highlight=False)
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"[red]error:[/] {escape((exc.strerror or str(exc)) + where)}", highlight=False)
         return 1
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         return 130
+    except Exception as exc:  # a bug of ours: one line here, the traceback in a file for the report
+        report = _save_traceback(args)
+        err.print(f"[red]error:[/] internal error: {escape(type(exc).__name__)}: {escape(str(exc))[:300]}"
+                  f" (traceback in {report}; please report it)", highlight=False)
+        return 1
+
+
+def _journal_path(args: argparse.Namespace) -> Path:
+    try:
+        return _root(getattr(args, "workspace", None)) / ".overnight" / "journal.db"
+    except Exception:
+        return Path(".overnight", "journal.db")
+
+
+def _save_traceback(args: argparse.Namespace) -> Path:
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    for folder in (_journal_path(args).parent, Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / "cli-error.log"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return Path("(nowhere: no writable folder)")
 
 
 if __name__ == "__main__":

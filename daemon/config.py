@@ -189,6 +189,11 @@ class Config:
             raise ConfigError(f"sandbox must be \"bwrap\" (sealed runs) or \"none\" (unsealed), got {self.sandbox!r}")
         if not self.editable:
             raise ConfigError("no editable files declared: the agent would have nothing to change")
+        if not self.run:
+            raise ConfigError('run must name the command that trains, e.g. run = ["{python}", "train.py"]')
+        for key in ("editable", "frozen", "run", "evaluate", "prepare"):
+            if any(not part or "\x00" in part for part in getattr(self, key)):
+                raise ConfigError(f"{key} has an empty or NUL-containing entry")
         overlap = set(self.editable) & set(self.frozen)
         if overlap:
             raise ConfigError(f"files both editable and frozen: {', '.join(sorted(overlap))}")

@@ -234,22 +234,62 @@ _RUN_COLUMNS = (
 )
 
 
+class JournalError(RuntimeError):
+    """The journal cannot be used: damaged, unreadable or not writable. The message says how to recover."""
+
+
+def damaged(path: Path, exc: BaseException) -> str:
+    """One line: what is wrong with the journal and how to recover."""
+    what = " ".join(str(exc).replace("*** in database main ***", "").split())
+    if isinstance(exc, sqlite3.OperationalError) and "readonly" in str(exc).replace(" ", "").lower():
+        return f"the journal {path} cannot be written ({what}): check the permissions of {path.parent}"
+    return (f"the journal {path} is damaged ({what}). Nothing was changed. `overnight doctor` checks it and "
+            "rebuilds what can be read into a new journal, keeping the damaged file beside it; every experiment's "
+            "commit is still in git under refs/overnight/")
+
+
 class Journal:
     """The SQLite journal of one workspace. One writer (the loop); the daemon's server reads from
     another thread, so every statement runs under one lock on the shared connection."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # isolation_level=None: transactions are explicit (see _tx), so nothing is half-written.
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the journal {path}: {exc}") from None
+        try:
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            # A cheap look at every page's structure: a damaged file is named here, not by a traceback later.
+            verdict = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if verdict != "ok":
+                raise sqlite3.DatabaseError(verdict)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise JournalError(damaged(path, exc)) from None
+
+    @staticmethod
+    def check(path: Path) -> list[str]:
+        """SQLite's full integrity check of a journal file, read-only: [] when sound, else what is wrong."""
+        try:
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            return [str(exc)]
+        try:
+            rows = [str(r[0]) for r in db.execute("PRAGMA integrity_check(20)")]
+            return [] if rows == ["ok"] else rows
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        finally:
+            db.close()
 
     def _migrate(self) -> None:
         # executescript commits on its own, so the schema is created outside _tx; it is idempotent.

@@ -58,7 +58,13 @@ class ReplayAgent(Agent):
         if not path.is_file():
             raise AgentError(f"replay file {path} does not exist (set replay_file in overnight.toml or pass --replay-file)")
         proposals = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise AgentError(f"replay file {path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+        except OSError as exc:
+            raise AgentError(f"replay file {path} cannot be read: {exc.strerror}") from None
+        for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

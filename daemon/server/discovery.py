@@ -23,9 +23,17 @@ class Discovery:
     port: int
     pid: int
     token: str
+    # The daemon process's start time (psutil's create_time): a pid reused by another process is not the daemon.
+    started: float | None = None
 
     def alive(self) -> bool:
-        return bool(psutil.pid_exists(self.pid))
+        try:
+            proc = psutil.Process(self.pid)
+            if self.started is not None:
+                return bool(abs(proc.create_time() - self.started) < 1.0)
+            return "overnight" in " ".join(proc.cmdline())  # a file from before start times were recorded
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
 
 
 def new_token() -> str:
@@ -44,7 +52,8 @@ def write(state_dir: Path, info: Discovery) -> Path:
     # O_EXCL with mode 0600: the token is never readable by anyone else, not even for a moment.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump({"host": info.host, "port": info.port, "pid": info.pid, "token": info.token}, fh)
+        started = info.started if info.started is not None else psutil.Process(info.pid).create_time()
+        json.dump({"host": info.host, "port": info.port, "pid": info.pid, "token": info.token, "started": started}, fh)
     os.replace(tmp, target)
     return target
 
@@ -53,7 +62,9 @@ def read(state_dir: Path) -> Discovery | None:
     """The running daemon's discovery record, or None (no file, unreadable, or its process is gone)."""
     try:
         raw = json.loads(path(state_dir).read_text())
-        info = Discovery(str(raw["host"]), int(raw["port"]), int(raw["pid"]), str(raw["token"]))
+        started = raw.get("started")
+        info = Discovery(str(raw["host"]), int(raw["port"]), int(raw["pid"]), str(raw["token"]),
+                         float(started) if isinstance(started, (int, float)) else None)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return info if info.alive() else None
