@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import os
 import shutil
 import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 from collections.abc import Callable
 from types import FrameType
@@ -111,23 +113,39 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     view = LiveView(console, agent=agent.name, budget=cfg.budget, journal=lambda: loop.journal)
     loop = Loop(cfg, agent, listener=view, resumable=False)  # no daemon: nobody can `overnight resume` it
 
+    # The handler only counts: it takes no lock and prints nothing (a handler that printed could wait forever on
+    # a lock the interrupted code holds). A watcher thread acts on the first Ctrl-C; a second exits at once, which
+    # loses nothing — the journal is transactional, runs die with us (parent-death signal), and the next start
+    # re-runs what was in flight.
+    interrupts = [0]
+
     def on_sigint(signum: int, frame: FrameType | None) -> None:
-        if loop.stop_requested.is_set():
-            raise KeyboardInterrupt  # a second Ctrl-C: the user really means it
-        console.print("[yellow]stopping: the run in flight is killed and will re-run on the next start "
-                      "(Ctrl-C again to force)[/]")
-        loop.stop()
+        interrupts[0] += 1
+        if interrupts[0] >= 2:
+            os.write(sys.stderr.fileno(), b"\x1b[?25h\ninterrupted\n" if sys.stderr.isatty() else b"interrupted\n")
+            os._exit(130)
+
+    done = threading.Event()
+
+    def watch_interrupts() -> None:
+        while not done.wait(0.1):
+            if interrupts[0] >= 1:
+                view.note("stopping: the run in flight is killed and will re-run on the next start (Ctrl-C again to force)")
+                loop.stop()
+                return
 
     from .watch import UserFileWatcher
 
     # The user's own edits while the loop runs are taken as authoritative, as in the daemon.
     watcher = UserFileWatcher(cfg.root, [*cfg.editable, cfg.program], loop.request_sync)
     previous = signal.signal(signal.SIGINT, on_sigint)
+    threading.Thread(target=watch_interrupts, daemon=True, name="overnight-interrupts").start()
     watcher.start()
     try:
         with view:
             summary = loop.run(max_experiments=args.max_experiments, tag=args.tag)
     finally:
+        done.set()
         watcher.stop()
         signal.signal(signal.SIGINT, previous)
     best = f"{summary.best:.4f}" if summary.best is not None else "—"

@@ -10,10 +10,11 @@ events bring it.
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -43,6 +44,8 @@ from .journal import Experiment, Journal
 from .report import PHASE_LABEL, STATUS_STYLE, UNSEALED, session_facts
 
 _RECENT = 8
+_REFRESH_S = 0.25  # the live display's refresh period
+_TICK = object()  # no event came: just refresh
 _FLAGS = 3  # the newest flags the panel keeps showing
 
 
@@ -79,56 +82,95 @@ class LiveView:
         self._flagged: list[str] = []  # flags printed, whose duplicate warning message is not printed again
         self._remeasure = False
         self._live: Live | None = None
+        self._pump: threading.Thread | None = None
+        self._events: queue.Queue[Event | object | None] = queue.Queue()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def __enter__(self) -> LiveView:
         if self.console.is_terminal:
-            self._live = Live(get_renderable=self.render, console=self.console, refresh_per_second=4, transient=True)
+            # One thread renders: this view's own. Events are queued to it; it prints and refreshes the live
+            # display (rich's own refresh thread is off), so no two threads ever hold rich's lock and ours in
+            # opposite orders — the deadlock an interleaved print and refresh once caused.
+            self._live = Live(get_renderable=self.render, console=self.console, auto_refresh=False, transient=True)
             self._live.__enter__()
+            self._pump = threading.Thread(target=self._run_pump, daemon=True, name="overnight-view")
+            self._pump.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._pump is not None:
+            self._events.put(None)
+            self._pump.join(timeout=5)
+            self._pump = None
         if self._live is not None:
             self._live.__exit__(None, None, None)
             self._live = None
 
+    def note(self, text: str) -> None:
+        """A warning from outside the loop (the Ctrl-C watcher): shown by the rendering thread."""
+        self(Message(level="warning", text=text))
+
+    def _run_pump(self) -> None:
+        next_refresh = time.monotonic()
+        while True:
+            try:
+                event = self._events.get(timeout=max(0.0, next_refresh - time.monotonic()))
+            except queue.Empty:
+                event = _TICK
+            if event is None:
+                return
+            try:
+                if event is not _TICK:
+                    self._handle(cast(Event, event))
+                if time.monotonic() >= next_refresh and self._live is not None:
+                    self._live.refresh()
+                    next_refresh = time.monotonic() + _REFRESH_S
+            except Exception:  # a view that fails must not take the loop with it: go on without the live part
+                next_refresh = time.monotonic() + _REFRESH_S
+
     # -- events -----------------------------------------------------------------------------------
 
     def __call__(self, event: Event) -> None:
-        with self._lock:
-            match event:
-                case SessionOpened():
-                    self._on_session(event)
-                case StateChanged():
-                    self._on_state(event)
-                case Thought():
-                    self._on_thought(event)
-                case Message():
-                    self._on_message(event)
-                case Flagged():
-                    self._on_flag(event)
-                case TransferChecked():
-                    self.transfer = {"incumbent_id": event.incumbent_id, "ratio": event.ratio, "gain": event.gain,
-                                     "gain_at_budget": event.gain_at_budget}
-                case ExperimentStarted():
-                    self._on_experiment_started(event)
-                case PhaseChanged(phase=phase):
-                    if phase != self.phase:
-                        self.phase, self.phase_started = phase, time.monotonic()
-                case RunStarted():
-                    self._on_run_started(event)
-                case Progress(frame=frame):
-                    if frame.get("type") == "progress":
-                        self.frame = frame
-                case RunFinished():
-                    self.phase = ""
-                case ExperimentFinished():
-                    self._on_experiment_finished(event)
-                case Rebased():
-                    pass  # the message that follows says what was taken
-                case _:
-                    assert_never(event)
+        if self._pump is not None:
+            self._events.put(event)
+            return
+        with self._lock:  # no terminal: handled at once, in the caller's thread
+            self._handle(event)
+
+    def _handle(self, event: Event) -> None:
+        match event:
+            case SessionOpened():
+                self._on_session(event)
+            case StateChanged():
+                self._on_state(event)
+            case Thought():
+                self._on_thought(event)
+            case Message():
+                self._on_message(event)
+            case Flagged():
+                self._on_flag(event)
+            case TransferChecked():
+                self.transfer = {"incumbent_id": event.incumbent_id, "ratio": event.ratio, "gain": event.gain,
+                                 "gain_at_budget": event.gain_at_budget}
+            case ExperimentStarted():
+                self._on_experiment_started(event)
+            case PhaseChanged(phase=phase):
+                if phase != self.phase:
+                    self.phase, self.phase_started = phase, time.monotonic()
+            case RunStarted():
+                self._on_run_started(event)
+            case Progress(frame=frame):
+                if frame.get("type") == "progress":
+                    self.frame = frame
+            case RunFinished():
+                self.phase = ""
+            case ExperimentFinished():
+                self._on_experiment_finished(event)
+            case Rebased():
+                pass  # the message that follows says what was taken
+            case _:
+                assert_never(event)
 
     def _refresh(self) -> None:
         """What the session holds now: pooled σ, the incumbent, flags, the latest transfer check, the seal."""
@@ -242,20 +284,19 @@ class LiveView:
     # -- rendering --------------------------------------------------------------------------------
 
     def render(self) -> RenderableType:
-        with self._lock:
-            parts: list[RenderableType] = [self._header()]
-            for flag in reversed(self.flags):
-                parts.append(Text(f"⚠ {flag}", style="yellow"))
-            if self.current is not None:
-                parts.append(self._current())
-            elif self.state_message:
-                parts.append(Text(self.state_message, style="dim"))
-            last = next((line for line in reversed(self.thought.splitlines()) if line.strip()), "")
-            if last:
-                parts.append(Text(f"agent: {last[:160]}", style="italic dim"))
-            if self.recent:
-                parts.append(self._recent())
-            return Group(*parts)
+        parts: list[RenderableType] = [self._header()]
+        for flag in reversed(self.flags):
+            parts.append(Text(f"⚠ {flag}", style="yellow"))
+        if self.current is not None:
+            parts.append(self._current())
+        elif self.state_message:
+            parts.append(Text(self.state_message, style="dim"))
+        last = next((line for line in reversed(self.thought.splitlines()) if line.strip()), "")
+        if last:
+            parts.append(Text(f"agent: {last[:160]}", style="italic dim"))
+        if self.recent:
+            parts.append(self._recent())
+        return Group(*parts)
 
     def _noise_text(self) -> str:
         if self.noise is not None:

@@ -227,3 +227,54 @@ def test_a_daemon_started_paused_runs_nothing_until_resumed(make_workspace: Call
     assert _statuses(root) == []  # not even the baseline
     assert cli("shutdown").returncode == 0
     _wait(lambda: not (root / ".overnight" / "daemon.json").exists(), 60, "the daemon to exit")
+
+
+def _in_a_terminal(root: Path, *args: str) -> tuple[subprocess.Popen[bytes], list[bytes]]:
+    """`overnight run` with a pseudo-terminal as its terminal: the live view (rich) is on, as for a person."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*OVERNIGHT, "run", "--agent", "replay", *args], cwd=root, stdin=slave, stdout=slave,
+                            stderr=slave, env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"})
+    os.close(slave)
+    output: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            output.append(chunk)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, output
+
+
+@pytest.mark.timeout(300)
+def test_ctrl_c_in_a_terminal_stops_cleanly_and_twice_exits_at_once(make_workspace: Callable[..., Path]) -> None:
+    root = make_workspace(budget=30.0, replay_file="proposals.jsonl")
+    _replay(root, 2)
+    # Once: a clean stop while the live view renders (the run in flight is killed, re-run next time).
+    proc, output = _in_a_terminal(root, "--max-experiments", "1")
+    _wait(lambda: bool(_statuses(root)) and _statuses(root)[-1][2] == "running", 120, "a run to start")
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0, b"".join(output)[-2000:]
+    assert b"stopped by the user" in b"".join(output)
+    # Twice: exit 130 at once, whatever the view and the loop were doing.
+    proc, output = _in_a_terminal(root, "--max-experiments", "1")
+    _wait(lambda: bool(_statuses(root)) and _statuses(root)[-1][2] == "running", 120, "a run to start")
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 130
+    assert time.monotonic() - sent < 1.5
+    # Nothing lost: the next start resumes the experiment in flight, and the journal is sound.
+    out = subprocess.run([*OVERNIGHT, "results", "--format", "tsv"], cwd=root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
