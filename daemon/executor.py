@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import psutil
 
 from .evaluator import Evaluator
 from .sandbox import Sandbox, copy_out, remove_tree
@@ -279,6 +280,7 @@ class _Supervisor:
         self.limits = limits
         self.stop = stop
         self.started = time.monotonic()
+        self._machine_start = _machine_busy_seconds()
         self.last = Sample(0.0, 0.0, 0.0, 0)
         # (wall, cpu + delay) a hang window ago: a tree that neither ran nor waited is not doing anything.
         self._history: list[tuple[float, float]] = []
@@ -316,6 +318,17 @@ class _Supervisor:
         self.last = self.watch.sample()
         return self.last
 
+    def others_cores(self) -> float:
+        """How many cores other processes kept busy, on average, since this run started (the machine's busy CPU
+        time less this tree's)."""
+        wall = max(1e-3, time.monotonic() - self.started)
+        return max(0.0, (_machine_busy_seconds() - self._machine_start - self.last.cpu) / wall)
+
+
+def _machine_busy_seconds() -> float:
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
 
 def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: _FrameReader,
                         stop: StopSignal | None, on_phase: Callable[[str], None]) -> tuple[_Verdict, _Phases, _Supervisor]:
@@ -346,10 +359,23 @@ def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: 
         verdict = sup.check(sample, wall, wall_cap)
         if verdict is None:
             verdict = _over_budget(req, phases, charge, now, train_cap)
+            if verdict is not None and verdict.status == "timeout" and verdict.error and "past its budget" in verdict.error:
+                # A step costs more CPU while another process shares the cores (caches, memory bandwidth, a
+                # hyperthread sibling): a run that overran while the machine was busy did not get its budget's
+                # worth of machine — not a measurement, and not the code's fault. Alone on the machine, an
+                # overrun is the code's own (it computes more per step than its calibration showed).
+                others = sup.others_cores()
+                if others >= _BUSY_OTHERS:
+                    verdict = _Verdict("starved", f"trained past its budget while the machine was busy (other processes "
+                                                  f"kept {others:.1f} cores busy on average): {verdict.error.split(': ', 1)[1]}")
         if verdict is not None:
             _kill_tree(proc)
             return verdict, phases, sup
         time.sleep(_POLL_S)
+
+
+# Other processes keeping at least this many cores busy, on average over a run, make an overrun "starved".
+_BUSY_OTHERS = 0.5
 
 
 def _over_budget(req: RunRequest, phases: _Phases, charge: float, now: float, train_cap: float) -> _Verdict | None:

@@ -70,6 +70,16 @@ from .threeway import merge
 from .trees import Tree, Trees
 from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref, git_errors
 
+# A run starved this many times in a row ends its experiment as a timeout: either the machine stays too busy to
+# give it its budget, or the code computes more per step than its calibration showed (and only looks starved).
+_MAX_STARVED = 3
+
+
+def _starved_out(outcome: RunOutcome) -> str:
+    return (f"starved {_MAX_STARVED} times in a row; the last: {outcome.error}. Either the machine stays too busy to "
+            "measure it (see `overnight status`), or it trained past its budget (more compute per step than calibrated)")
+
+
 # An experiment interrupted this many times (the daemon killed during its run) is given up as a crash,
 # in case it is the experiment itself that takes the machine down.
 _MAX_ATTEMPTS = 2
@@ -116,6 +126,7 @@ class _Candidate:
     values: list[float] = field(default_factory=list)
     outcomes: list[RunOutcome] = field(default_factory=list)
     running: bool = False
+    starved: int = 0  # starved runs in a row (the same run, started again)
 
 
 class _Either:
@@ -734,11 +745,19 @@ class Loop:
                 self._finish(exp, "crash", reason="the run changed the harness's data", error=outcome.error)
             raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
         if outcome.status == "starved":
+            cand = flight.cand
+            if cand is not None and cand.starved + 1 >= _MAX_STARVED:
+                self._candidates.pop(exp.id, None)
+                self._finish(exp, "timeout", reason=f"run {flight.k + 1} starved {_MAX_STARVED} times", error=_starved_out(outcome))
+                return
             self._emit(Message(level="warning", text=f"#{exp.id} run {flight.k + 1} was starved ({outcome.error}): "
                                                      "not a measurement; it runs again"))
-            if flight.cand is not None:
-                flight.cand.running = False  # the same run (same seed) starts again
+            if cand is not None:
+                cand.starved += 1
+                cand.running = False  # the same run (same seed) starts again
             return
+        if flight.cand is not None:
+            flight.cand.starved = 0
         if flight.cand is None:  # the incumbent's re-run
             if outcome.status != "ok":
                 self._emit(Message(level="warning", text=f"a re-run of the incumbent #{exp.id} failed "
@@ -1318,6 +1337,7 @@ class Loop:
         with the same seed once the machine has room."""
         assert self.journal is not None and self.ws is not None and self.session is not None
         seed = exp.id * 100 + k
+        starved = 0
         while True:
             self._wait_for_machine()
             if self.stop_requested.is_set():
@@ -1345,6 +1365,9 @@ class Loop:
                 raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
             if outcome.status != "starved":
                 return outcome
+            starved += 1
+            if starved >= _MAX_STARVED:
+                return dataclasses.replace(outcome, status="timeout", error=_starved_out(outcome))
             self._emit(Message(level="warning",
                                text=f"#{exp.id} run {k + 1} was starved ({outcome.error}): not a measurement; it runs again"))
             if self.ws.dirty():

@@ -59,7 +59,9 @@ def test_training_past_the_budget_is_killed_as_a_timeout(tmp_path: Path) -> None
         while True:
             pass
     """)
-    assert out.status == "timeout" and "trained past its budget" in (out.error or "")
+    # Alone on the machine an overrun is the code's (timeout); beside a busy neighbour (the suite's other workers)
+    # it is starved — re-run, never compared. Either way no number, and the reason names the overrun.
+    assert out.status in ("timeout", "starved") and "trained past its budget" in (out.error or "")
     assert out.cpu_seconds is not None and 2.0 < out.cpu_seconds < 6.0
 
 
@@ -94,7 +96,9 @@ def test_a_double_forked_child_is_charged_and_killed_with_the_run(tmp_path: Path
             os._exit(0)
         time.sleep(30)  # the parent idles: only the orphan's CPU can exceed the budget
     """)
-    assert out.status == "timeout" and "trained past its budget" in (out.error or "")
+    # Alone on the machine an overrun is the code's (timeout); beside a busy neighbour (the suite's other workers)
+    # it is starved — re-run, never compared. Either way no number, and the reason names the overrun.
+    assert out.status in ("timeout", "starved") and "trained past its budget" in (out.error or "")
     alive = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
     assert alive == ""
 
@@ -155,3 +159,18 @@ def test_a_fork_bomb_is_stopped(tmp_path: Path) -> None:
         time.sleep(60)
     """)
     assert out.status == "crash" and "too many processes" in (out.error or ""), out.error
+
+
+@pytest.mark.parametrize(("others", "status"), [(-1.0, "starved"), (float("inf"), "timeout")])
+def test_an_overrun_is_starved_only_beside_a_busy_neighbour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            others: float, status: str) -> None:
+    import overnight.daemon.executor as executor_module
+
+    # -1: any machine counts as busy (a step costs more CPU beside a neighbour); inf: never busy.
+    monkeypatch.setattr(executor_module, "_BUSY_OTHERS", others)
+    out = _run(tmp_path, """
+        frame(type="start", n_params=1, device="cpu")
+        while True:
+            pass
+    """)
+    assert out.status == status and "trained past its budget" in (out.error or "")

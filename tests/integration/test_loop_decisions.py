@@ -341,3 +341,13 @@ def test_the_users_own_stops_never_give_an_experiment_up(tmp_path: Path) -> None
     journal.close()
     assert ("baseline", "keep") in statuses or ("baseline", "baseline") in statuses, statuses
     assert not any(status == "crash" for _, status in statuses), statuses
+
+
+def test_a_run_starved_again_and_again_is_given_up_not_waited_on_forever(tmp_path: Path) -> None:
+    from overnight.daemon.loop import LoopError
+
+    root = _workspace(tmp_path / "ws", [], baseline_runs=2, rerun_every=0)
+    executor = FakeExecutor(starve_first=10)
+    with pytest.raises(LoopError, match="starved 3 times"):
+        _run(root, executor)
+    assert len(executor.requests) == 3  # the same run, three times, then no more
