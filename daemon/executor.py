@@ -108,6 +108,9 @@ class RunRequest:
     # (steps, step seconds) of the code this run derives from: the harness keeps that step count unless this code's
     # calibrated speed differs by more than its tolerance (equal code, equal steps, whatever the machine's load).
     anchor: tuple[int, float] | None = None
+    # A calibration that disagrees with the anchor while other processes keep the machine busy makes the run
+    # starved: its step count would follow the neighbours' load, not the code (the loop sets it with machine_share).
+    load_starves: bool = False
     # The GPUs the run may see (CUDA_VISIBLE_DEVICES), when slots share a machine's GPUs; None: all.
     devices: str | None = None
     # The session's warm evaluator (evaluator.py); None: a fresh evaluation process for this run alone.
@@ -339,6 +342,7 @@ def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: 
     train_cap = lim.train_factor * req.budget + 1.0
     phase = "starting"
     on_phase(phase)
+    calibration_seen = False
     while True:
         exited = proc.poll() is not None
         sample = sup.poll()
@@ -357,6 +361,9 @@ def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: 
         if exited:
             return _Verdict("exited"), phases, sup
         verdict = sup.check(sample, wall, wall_cap)
+        if verdict is None and not calibration_seen and "calibrated" in reader.arrived:
+            calibration_seen = True
+            verdict = _calibrated_under_load(req, reader, sup)
         if verdict is None:
             verdict = _over_budget(req, phases, charge, now, train_cap)
             if verdict is not None and verdict.status == "timeout" and verdict.error and "past its budget" in verdict.error:
@@ -372,6 +379,20 @@ def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: 
             _kill_tree(proc)
             return verdict, phases, sup
         time.sleep(_POLL_S)
+
+
+def _calibrated_under_load(req: RunRequest, reader: _FrameReader, sup: _Supervisor) -> _Verdict | None:
+    if not req.load_starves or req.anchor is None:
+        return None
+    frame = next((f for f in reader.frames if f.get("type") == "calibrated"), None)
+    if frame is None or frame.get("anchored") is not False:
+        return None
+    others = sup.others_cores()
+    if others < _BUSY_OTHERS:
+        return None  # a quiet machine: the code's own speed changed, and its step count follows it
+    return _Verdict("starved", f"its speed was measured while the machine was busy (other processes kept {others:.1f} "
+                               f"cores busy) and disagreed with the anchor ({frame.get('steps')} steps planned, "
+                               f"{req.anchor[0]} anchored): its step count would follow the load, not the code")
 
 
 # Other processes keeping at least this many cores busy, on average over a run, make an overrun "starved".

@@ -1256,6 +1256,7 @@ class Loop:
             # A run that uses no CPU for this long is hung: long enough for a slow start, short for short budgets.
             limits=Limits(grace=self.cfg.grace, hang_window=max(20.0, min(120.0, 2 * (budget or self.cfg.budget)))),
             scale=scale, after_run=partial(self._after_run, tree), anchor=anchor, evaluator=self._evaluator(slot),
+            load_starves=self.cfg.machine_share > 0,
             devices=self._devices(slot),
         )
 

@@ -174,3 +174,24 @@ def test_an_overrun_is_starved_only_beside_a_busy_neighbour(tmp_path: Path, monk
             pass
     """)
     assert out.status == status and "trained past its budget" in (out.error or "")
+
+
+@pytest.mark.parametrize(("others", "status"), [(-1.0, "starved"), (float("inf"), "crash")])
+def test_a_calibration_off_its_anchor_on_a_busy_machine_is_starved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    others: float, status: str) -> None:
+    import dataclasses
+
+    import overnight.daemon.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "_BUSY_OTHERS", others)
+    req = dataclasses.replace(_request(tmp_path, """
+        frame(type="start", n_params=1, device="cpu")
+        frame(type="calibrated", steps=600, step_s=0.005, anchored=False)
+        time.sleep(1.5)
+    """), anchor=(1000, 0.003), load_starves=True)
+    out = execute(req)
+    # Busy: starved at once (the step count would follow the load). Quiet: the run goes on as its code's speed
+    # says (here it then ends without a model: a crash, which is this script's own end).
+    assert out.status == status, out
+    if status == "starved":
+        assert "disagreed with the anchor" in (out.error or "") and "600 steps" in (out.error or "")
