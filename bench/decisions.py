@@ -292,7 +292,7 @@ def request(bench: Bench, name: str, slot: str, seed: int, anchor: tuple[int, fl
         harness=Harness(directory=pinned, workdir=cfg.workdir, evaluate=tuple(harness.isolated(cfg.evaluate)),
                         check=lambda: harness.check(pinned, hashes)),
         sandbox=bench.sandbox, limits=Limits(grace=cfg.grace), network=cfg.network, gpu=bench.gpu, after_run=after_run,
-        anchor=anchor,
+        anchor=anchor, load_starves=cfg.machine_share > 0,  # as the loop builds it
     )
 
 
