@@ -934,7 +934,8 @@ class Loop:
         # The new baseline's row (the code suggestions are made from) before the new user base, so no
         # client ever sees the user's new version against the loop's old code.
         baseline = self._start_baseline(
-            f"baseline after your change to {', '.join(measured)} ({self.cfg.baseline_runs} runs)") if measured else None
+            f"baseline after your change to {', '.join(measured)} ({self.cfg.baseline_runs} runs)",
+            user_base_before=base) if measured else None
         self.journal.set_user_base(tag, new_base)
         self._emit(Rebased(paths=tuple(changed), files=tuple(rel for rel in new_base if new_base[rel] != base.get(rel))))
         if baseline is not None:
@@ -1049,13 +1050,16 @@ class Loop:
     def _baseline(self, description: str | None = None) -> None:
         self._run_baseline(self._start_baseline(description))
 
-    def _start_baseline(self, description: str | None = None) -> int:
-        """The baseline's journal row and ref, for the code at the worktree's head."""
+    def _start_baseline(self, description: str | None = None, user_base_before: dict[str, str] | None = None) -> int:
+        """The baseline's journal row and ref, for the code at the worktree's head. After a sync of the user's edit,
+        the user's version before it is kept with the row: should the baseline fail, the session's branch stays on
+        the old incumbent, and the edit must be synced again (not recorded as taken)."""
         assert self.journal is not None and self.ws is not None and self.session is not None
         head = self.ws.head()
         exp_id = self.journal.start_experiment(
             tag=self.session.tag, kind="baseline", parent_commit=head, agent="loop",
             description=description or f"baseline ({self.cfg.baseline_runs} runs: the noise floor)",
+            meta={"user_base_before": user_base_before} if user_base_before is not None else None,
         )
         self._commit_ref(exp_id, head, head)
         return exp_id
@@ -1075,6 +1079,7 @@ class Loop:
             if outcome.status != "ok" or outcome.val_bpb is None:
                 status = {"timeout": "timeout", "invalid": "invalid"}.get(outcome.status, "crash")
                 self._finish(exp, status, reason=f"baseline run {k + 1} failed", error=outcome.error)
+                self._untake_user_edit(exp)
                 raise LoopError(
                     f"the baseline run failed ({outcome.status}): {outcome.error}\n"
                     f"  log: {self._log_path(exp_id, k)}\n"
@@ -1091,6 +1096,14 @@ class Loop:
                       "raw_stdev": statistics.stdev(values), "min_sigma": self.cfg.min_sigma},
             val_bpb=mean, holdout_bpb=_mean(o.holdout_bpb for o in outcomes), ood_bpb=_mean(o.ood_bpb for o in outcomes),
         )
+
+    def _untake_user_edit(self, exp: Experiment) -> None:
+        """A baseline after the user's edit that failed leaves the branch on the old incumbent: the user's version
+        before the edit is the synced one again, so the edit is taken (and measured) again on the next start."""
+        assert self.journal is not None and self.session is not None
+        before = (exp.meta or {}).get("user_base_before")
+        if isinstance(before, dict):
+            self.journal.set_user_base(self.session.tag, {str(k): str(v) for k, v in before.items()})
 
     def _experiment(self, proposal: Proposal, prefetch: bool = False) -> None:
         assert self.journal is not None and self.ws is not None and self.session is not None
@@ -1509,6 +1522,8 @@ class Loop:
         if exp.attempts >= _MAX_ATTEMPTS:
             self._finish(exp, "crash", reason=f"interrupted {exp.attempts} times",
                          error="the loop stopped during every run of this experiment; given up", decided_by="recovery")
+            if exp.kind == "baseline":
+                self._untake_user_edit(exp)
             return
         self._emit(Message(level="info", text=f"resuming #{exp.id} ({exp.description}) from its commit"))
         if exp.kind == "baseline":
