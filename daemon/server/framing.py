@@ -149,8 +149,9 @@ async def serve_connection(reader: asyncio.StreamReader, protocol: Any, max_byte
                 raise Refused(f"{bad.reason}, before authenticating")
             _answer(protocol, bad, log)
             continue
-        if "method" in raw:
-            raw.setdefault("params", None)  # JSON-RPC lets a request omit params; pygls's generic message needs the key
+        if "method" in raw and "params" not in raw and protocol.get_message_type(raw["method"]) is None:
+            # JSON-RPC lets a message omit params; pygls's generic message (an unknown method) needs the key.
+            raw["params"] = None
         try:
             message = protocol.structure_message(raw)
         except JsonRpcException as exc:
