@@ -75,6 +75,15 @@ from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, 
 _MAX_STARVED = 3
 
 
+# After a run starved by the load, the next run waits until other processes keep fewer cores than this busy.
+_QUIET_OTHERS = 0.5
+
+
+def _starved_by_load(outcome: RunOutcome) -> bool:
+    """Starved because its speed was measured beside a neighbour (executor.py): never the code's doing."""
+    return "speed was measured while the machine was busy" in (outcome.error or "")
+
+
 def _starved_out(outcome: RunOutcome) -> str:
     return (f"starved {_MAX_STARVED} times in a row; the last: {outcome.error}. Either the machine stays too busy to "
             "measure it (see `overnight status`), or it trained past its budget (more compute per step than calibrated)")
@@ -226,6 +235,7 @@ class Loop:
         self.trees: Trees | None = None
         # The scheduler's state: runs in flight by slot, and the candidates still being measured.
         self._flights: dict[int, _Flight] = {}
+        self._need_quiet = False  # a run was starved by the load: the next waits for a quiet machine
         self._candidates: dict[int, _Candidate] = {}
         # Whether early stopping may act (prune.py), recomputed as candidates are decided.
         self._prune_trust = prune.Trust(False, "no history yet")
@@ -746,14 +756,16 @@ class Loop:
             raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
         if outcome.status == "starved":
             cand = flight.cand
-            if cand is not None and cand.starved + 1 >= _MAX_STARVED:
+            if _starved_by_load(outcome):
+                self._need_quiet = True  # not the code's doing: no count toward giving up, a quiet machine next
+            elif cand is not None and cand.starved + 1 >= _MAX_STARVED:
                 self._candidates.pop(exp.id, None)
                 self._finish(exp, "timeout", reason=f"run {flight.k + 1} starved {_MAX_STARVED} times", error=_starved_out(outcome))
                 return
             self._emit(Message(level="warning", text=f"#{exp.id} run {flight.k + 1} was starved ({outcome.error}): "
                                                      "not a measurement; it runs again"))
             if cand is not None:
-                cand.starved += 1
+                cand.starved += 0 if _starved_by_load(outcome) else 1
                 cand.running = False  # the same run (same seed) starts again
             return
         if flight.cand is not None:
@@ -1269,7 +1281,9 @@ class Loop:
             # A run that uses no CPU for this long is hung: long enough for a slow start, short for short budgets.
             limits=Limits(grace=self.cfg.grace, hang_window=max(20.0, min(120.0, 2 * (budget or self.cfg.budget)))),
             scale=scale, after_run=partial(self._after_run, tree), anchor=anchor, evaluator=self._evaluator(slot),
-            load_starves=self.cfg.machine_share > 0,
+            # One run at a time: any neighbour is foreign (with more slots, the session's own runs are neighbours,
+            # and their anchors were measured beside each other).
+            load_starves=self.cfg.machine_share > 0 and self.cfg.slots == 1,
             devices=self._devices(slot),
         )
 
@@ -1319,14 +1333,18 @@ class Loop:
         return self.cfg.threads or usable_cores()
 
     def _wait_for_machine(self) -> None:
-        """Before a run: wait, saying so, while other processes leave too little of the machine for it."""
+        """Before a run: wait, saying so, while other processes leave too little of the machine for it. After a run
+        was starved by the load (its speed measured beside a neighbour), the next waits for a quiet machine."""
         waiting = False
         while not self.stop_requested.is_set():
             need = self._threads() * self.cfg.machine_share
             if need <= 0:
                 return
+            if self._need_quiet:
+                need = max(need, usable_cores() - _QUIET_OTHERS)
             free = usable_cores() - machine_busy_cores(0.5)
             if free >= need:
+                self._need_quiet = False
                 if waiting:
                     self._emit(Message(level="info", text="the machine is free again: going on"))
                 return
@@ -1379,7 +1397,10 @@ class Loop:
                 raise LoopError(f"{outcome.error}. Rebuild it (python trainer/prepare.py --rebuild) and review #{exp.id}.")
             if outcome.status != "starved":
                 return outcome
-            starved += 1
+            if _starved_by_load(outcome):
+                self._need_quiet = True
+            else:
+                starved += 1
             if starved >= _MAX_STARVED:
                 return dataclasses.replace(outcome, status="timeout", error=_starved_out(outcome))
             self._emit(Message(level="warning",

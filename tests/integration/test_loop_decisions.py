@@ -35,9 +35,11 @@ _MARK = re.compile(r"# FAKE (.*)")
 class FakeExecutor:
     """Outcomes from the marker in the tree's train.py; σ 0.01 of seeded noise on val, holdout and ood."""
 
-    def __init__(self, starve_first: int = 0, seconds: float = 0.0) -> None:
+    def __init__(self, starve_first: int = 0, seconds: float = 0.0,
+                 starve_error: str = "the machine gave it too little CPU (fake)") -> None:
         self.requests: list[RunRequest] = []
         self.starve_left = starve_first
+        self.starve_error = starve_error
         self.seconds = seconds  # how long each fake run takes (commands arrive while it "trains")
 
     def __call__(self, req: RunRequest, on_frame: Callable[[dict[str, Any]], None] = lambda f: None,
@@ -48,7 +50,7 @@ class FakeExecutor:
             return RunOutcome(status="interrupted", error="stopped by the user")
         if self.starve_left > 0:
             self.starve_left -= 1
-            return RunOutcome(status="starved", error="the machine gave it too little CPU (fake)")
+            return RunOutcome(status="starved", error=self.starve_error)
         text = (req.tree / TRAIN).read_text()
         values = {"val": 3.0, "holdout": 3.05, "ood": 4.0}
         for found in _MARK.findall(text):
@@ -351,3 +353,14 @@ def test_a_run_starved_again_and_again_is_given_up_not_waited_on_forever(tmp_pat
     with pytest.raises(LoopError, match="starved 3 times"):
         _run(root, executor)
     assert len(executor.requests) == 3  # the same run, three times, then no more
+
+
+def test_runs_starved_by_the_load_are_waited_out_not_given_up(tmp_path: Path) -> None:
+    root = _workspace(tmp_path / "ws", [], baseline_runs=2, rerun_every=0)
+    executor = FakeExecutor(starve_first=5, starve_error="its speed was measured while the machine was busy (fake)")
+    loop, _ = _run(root, executor)
+    assert len(executor.requests) == 5 + 2  # five starved attempts of the first run, then both runs measured
+    journal = Journal(root / ".overnight" / "journal.db")
+    (baseline,) = journal.experiments(journal.latest_session().tag)
+    journal.close()
+    assert baseline.status == "keep"
