@@ -1,4 +1,4 @@
-"""Request latency of the daemon with 1,000 experiments in the journal, and its memory at rest.
+"""Request latency of the daemon with 1,000 experiments (``--experiments N``) in the journal, and its memory at rest.
 
 Builds a workspace with `overnight init`, fills its journal with 1,000 experiments (each with a
 diff and two runs with 60-point loss curves, as a long night leaves it), starts the real daemon
@@ -40,7 +40,7 @@ from overnight.daemon.server.client import DaemonClient
 from overnight.protocol import types as t
 
 RESULTS = Path(__file__).resolve().parent / "results"
-N_EXPERIMENTS = 1000
+N_EXPERIMENTS = 1000  # --experiments
 
 
 def fill_journal(root: Path) -> None:
@@ -126,7 +126,7 @@ async def measure(state_dir: Path, root: Path, n: int) -> dict[str, list[float]]
         times["textDocument/hover"].append((time.perf_counter() - started) * 1000)
     calls = {
         "overnight/status": lambda: t.StatusParams(),
-        "overnight/experiments/list (50 per page)": lambda: t.ListExperimentsParams(offset=rng.randrange(0, 900), limit=50),
+        "overnight/experiments/list (50 per page)": lambda: t.ListExperimentsParams(offset=rng.randrange(0, max(1, N_EXPERIMENTS - 100)), limit=50),
         "overnight/experiments/get": lambda: t.GetExperimentParams(id=rng.randrange(1, N_EXPERIMENTS + 1)),
         "overnight/suggestions/list": lambda: t.ListSuggestionsParams(),
     }
@@ -146,7 +146,10 @@ async def measure(state_dir: Path, root: Path, n: int) -> dict[str, list[float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--experiments", type=int, default=N_EXPERIMENTS, help="experiments in the journal (default 1000)")
     args = parser.parse_args()
+    global N_EXPERIMENTS
+    N_EXPERIMENTS = args.experiments
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
         assert overnight(["init", str(root)]) == 0
