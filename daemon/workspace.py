@@ -109,6 +109,13 @@ class Workspace:
         path = self.worktree_path(tag)
         branch = branch_name(tag)
         self.clear_stale_locks(tag)
+        if (path / ".git").is_file():
+            # A moved workspace: the worktree and its admin folder point at each other by absolute paths. Repair
+            # before prune, which would otherwise drop the admin folder of a worktree it cannot find.
+            try:
+                self.repo.git.worktree("repair", str(path))
+            except git.GitCommandError:
+                pass
         self.repo.git.worktree("prune")
         exists = branch in [h.name for h in self.repo.heads]
         if not exists:
@@ -116,14 +123,22 @@ class Workspace:
             # worktree), so a kill at any moment leaves either no branch or the right one — never a session
             # that measures the edits but records HEAD.
             self.repo.create_head(branch, start_commit or self._working_copy_commit())
-        if path.exists() and not (path / ".git").exists():
-            shutil.rmtree(path)  # a half-created worktree from a killed start
+        if path.exists() and not self._usable_worktree(path):
+            shutil.rmtree(path)  # a half-created worktree from a killed start, or one git no longer knows
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             self.repo.git.worktree("add", str(path), branch)
         self.worktree = path
         self._wt = git.Repo(path)
         return self.head()
+
+    @staticmethod
+    def _usable_worktree(path: Path) -> bool:
+        try:
+            git.Repo(path).head.commit
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError, git.GitCommandError):
+            return False
+        return True
 
     def _working_copy_commit(self) -> str:
         """HEAD plus the working-copy versions of the declared files, as a commit built in a private index;

@@ -157,3 +157,16 @@ def test_a_worktree_add_killed_midway_is_redone(ws: Workspace) -> None:
     again.open("t1")
     assert (again.wt_path / "trainer" / "train.py").is_file()
     assert again.dirty() == []
+
+
+def test_a_moved_workspace_keeps_its_session(ws: Workspace, tmp_path: Path) -> None:
+    import shutil
+
+    root = ws.cfg.root
+    head = ws.head()
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(root), str(moved))
+    again = Workspace(load_config(moved))
+    assert again.open("t1") == head  # the same branch, its worktree repaired in place
+    again.reset_to(head)
+    assert again.dirty() == []
