@@ -169,7 +169,9 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
 
     @ls.feature(t.OVERNIGHT_EXPERIMENTS_GET)
     async def get_experiment(ls: LanguageServer, params: t.GetExperimentParams) -> t.ExperimentDetail:
-        detail = await call_in_thread(lambda: core.get_experiment(params.id))
+        # SQLite's integers are 64-bit: an id outside them names no experiment (and must not reach the journal).
+        in_range = 0 < params.id < 2**63
+        detail = await call_in_thread(lambda: core.get_experiment(params.id)) if in_range else None
         if detail is None:
             raise _NotFound(message=f"no experiment #{params.id}")
         return detail

@@ -268,7 +268,8 @@ class DaemonCore:
         if not self.tag:
             return t.ExperimentList(total=0, items=[])
         statuses = [s.value for s in params.status] if params.status else None
-        total, page = self.journal.page(self.tag, max(0, params.offset), max(0, min(params.limit, MAX_PAGE)), statuses)
+        offset = min(max(0, params.offset), 2**62)  # SQLite integers are 64-bit
+        total, page = self.journal.page(self.tag, offset, max(0, min(params.limit, MAX_PAGE)), statuses)
         return t.ExperimentList(total=total, items=[summary(e) for e in page])
 
     def get_experiment(self, exp_id: int) -> t.ExperimentDetail | None:
