@@ -178,3 +178,16 @@ def test_read_editable_checks_before_reading(tmp_path: Path) -> None:
     assert files.read_editable(tmp_path, "link.py", ["link.py"]) is None
     (tmp_path / "bad.py").write_bytes(b"\xff\xfe")
     assert files.read_editable(tmp_path, "bad.py", ["bad.py"]) is None
+
+
+@pytest.mark.timeout(200)
+def test_numbers_beyond_sqlite_are_answered_not_crashed_on(idle_daemon: Running) -> None:
+    from overnight.protocol import types as t
+
+    info = idle_daemon.info
+    payload = (_frame({"jsonrpc": "2.0", "id": 1, "method": "overnight/experiments/get", "params": {"id": 2**63}})
+               + _frame({"jsonrpc": "2.0", "id": 2, "method": "overnight/experiments/list",
+                         "params": {"offset": 2**63, "limit": 2**63}}))
+    by_id = {r["id"]: r for r in _run(_replies(info, payload, last_id=99))}
+    assert by_id[1]["error"]["code"] == t.ErrorCode.NOT_FOUND
+    assert "result" in by_id[2]
