@@ -128,7 +128,8 @@ def main() -> int:
         agree = sum(r["decisions"].get(k) == v for k, v in reference.items()) / max(1, len(reference))
         r["agreement"] = agree
         r["speedup"] = r["per_hour"] / results[0]["per_hour"]
-        fixed = f"{r['fixed_s']:.1f} s ({r['fixed_s'] / args.budget:.0%})" if r["fixed_s"] else "—"
+        fixed = (f"{r['fixed_s']:.1f} s ({r['fixed_s'] / args.budget:.0%}; {r['fixed_s'] / 60:.0%} of 60 s)"
+                 if r["fixed_s"] else "—")
         lines.append(f"| {'ray' if r['ray'] else 'local'} | {r['slots']} | {r['wall_s']:.0f} | {r['decided']} | {r['runs']} | "
                      f"{r['runs_per_hour']:.0f} ({ideal:.0f}) | {r['per_hour']:.1f} | {r['speedup']:.2f}× | {agree:.0%} | "
                      f"{fixed} | {r['load_before'][0]:.2f}→{r['load_after'][0]:.2f} |")
