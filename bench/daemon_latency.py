@@ -126,7 +126,8 @@ async def measure(state_dir: Path, root: Path, n: int) -> dict[str, list[float]]
         times["textDocument/hover"].append((time.perf_counter() - started) * 1000)
     calls = {
         "overnight/status": lambda: t.StatusParams(),
-        "overnight/experiments/list (50 per page)": lambda: t.ListExperimentsParams(offset=rng.randrange(0, max(1, N_EXPERIMENTS - 100)), limit=50),
+        "overnight/experiments/list (50 per page)": lambda: t.ListExperimentsParams(
+            offset=rng.randrange(0, max(1, N_EXPERIMENTS - 100)), limit=50),
         "overnight/experiments/get": lambda: t.GetExperimentParams(id=rng.randrange(1, N_EXPERIMENTS + 1)),
         "overnight/suggestions/list": lambda: t.ListSuggestionsParams(),
     }

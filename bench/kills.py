@@ -60,7 +60,7 @@ def main() -> int:
         ("journal, ref or lost-row problems", str(len(report.problems))),
         ("final start ran to its end by itself", "yes" if report.final_rc == 0 else f"no (exit {report.final_rc})"),
     ]
-    md = [f"# Kills at random moments\n",
+    md = ["# Kills at random moments\n",
           f"`python bench/kills.py --kills {args.kills} --seed {args.seed}` on {platform.machine()}, "
           f"python {platform.python_version()} ({time.strftime('%Y-%m-%d')}); {seconds:.0f} s; load average "
           f"{load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.\n",

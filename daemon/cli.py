@@ -11,8 +11,8 @@ import signal
 import sqlite3
 import sys
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -408,9 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the experiment loop in the foreground")
     run.add_argument("--agent", choices=("sweep", "replay", "claude"), help="who proposes experiments (default: config, sweep)")
     run.add_argument("--budget", type=_finite, help="seconds of training per run (default: config, 60)")
-    run.add_argument("--max-experiments", type=_whole(0, 10**9), help="stop after this many experiments (default: run until stopped)")
+    run.add_argument("--max-experiments", type=_whole(0, 10**9),
+                     help="stop after this many experiments (default: run until stopped)")
     run.add_argument("--tag", help="session tag: resumes it if it exists (default: the latest session, or today's date)")
-    run.add_argument("--baseline-runs", type=_whole(2, 1000), help="baseline runs that measure the noise floor (default: config, 3)")
+    run.add_argument("--baseline-runs", type=_whole(2, 1000),
+                     help="baseline runs that measure the noise floor (default: config, 3)")
     run.add_argument("--replay-file", help="proposals for --agent replay (JSON Lines)")
     run.add_argument("--clock", choices=("auto", "steps", "cpu", "wall"), help="the budget clock (default: config, auto)")
     for p in (run,):

@@ -135,7 +135,7 @@ class Workspace:
     @staticmethod
     def _usable_worktree(path: Path) -> bool:
         try:
-            git.Repo(path).head.commit
+            git.Repo(path).head.commit  # noqa: B018 - reading it is the check
         except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError, git.GitCommandError):
             return False
         return True

@@ -143,7 +143,7 @@ async def fuzzer(host: str, port: int, token: str | None, rng: random.Random, n:
             try:
                 writer.write_eof()  # the daemon answers what it has, sees the end, and closes
                 await asyncio.wait_for(asyncio.shield(drain), timeout=2)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 pass
             writer.close()
             drain.cancel()
@@ -197,7 +197,7 @@ async def canary(host: str, port: int, token: str, stop: asyncio.Event, tally: T
             try:
                 await asyncio.wait_for(answer(msg_id), timeout=patience)
                 tally.canary.append(time.monotonic() - start)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 tally.canary_failures.append(f"status #{msg_id} unanswered after {patience:.0f} s")
             await asyncio.sleep(0.5)
     finally:

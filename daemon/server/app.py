@@ -347,10 +347,15 @@ LOG_BYTES, LOG_BACKUPS = 5 * 1024 * 1024, 3
 
 
 class _PyglsNoise(logging.Filter):
-    """pygls logs a full traceback for every message it cannot structure; framing.py logs one line instead."""
+    """pygls logs a full traceback for every message it cannot structure (framing.py logs one line instead) and for
+    every JSON-RPC error a handler answers on purpose (a refused request is not a fault). Our own faults — any other
+    exception — keep their traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.funcName != "structure_message"
+        if record.funcName == "structure_message":
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.name.startswith("pygls") and isinstance(error, JsonRpcException))
 
 
 def setup_logging(cfg: Config) -> None:
