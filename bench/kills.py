@@ -8,7 +8,7 @@ sometimes edits the user's train.py meanwhile, and kills the whole group with SI
 that no run or evaluator outlived the loop, that the journal passes PRAGMA integrity_check, that no finished row was
 lost or changed and that every experiment's ref points at its recorded commit; at the end one more start must run
 to completion by itself with every user edit in the session's branch. Prints a table and writes <out>.md/.json.
-The suite runs the same with 4 kills (tests/integration/test_kills.py).
+The suite runs the same with 3 kills (tests/integration/test_kills.py).
 """
 
 from __future__ import annotations

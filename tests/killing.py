@@ -126,13 +126,20 @@ def _check(root: Path, before: dict[int, tuple[str, str | None]], report: KillRe
 
 
 def kill_rounds(root: Path, kills: int, seed: int, window: tuple[float, float] = (1.0, 15.0),
-                edit_every: int = 3) -> KillReport:
+                edit_every: int = 3, in_flight: bool = False) -> KillReport:
+    """``kills`` rounds of start, wait a random time in ``window``, SIGKILL. ``in_flight``: the wait starts once an
+    experiment is in flight (a short session in CI then still kills mid-run, not only during start-up)."""
     rng = random.Random(seed)
     report = KillReport()
     for i in range(kills):
         before = _rows(root)
         proc = subprocess.Popen([*OVERNIGHT, "run", "--agent", "replay"], cwd=root, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        if in_flight:
+            ready = time.monotonic() + 120
+            while (time.monotonic() < ready and proc.poll() is None
+                   and not any(r[0] == "running" for r in _rows(root).values())):
+                time.sleep(0.1)
         deadline = time.monotonic() + rng.uniform(*window)
         edited = False
         while time.monotonic() < deadline and proc.poll() is None:
