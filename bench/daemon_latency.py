@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import hashlib
 import json
+import os
 import platform
 import random
 import statistics
@@ -32,6 +34,7 @@ import git
 import psutil
 from lsprotocol import types as lsp
 
+from overnight.daemon.annotate import History
 from overnight.daemon.cli import main as overnight
 from overnight.daemon.config import load_config
 from overnight.daemon.journal import Journal, Run, Session
@@ -43,9 +46,10 @@ RESULTS = Path(__file__).resolve().parent / "results"
 N_EXPERIMENTS = 1000  # --experiments
 
 
-def fill_journal(root: Path) -> None:
+def fill_journal(root: Path, ledgers: bool = True) -> None:
     """1,000 experiments as the loop leaves them: a real commit each (one config constant changed),
-    kept ones on the branch overnight/bench, the rest reset away but kept under their refs."""
+    kept ones on the branch overnight/bench, the rest reset away but kept under their refs, and the
+    per-line history the loop persists (``ledgers=False``: a journal from before it did)."""
     cfg = load_config(root)
     repo = git.Repo(root)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
@@ -56,8 +60,10 @@ def fill_journal(root: Path) -> None:
     train = scratch / "trainer" / "train.py"
     ident = {"GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@b"}
     base = wt.head.commit.hexsha
+    recorder = History(wt, max_versions=64)
     with Journal(cfg.journal_path) as j:
-        j.create_session(Session("bench", "overnight/bench", base, {}, config, time.time()))
+        frozen = {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in cfg.frozen}
+        j.create_session(Session("bench", "overnight/bench", base, frozen, config, time.time()))
         for i in range(N_EXPERIMENTS):
             kind = "baseline" if i == 0 else "experiment"
             parent = wt.head.commit.hexsha
@@ -88,6 +94,8 @@ def fill_journal(root: Path) -> None:
             evidence = {"sigma": 0.05, "incumbent_mean": 2.3, "threshold": 0.14}
             j.finish_experiment(exp_id, status=status, decided_by="keep rule", reason="bench", evidence=evidence,
                                 val_bpb=sum(values) / 2)
+            if ledgers:  # what the loop does after each decision: the per-line history advances in the journal
+                recorder.record(j, "bench", wt.head.commit.hexsha, cfg.editable)
     repo.git.worktree("remove", "--force", str(scratch))
 
 
@@ -145,16 +153,18 @@ async def measure(state_dir: Path, root: Path, n: int) -> dict[str, list[float]]
 
 
 def main() -> None:
+    global N_EXPERIMENTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--experiments", type=int, default=N_EXPERIMENTS, help="experiments in the journal (default 1000)")
+    parser.add_argument("--without-history", action="store_true",
+                        help="a journal without the persisted per-line history (as older versions left it)")
     args = parser.parse_args()
-    global N_EXPERIMENTS
     N_EXPERIMENTS = args.experiments
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ws"
         assert overnight(["init", str(root)]) == 0
-        fill_journal(root)
+        fill_journal(root, ledgers=not args.without_history)
         state = root / ".overnight"
         proc = subprocess.Popen([sys.executable, "-m", "overnight.daemon.cli", "-C", str(root), "daemon", "--paused"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -165,6 +175,7 @@ def main() -> None:
                     raise SystemExit("the daemon did not start")
                 time.sleep(0.1)
             time.sleep(3)  # let start-up settle: data check, session resume
+            load = os.getloadavg()
             rest_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
             times = asyncio.run(measure(state, root, args.requests))
             after_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
@@ -180,11 +191,13 @@ def main() -> None:
     result: dict[str, Any] = {
         "machine": f"{platform.machine()}, python {platform.python_version()}", "experiments": N_EXPERIMENTS,
         "requests": rows, "rss_at_rest_mb": rest_mb, "rss_after_requests_mb": after_mb,
+        "persisted_history": not args.without_history, "load_avg_1m": load[0],
     }
     lines = [
         "# Daemon latency and memory",
         "",
-        f"`python bench/daemon_latency.py --requests {args.requests}` on {result['machine']} "
+        f"`python bench/daemon_latency.py --experiments {N_EXPERIMENTS} --requests {args.requests}"
+        f"{' --without-history' if args.without_history else ''}` on {result['machine']} "
         f"({time.strftime('%Y-%m-%d')}): {N_EXPERIMENTS:,} experiments in the journal, one client over "
         "loopback TCP, each request timed from send to parsed reply.",
         "",
@@ -192,10 +205,14 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *[f"| `{name}` | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['n']} |" for name, r in rows.items()],
         "",
-        f"Daemon memory (RSS) at rest: {rest_mb:.0f} MB; after the requests: {after_mb:.0f} MB.",
+        f"Daemon memory (RSS) at rest: {rest_mb:.0f} MB; after the requests: {after_mb:.0f} MB. "
+        f"Load average (1 min) before / after: {load[0]:.2f} / {os.getloadavg()[0]:.2f}.",
         "",
-        "The cold inlay-hint request reads every experiment's file versions from git once (then cached);",
-        "later requests only re-map the cached history onto the buffer. CodeLens and suggestions/list run",
+        ("Without the persisted per-line history the cold inlay-hint request reads every experiment's file "
+         "versions from git." if args.without_history else
+         "The cold inlay-hint request reads the per-line history the loop persisted in the journal as it decided "
+         "(one row) and the head's version of the file; nothing else comes from git."),
+        "Later requests only re-map the cached history onto the buffer. CodeLens and suggestions/list run",
         "the three-way merge of the user's base, the user's buffer and the incumbent on every request.",
     ]
     text = "\n".join(lines) + "\n"

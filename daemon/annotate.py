@@ -7,6 +7,12 @@ Computed from the session branch's history and mapped onto the client's buffer, 
 and every version is aligned to the branch head, then the head to the buffer, line by line
 (difflib: equal runs map one to one, a same-length replaced run maps line to line, so a line whose
 value a later experiment changed still carries its history).
+
+The result is kept as a `Ledger` (head line → experiment ids) that the loop advances as each experiment is
+decided and persists in the journal, so a daemon that starts on a journal of thousands of experiments
+reads one row instead of replaying thousands of file versions from git. Advancing is incremental:
+when the branch moves, the ledger is re-mapped from its old head onto the new one (one alignment), and
+only the experiments it does not cover yet are read from git.
 """
 
 from __future__ import annotations
@@ -15,12 +21,13 @@ import difflib
 import logging
 import subprocess
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import git
 
-from .journal import Experiment
+from .journal import Experiment, Journal, Ledger
 
 log = logging.getLogger("overnight.daemon")
 
@@ -36,6 +43,13 @@ class Touch:
     def label(self) -> str:
         delta = f" {self.delta:+.3f}".replace("-", "−") if self.delta is not None else ""
         return f"#{self.experiment_id}{delta} {self.status}"
+
+
+def relevant(experiments: Iterable[Experiment], rel: str) -> list[Experiment]:
+    """The decided experiments whose change may touch ``rel``, oldest first."""
+    return sorted((exp for exp in experiments
+                   if exp.kind == "experiment" and exp.is_final and exp.commit_sha and rel in exp.diff),
+                  key=lambda exp: exp.id)
 
 
 def align(old: list[str], new: list[str]) -> dict[int, int]:
@@ -61,32 +75,46 @@ def touched(before: list[str], after: list[str]) -> tuple[set[int], set[int]]:
 
 
 class History:
-    """Line histories of one session branch; file versions are read once per commit and cached."""
+    """Line histories of one session branch; file versions are read from git in batches and cached (the
+    most recently used ``max_versions`` of them: a long night has tens of thousands)."""
 
-    def __init__(self, repo: git.Repo) -> None:
+    def __init__(self, repo: git.Repo, max_versions: int = 512) -> None:
         self.repo = repo
-        self._versions: dict[tuple[str, str], list[str] | None] = {}
+        self.max_versions = max_versions
+        self._versions: OrderedDict[tuple[str, str], list[str] | None] = OrderedDict()
         self._touched: dict[tuple[str, str, str], tuple[set[int], set[int]]] = {}
         # The last history computed per (head, file, journal state): inlay hints, hovers and suggestions
         # ask for the same one, often at once (an editor opening the file); one computes, the others wait.
         self._lock = threading.Lock()
         self._memo: dict[tuple[str, str], tuple[object, dict[int, list[Touch]]]] = {}
+        self._ledgers: dict[str, Ledger] = {}
 
     def cached_lines(self, head: str, rel: str, experiments: Callable[[], list[Experiment]],
-                     state: object) -> dict[int, list[Touch]]:
-        """``lines`` memoised on the journal ``state`` (e.g. Journal.stamp): recomputed when it moves."""
+                     state: object, persisted: Callable[[], Ledger | None] = lambda: None) -> dict[int, list[Touch]]:
+        """``lines`` memoised on the journal ``state`` (e.g. Journal.stamp): recomputed when it moves, from
+        the ``persisted`` ledger or the last one computed here, whichever covers more."""
         with self._lock:
             memo = self._memo.get((head, rel))
             if memo is None or memo[0] != state:
-                memo = (state, self.lines(head, rel, experiments()))
-                self._memo[(head, rel)] = memo
+                exps = experiments()
+                start = persisted()
+                last = self._ledgers.get(rel)
+                if last is not None and (start is None or len(last.covered) > len(start.covered)):
+                    start = last
+                ledger = self.advance(start, head, rel, exps)
+                self._ledgers[rel] = ledger
+                memo = (state, self.touches(ledger, exps))
+                self._memo = {(head, rel): memo, **{k: v for k, v in self._memo.items() if k[1] != rel}}
             return memo[1]
 
     def version(self, rev: str, rel: str) -> list[str] | None:
         key = (rev, rel)
         if key not in self._versions:
             self.prefetch([rev], rel)
-        return self._versions.get(key)  # absent only when git itself failed: not cached, asked again
+        found = self._versions.get(key)  # absent only when git itself failed: not cached, asked again
+        if key in self._versions:
+            self._versions.move_to_end(key)
+        return found
 
     def prefetch(self, revs: list[str], rel: str) -> None:
         """Read the file at every rev not cached yet through one `git cat-file --batch`: a session of
@@ -111,21 +139,37 @@ class History:
             size = int(header[2])
             self._versions[(rev, rel)] = out[pos:pos + size].decode("utf-8", errors="replace").splitlines()
             pos += size + 1  # the blob, then a newline
+        while len(self._versions) > max(self.max_versions, len(wanted)):  # what was just read stays
+            self._versions.popitem(last=False)
 
     def lines(self, head: str, rel: str, experiments: list[Experiment]) -> dict[int, list[Touch]]:
-        """Head line → the experiments that touched it, newest first."""
-        relevant = [exp for exp in experiments
-                    if exp.kind == "experiment" and exp.is_final and exp.commit_sha and rel in exp.diff]
-        self.prefetch([head, *(rev for exp in relevant for rev in (exp.parent_commit, exp.commit_sha) if rev)], rel)
+        """Head line → the experiments that touched it, newest first (computed from scratch)."""
+        return self.touches(self.advance(None, head, rel, experiments), experiments)
+
+    def advance(self, ledger: Ledger | None, head: str, rel: str, experiments: list[Experiment]) -> Ledger:
+        """``ledger`` (None: an empty one) moved onto ``head`` and extended with every decided experiment it
+        does not cover yet. Only those experiments' versions are read from git."""
+        if ledger is not None and ledger.head != head:
+            was, now = self.version(ledger.head, rel), self.version(head, rel)
+            # A head that git no longer has (or a file that did not exist there): start again from scratch.
+            ledger = ledger.remapped(head, align(was, now)) if was is not None and now is not None else None
+        if ledger is None:
+            ledger = Ledger(head)
+        missing = [exp for exp in relevant(experiments, rel) if exp.id not in ledger.covered]
+        if not missing:
+            return ledger
+        lines = {line: list(ids) for line, ids in ledger.lines.items()}
+        covered = set(ledger.covered)
+        self.prefetch([head, *(rev for exp in missing for rev in (exp.parent_commit, exp.commit_sha) if rev)], rel)
         head_lines = self.version(head, rel)
         if head_lines is None:
-            return {}
-        result: dict[int, list[Touch]] = {}
+            return ledger  # the file is not on the branch (or git failed): nothing to attach history to
         # Most experiments start from one of a few incumbents: align each source version to the head once.
         to_head_by_rev: dict[str, dict[int, int]] = {}
-        for exp in relevant:
+        for exp in missing:
             assert exp.commit_sha is not None
             before, after = self.version(exp.parent_commit, rel), self.version(exp.commit_sha, rel)
+            covered.add(exp.id)
             if before is None or after is None:
                 continue
             key = (exp.parent_commit, exp.commit_sha, rel)
@@ -133,20 +177,46 @@ class History:
                 self._touched[key] = touched(before, after)
             old, new = self._touched[key]
             if exp.status == "keep":
-                source, source_rev, lines = after, exp.commit_sha, new
+                source, source_rev, changed = after, exp.commit_sha, new
             else:
-                source, source_rev, lines = before, exp.parent_commit, old
+                source, source_rev, changed = before, exp.parent_commit, old
             if source_rev not in to_head_by_rev:
                 to_head_by_rev[source_rev] = align(source, head_lines)
             to_head = to_head_by_rev[source_rev]
-            delta = None
-            if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
-                delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
-            touch = Touch(exp.id, exp.status, delta, exp.description)
-            for line in sorted(lines):
+            for line in sorted(changed):
                 if line in to_head:
-                    result.setdefault(to_head[line], []).insert(0, touch)
+                    lines.setdefault(to_head[line], []).append(exp.id)
+        for ids in lines.values():
+            ids.sort(reverse=True)
+        return Ledger(head, lines, covered)
+
+    def record(self, journal: Journal, tag: str, head: str, rels: Iterable[str]) -> None:
+        """Advance the persisted ledgers of ``rels`` to ``head`` (the loop, the journal's writer, after each decision)."""
+        experiments = journal.experiments(tag)
+        for rel in rels:
+            start = self._ledgers.get(rel) or journal.line_history(tag, rel)
+            ledger = self.advance(start, head, rel, experiments)
+            if ledger is not start:
+                journal.set_line_history(tag, rel, ledger)
+            self._ledgers[rel] = ledger
+
+    @staticmethod
+    def touches(ledger: Ledger, experiments: list[Experiment]) -> dict[int, list[Touch]]:
+        """The ledger's ids as the hover and the inlay hints show them."""
+        by_id = {exp.id: exp for exp in experiments}
+        result: dict[int, list[Touch]] = {}
+        for line, ids in ledger.lines.items():
+            found = [touch_of(by_id[i]) for i in ids if i in by_id]
+            if found:
+                result[line] = found
         return result
+
+
+def touch_of(exp: Experiment) -> Touch:
+    delta = None
+    if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
+        delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
+    return Touch(exp.id, exp.status, delta, exp.description)
 
 
 def onto_buffer(history: dict[int, list[Touch]], head_lines: list[str], buffer_lines: list[str]) -> dict[int, list[Touch]]:

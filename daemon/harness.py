@@ -52,6 +52,7 @@ def pin(state_dir: Path, tag: str, sources: dict[str, bytes], hashes: dict[str, 
             raise HarnessError(f"{rel} is not the version session {tag!r} was started with: its hash differs")
     tmp = target.with_name(f".{tag}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)  # even for no files: the rename below needs its source
     for rel, content in sources.items():
         path = tmp / rel
         path.parent.mkdir(parents=True, exist_ok=True)

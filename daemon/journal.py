@@ -128,6 +128,17 @@ CREATE TABLE IF NOT EXISTS hunk_decisions (
     created REAL NOT NULL,
     PRIMARY KEY (tag, path, hunk_key)
 );
+-- Per-line history of an editable file (annotate.py): the session branch's head line → the ids of the
+-- experiments that touched it. The loop advances it as it decides; a starting daemon reads it instead
+-- of replaying every experiment's file versions from git. Derived data: losing it costs only time.
+CREATE TABLE IF NOT EXISTS line_history (
+    tag TEXT NOT NULL,
+    path TEXT NOT NULL,
+    head TEXT NOT NULL,                 -- the commit whose lines these are
+    lines BLOB NOT NULL,                -- msgpack [[line, [experiment id, ...]], ...], newest id first
+    covered BLOB NOT NULL,              -- msgpack [experiment id, ...]: the decided experiments accounted for
+    PRIMARY KEY (tag, path)
+);
 """
 
 
@@ -147,6 +158,25 @@ _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("ood_bpb", "REAL"),
     ),
 }
+
+
+@dataclass
+class Ledger:
+    """Per-line history of one file, on one commit of the session branch: what the journal persists."""
+
+    head: str
+    lines: dict[int, list[int]] = field(default_factory=dict)  # line of ``head`` → experiment ids, newest first
+    covered: set[int] = field(default_factory=set)  # the decided experiments already accounted for
+
+    def remapped(self, head: str, mapping: dict[int, int]) -> Ledger:
+        """The same history on ``head``, given how the old head's lines map onto it."""
+        lines: dict[int, list[int]] = {}
+        for line, ids in self.lines.items():
+            if line in mapping:
+                lines.setdefault(mapping[line], []).extend(ids)
+        for ids in lines.values():
+            ids.sort(reverse=True)
+        return Ledger(head, lines, set(self.covered))
 
 
 @dataclass
@@ -572,6 +602,27 @@ class Journal:
                 text = f"the user rejected the change from {ids} in {path}" + (f": {reason}" if reason else " (no reason given)")
                 db.execute("INSERT INTO feedback(tag, kind, experiment_id, text, created) VALUES (?,?,?,?,?)",
                            (tag, "reject", experiment_ids[-1] if experiment_ids else None, text, now))
+
+    def set_line_history(self, tag: str, path: str, ledger: Ledger) -> None:
+        lines = msgpack.packb([[line, ids] for line, ids in sorted(ledger.lines.items())])
+        covered = msgpack.packb(sorted(ledger.covered))
+        with self._tx() as db:
+            db.execute("INSERT INTO line_history(tag, path, head, lines, covered) VALUES (?,?,?,?,?)"
+                       " ON CONFLICT(tag, path) DO UPDATE SET head=excluded.head, lines=excluded.lines,"
+                       " covered=excluded.covered", (tag, path, ledger.head, lines, covered))
+
+    def line_history(self, tag: str, path: str) -> Ledger | None:
+        """The persisted per-line history; None when there is none or it cannot be read (it is derived data:
+        the caller recomputes it)."""
+        rows = self._query("SELECT head, lines, covered FROM line_history WHERE tag=? AND path=?", (tag, path))
+        if not rows:
+            return None
+        try:
+            lines = {int(line): [int(i) for i in ids] for line, ids in msgpack.unpackb(rows[0]["lines"])}
+            covered = {int(i) for i in msgpack.unpackb(rows[0]["covered"])}
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        return Ledger(str(rows[0]["head"]), lines, covered)
 
     def hunk_decisions(self, tag: str, path: str) -> dict[str, str]:
         """Hunk key → accepted | rejected."""

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 from . import harness, prune
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
+from .annotate import History
 from .commands import Ack, Command, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
 from .config import Config
 from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
@@ -233,6 +234,7 @@ class Loop:
         self.sandbox: Sandbox | None = None
         self.evaluator: Evaluator | None = None
         self.trees: Trees | None = None
+        self._lines: History | None = None  # the per-line history the loop persists as it decides (annotate.py)
         # The scheduler's state: runs in flight by slot, and the candidates still being measured.
         self._flights: dict[int, _Flight] = {}
         self._need_quiet = False  # a run was starved by the load: the next waits for a quiet machine
@@ -563,6 +565,7 @@ class Loop:
         self.evaluator = self._open_evaluator()
         self.trees = Trees(self.cfg.root, self.cfg.state_dir / "trees" / session.tag,
                            [self.cfg.workdir, *self.cfg.editable, *self.cfg.frozen, self.cfg.program])
+        self._lines = History(self.ws.repo, max_versions=64)
         for exp in self.journal.unfinished(session.tag):
             self._recover(exp)
         self._notice_offline_edits()
@@ -1528,6 +1531,8 @@ class Loop:
                 if found is not None and found.commit_sha:
                     keep.add(found.commit_sha)
             self.trees.keep_only(keep)
+        if self._lines is not None and self.ws is not None:  # after a keep has moved the branch
+            self._lines.record(self.journal, exp.tag, self.ws.head(), self.cfg.editable)
         final = self.journal.experiment(exp.id)
         assert final is not None
         self._emit(ExperimentFinished(experiment=final))

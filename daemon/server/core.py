@@ -259,8 +259,10 @@ class DaemonCore:
         head = self.session_head() if tag and rel in self.cfg.editable else None
         if head is None or not tag:
             return {}
-        # Recomputed when the branch or the journal moved; the file versions stay cached.
-        history = self._history.cached_lines(head, rel, lambda: self.journal.experiments(tag), self.journal.stamp(tag))
+        # Recomputed when the branch or the journal moved, from the history the loop persisted as it decided
+        # (annotate.Ledger): only experiments it does not cover yet are read from git.
+        history = self._history.cached_lines(head, rel, lambda: self.journal.experiments(tag), self.journal.stamp(tag),
+                                             lambda: self.journal.line_history(tag, rel))
         head_lines = self._history.version(head, rel) or []
         return onto_buffer(history, head_lines, buffer_text.splitlines())
 

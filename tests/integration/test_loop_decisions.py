@@ -364,3 +364,21 @@ def test_runs_starved_by_the_load_are_waited_out_not_given_up(tmp_path: Path) ->
     (baseline,) = journal.experiments(journal.latest_session().tag)
     journal.close()
     assert baseline.status == "keep"
+
+
+def test_the_loop_persists_each_lines_history_as_it_decides(held: Any) -> None:
+    import git
+
+    from overnight.daemon.annotate import History, relevant
+
+    root = held[0]
+    repo = git.Repo(root)
+    with Journal(root / ".overnight" / "journal.db") as j:
+        session = j.latest_session()
+        assert session is not None
+        exps = j.experiments(session.tag)
+        ledger = j.line_history(session.tag, TRAIN)
+    head = repo.commit(f"overnight/{session.tag}").hexsha
+    assert ledger is not None and ledger.head == head
+    assert ledger.covered == {e.id for e in relevant(exps, TRAIN)} and len(ledger.covered) >= 3
+    assert History.touches(ledger, exps) == History(repo).lines(head, TRAIN, exps) != {}
