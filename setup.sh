@@ -23,6 +23,16 @@ if ! command -v bwrap >/dev/null; then
   fi
 fi
 
+# Neovim: the second real editor of the test suite (tests/e2e/test_neovim.py; skipped, saying so, without it).
+if ! command -v nvim >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends neovim
+  else
+    echo "setup.sh: Neovim is missing; the Neovim test will be skipped (sudo apt-get install neovim)" >&2
+  fi
+fi
+
 [ "${OVERNIGHT_SKIP_VSCODE:-}" = 1 ] && exit 0
 
 # System packages the VS Code suite needs: Debian's chromium (the browser playwright drives), fonts,

@@ -15,6 +15,7 @@ import json
 import keyword
 import re
 import sys
+import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -302,7 +303,10 @@ def py_type(model: Model, t: TypeExpr) -> str:
 
 def py_doc(text: str, indent: str) -> list[str]:
     text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    return [f'{indent}"""{text}"""']
+    if len(indent) + len(text) + 6 <= 120:
+        return [f'{indent}"""{text}"""']
+    return [f'{indent}"""', *textwrap.wrap(text, 116 - len(indent), initial_indent=indent, subsequent_indent=indent,
+                                             break_long_words=False, break_on_hyphens=False), f'{indent}"""']
 
 
 def generate_python(model: Model) -> str:
@@ -404,6 +408,9 @@ def generate_python(model: Model) -> str:
     for command in spec.COMMANDS:
         out += [f'COMMAND_{enum_member(command.name)}: Final = "{command.id}"',
                 *py_doc(f"{command.doc} Arguments: {command.arguments}.", "")]
+    for command in spec.SERVER_COMMANDS:
+        out += [f'SERVER_COMMAND_{enum_member(command.name)}: Final = "{command.id}"',
+                *py_doc(f"{command.doc} Arguments: {command.arguments}.", "")]
     out += ["", "# Every spec type by its spec name (lsprotocol's classes for Range and Position)."]
     out.append("TYPES: Final[dict[str, type[Any]]] = {")
     for enum in spec.ENUMS:
@@ -495,6 +502,10 @@ def generate_typescript(model: Model) -> str:
     out += ["} as const;", "", "/** Client commands the daemon puts into CodeLenses; the extension registers them. */",
             "export const Commands = {"]
     for command in spec.COMMANDS:
+        out += [ts_doc(f"{command.doc} Arguments: {command.arguments}.", "  "), f'  {command.name}: "{command.id}",']
+    out += ["} as const;", "", "/** Commands the daemon executes (`workspace/executeCommand`); its CodeLenses carry them. */",
+            "export const ServerCommands = {"]
+    for command in spec.SERVER_COMMANDS:
         out += [ts_doc(f"{command.doc} Arguments: {command.arguments}.", "  "), f'  {command.name}: "{command.id}",']
     out += ["} as const;"]
     return "\n".join(out) + "\n"
@@ -706,6 +717,12 @@ def generate_readme_body(model: Model) -> str:
             "Command ids the daemon puts into CodeLenses (and hover links); the client registers them.", "",
             "| command | arguments | |", "|---|---|---|"]
     out += [f"| `{c.id}` | `{c.arguments}` | {_md(c.doc)} |" for c in spec.COMMANDS]
+    out += ["", "### Server commands", "",
+            "Commands the daemon executes through `workspace/executeCommand` (listed in `executeCommandProvider`): "
+            "its CodeLenses carry them, so any LSP client can accept or reject a suggestion by running the lens, "
+            "and a user can run them by name. Each also tells the user what happened with `window/showMessage`.", "",
+            "| command | arguments | |", "|---|---|---|"]
+    out += [f"| `{c.id}` | `{c.arguments}` | {_md(c.doc)} |" for c in spec.SERVER_COMMANDS]
     return "\n".join(out) + "\n"
 
 

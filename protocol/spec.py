@@ -430,3 +430,23 @@ COMMANDS: tuple[Command, ...] = (
     Command("showExperiment", "overnight.showExperiment", "[experimentId]",
             "CodeLens / hover link: opens the experiment (`overnight/experiments/get`)."),
 )
+
+# Commands the daemon itself executes (`workspace/executeCommand`, advertised in `executeCommandProvider`), so
+# that any LSP client can act: its CodeLenses carry them, and a user can run them by name. A richer client
+# (the VS Code extension) maps them onto its own commands above. Each answers like the request it stands for
+# and also tells the user what happened with a `window/showMessage`, since plain clients show nothing else.
+SERVER_COMMANDS: tuple[Command, ...] = (
+    Command("acceptSuggestion", "overnight.suggestion.accept", "[suggestionId, hunkId?]",
+            "Accept (one hunk of) a suggestion: the daemon sends `workspace/applyEdit`. -> AcceptSuggestionResult."),
+    Command("rejectSuggestion", "overnight.suggestion.reject", "[suggestionId, hunkId?, reason?]",
+            "Reject (one hunk of) a suggestion; the agent sees the reason. -> RejectSuggestionResult."),
+    Command("showExperiment", "overnight.experiment.show", "[experimentId]",
+            "Show an experiment: answers ExperimentDetail; the message is a one-line summary."),
+    Command("status", "overnight.loop.status", "[]", "Answers LoopStatus; the message is its one-line state."),
+    Command("pause", "overnight.loop.pause", "[reason?]", "Pause after the experiment in flight. Answers LoopStatus."),
+    Command("resume", "overnight.loop.resume", "[]", "Resume (or start) the loop. Answers LoopStatus."),
+    Command("stopAfterCurrent", "overnight.loop.stopAfterCurrent", "[]",
+            "Stop once the experiment in flight is decided. Answers LoopStatus."),
+    Command("stop", "overnight.loop.stop", "[]", "Stop now: the run in flight is killed and re-runs on the next start. "
+            "Answers LoopStatus."),
+)

@@ -61,7 +61,10 @@ class Status(enum.StrEnum):
     INVALID = "invalid"
     """Refused: before any run (bad patch, a frozen file), or its run broke the seal or failed a harness check."""
     HELD = "held"
-    """Improved val but its holdout got worse beyond noise: held for the human, the branch did not advance (since 1.2)."""
+    """
+    Improved val but its holdout got worse beyond noise: held for the human, the branch did not advance (since
+    1.2).
+    """
     PRUNED = "pruned"
     """Stopped early: its training loss clearly trailed the incumbent's (since 1.2)."""
 
@@ -188,7 +191,10 @@ class ExperimentSummary:
     val_bpb: float | None = None
     """Mean validation bits per byte over its runs; absent until measured."""
     delta: float | None = None
-    """valBpb minus the incumbent's it was judged against (negative is better); absent for baselines and unmeasured experiments."""
+    """
+    valBpb minus the incumbent's it was judged against (negative is better); absent for baselines and unmeasured
+    experiments.
+    """
     commit: str | None = None
     """The git commit of the experiment (kept under its own ref)."""
     agent: str
@@ -1040,6 +1046,28 @@ COMMAND_REJECT_SUGGESTION: Final = "overnight.rejectSuggestion"
 """CodeLens on a hunk: asks for a reason, calls `overnight/suggestions/reject`. Arguments: [suggestionId, hunkId?]."""
 COMMAND_SHOW_EXPERIMENT: Final = "overnight.showExperiment"
 """CodeLens / hover link: opens the experiment (`overnight/experiments/get`). Arguments: [experimentId]."""
+SERVER_COMMAND_ACCEPT_SUGGESTION: Final = "overnight.suggestion.accept"
+"""
+Accept (one hunk of) a suggestion: the daemon sends `workspace/applyEdit`. -> AcceptSuggestionResult. Arguments:
+[suggestionId, hunkId?].
+"""
+SERVER_COMMAND_REJECT_SUGGESTION: Final = "overnight.suggestion.reject"
+"""
+Reject (one hunk of) a suggestion; the agent sees the reason. -> RejectSuggestionResult. Arguments: [suggestionId,
+hunkId?, reason?].
+"""
+SERVER_COMMAND_SHOW_EXPERIMENT: Final = "overnight.experiment.show"
+"""Show an experiment: answers ExperimentDetail; the message is a one-line summary. Arguments: [experimentId]."""
+SERVER_COMMAND_STATUS: Final = "overnight.loop.status"
+"""Answers LoopStatus; the message is its one-line state. Arguments: []."""
+SERVER_COMMAND_PAUSE: Final = "overnight.loop.pause"
+"""Pause after the experiment in flight. Answers LoopStatus. Arguments: [reason?]."""
+SERVER_COMMAND_RESUME: Final = "overnight.loop.resume"
+"""Resume (or start) the loop. Answers LoopStatus. Arguments: []."""
+SERVER_COMMAND_STOP_AFTER_CURRENT: Final = "overnight.loop.stopAfterCurrent"
+"""Stop once the experiment in flight is decided. Answers LoopStatus. Arguments: []."""
+SERVER_COMMAND_STOP: Final = "overnight.loop.stop"
+"""Stop now: the run in flight is killed and re-runs on the next start. Answers LoopStatus. Arguments: []."""
 
 # Every spec type by its spec name (lsprotocol's classes for Range and Position).
 TYPES: Final[dict[str, type[Any]]] = {

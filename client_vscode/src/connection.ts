@@ -7,7 +7,7 @@ import {
   CloseAction, ErrorAction, InlayHintRequest, LanguageClient, State, type LanguageClientOptions, type StreamInfo,
 } from "vscode-languageclient/node";
 import { daemonCommand, pythonFor, readDiscovery, reconnectDelay } from "./logic/discovery";
-import { ErrorCodes, type Notifications, PROTOCOL_VERSION, type Requests } from "./protocol";
+import { Commands, ErrorCodes, type Notifications, PROTOCOL_VERSION, type Requests } from "./protocol";
 
 export type ConnectionState = "connecting" | "connected" | "disconnected";
 
@@ -99,7 +99,9 @@ export class DaemonConnection implements vscode.Disposable {
       });
     const clientOptions: LanguageClientOptions = {
       documentSelector: [{ scheme: "file", language: "python" }],
-      initializationOptions: { token: info.token, protocolVersion: PROTOCOL_VERSION },
+      // commandLinks: the hovers may link to the experiment (a command link this client runs).
+      initializationOptions: { token: info.token, protocolVersion: PROTOCOL_VERSION, commandLinks: true },
+      markdown: { isTrusted: { enabledCommands: [Commands.showExperiment] } },
       outputChannel: this.log,
       middleware: this.middleware,
       errorHandler: {

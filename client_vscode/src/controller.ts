@@ -5,18 +5,30 @@ import { DaemonConnection } from "./connection";
 import { ExperimentDocuments } from "./experiments";
 import { parseBudget } from "./logic/format";
 import { type Filter, newFlags, SidebarModel } from "./logic/viewModel";
-import { Commands, type Status } from "./protocol";
+import { Commands, ServerCommands, type Status } from "./protocol";
 import { SidebarProvider, type WebviewMessage } from "./sidebar";
 import { StatusBar } from "./statusBar";
 import { SuggestionController } from "./suggestions";
 
 const PAGE = 200;
 
-/** Adds a "Show diff" lens after each of the daemon's Reject lenses, with the same arguments. */
+/** The extension's own command for each server command the daemon's lenses carry: its richer flow
+ * (a reason prompt for reject, the experiment in an editor tab) on top of the same requests. */
+const clientCommand: Record<string, string> = {
+  [ServerCommands.acceptSuggestion]: Commands.acceptSuggestion,
+  [ServerCommands.rejectSuggestion]: Commands.rejectSuggestion,
+  [ServerCommands.showExperiment]: Commands.showExperiment,
+};
+
+/** Maps the daemon's lens commands onto the extension's, and adds a "Show diff" lens after each Reject. */
 export function withShowDiff(lenses: vscode.CodeLens[]): vscode.CodeLens[] {
-  return lenses.flatMap((l) => l.command?.command === Commands.rejectSuggestion
-    ? [l, new vscode.CodeLens(l.range, { title: "Show diff", command: "overnight.showSuggestionDiff", arguments: l.command.arguments })]
-    : [l]);
+  return lenses.flatMap((l) => {
+    const mapped = l.command && clientCommand[l.command.command];
+    if (l.command && mapped) l.command = { ...l.command, command: mapped };
+    return l.command?.command === Commands.rejectSuggestion
+      ? [l, new vscode.CodeLens(l.range, { title: "Show diff", command: "overnight.showSuggestionDiff", arguments: l.command.arguments })]
+      : [l];
+  });
 }
 
 export class Controller implements vscode.Disposable {

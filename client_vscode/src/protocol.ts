@@ -530,3 +530,23 @@ export const Commands = {
   /** CodeLens / hover link: opens the experiment (`overnight/experiments/get`). Arguments: [experimentId]. */
   showExperiment: "overnight.showExperiment",
 } as const;
+
+/** Commands the daemon executes (`workspace/executeCommand`); its CodeLenses carry them. */
+export const ServerCommands = {
+  /** Accept (one hunk of) a suggestion: the daemon sends `workspace/applyEdit`. -> AcceptSuggestionResult. Arguments: [suggestionId, hunkId?]. */
+  acceptSuggestion: "overnight.suggestion.accept",
+  /** Reject (one hunk of) a suggestion; the agent sees the reason. -> RejectSuggestionResult. Arguments: [suggestionId, hunkId?, reason?]. */
+  rejectSuggestion: "overnight.suggestion.reject",
+  /** Show an experiment: answers ExperimentDetail; the message is a one-line summary. Arguments: [experimentId]. */
+  showExperiment: "overnight.experiment.show",
+  /** Answers LoopStatus; the message is its one-line state. Arguments: []. */
+  status: "overnight.loop.status",
+  /** Pause after the experiment in flight. Answers LoopStatus. Arguments: [reason?]. */
+  pause: "overnight.loop.pause",
+  /** Resume (or start) the loop. Answers LoopStatus. Arguments: []. */
+  resume: "overnight.loop.resume",
+  /** Stop once the experiment in flight is decided. Answers LoopStatus. Arguments: []. */
+  stopAfterCurrent: "overnight.loop.stopAfterCurrent",
+  /** Stop now: the run in flight is killed and re-runs on the next start. Answers LoopStatus. Arguments: []. */
+  stop: "overnight.loop.stop",
+} as const;

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import logging.handlers
 import os
 import signal
 import sys
+import urllib.parse
 from typing import Any
 
 from lsprotocol import types as lsp
@@ -19,7 +21,7 @@ from overnight.protocol.wire import make_converter
 
 from .. import __version__
 from ..config import Config
-from . import discovery
+from . import discovery, execute
 from .auth import DaemonProtocol
 from .core import DaemonCore, call_in_thread
 from .files import read_editable
@@ -81,6 +83,7 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
     ls.suggestions = SuggestionFeature(ls, core, reservations or Reservations())
     ls.experiment_progress = ExperimentProgress(ls)
     ls.tasks = set()
+    execute.register(ls, core)
 
     @ls.feature(t.OVERNIGHT_STATUS)
     async def status(ls: LanguageServer, params: t.StatusParams) -> t.LoopStatus:
@@ -214,11 +217,19 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
         touches = history.get(params.position.line)
         if not touches:
             return None
-        rows = [f"- **{tch.label}** — {tch.description}" for tch in touches]
+        if getattr(ls.protocol, "command_links", False):  # the client runs command links (the VS Code extension)
+            rows = [f"- **[{tch.label}]({_show_link(tch.experiment_id)})** — {tch.description}" for tch in touches]
+        else:  # a plain reference: what to run to see it
+            rows = [f"- **{tch.label}** — {tch.description} (`overnight show {tch.experiment_id}`)" for tch in touches]
         return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown,
                                                     value="Experiments that touched this line:\n\n" + "\n".join(rows)))
 
     return ls
+
+
+def _show_link(exp_id: int) -> str:
+    """A markdown command link to the client's show-experiment command."""
+    return f"command:{t.COMMAND_SHOW_EXPERIMENT}?{urllib.parse.quote(json.dumps([exp_id]))}"
 
 
 class Daemon:

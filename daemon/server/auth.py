@@ -37,6 +37,9 @@ class DaemonProtocol(OvernightProtocol):  # type: ignore[misc]  # mypy sees over
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.authenticated = False
+        # The client runs markdown command links (initializationOptions.commandLinks: the VS Code extension):
+        # hovers then link to the experiment; other clients get a plain reference.
+        self.command_links = False
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         # json.loads calls this for every object, innermost first; only whole messages carry "jsonrpc".
@@ -58,6 +61,8 @@ class DaemonProtocol(OvernightProtocol):  # type: ignore[misc]  # mypy sees over
                 self.close_connection()
                 return
             self.authenticated = True
+            options = message.params.initialization_options
+            self.command_links = options.get("commandLinks") is True
         super().handle_message(message)
 
     def _check_credentials(self, message: Any) -> tuple[int, str] | None:

@@ -65,6 +65,12 @@ class DaemonClient:
         self.client.feature(lsp.WORKSPACE_APPLY_EDIT)(apply_edit)  # a plain function: pygls tags it
 
         self.notifications: list[tuple[str, Any]] = []
+        self.messages: list[lsp.ShowMessageParams] = []  # window/showMessage: what an editor would pop up
+
+        def show_message(params: lsp.ShowMessageParams) -> None:
+            self.messages.append(params)
+
+        self.client.feature(lsp.WINDOW_SHOW_MESSAGE)(show_message)
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         for method in (t.OVERNIGHT_LOOP_STATE_CHANGED, t.OVERNIGHT_EXPERIMENT_STARTED, t.OVERNIGHT_PROGRESS,
@@ -87,7 +93,8 @@ class DaemonClient:
 
         return collect
 
-    async def connect(self, host: str, port: int, token: str, version: str = t.PROTOCOL_VERSION) -> lsp.InitializeResult:
+    async def connect(self, host: str, port: int, token: str, version: str = t.PROTOCOL_VERSION,
+                      options: dict[str, Any] | None = None) -> lsp.InitializeResult:
         reader, writer = await asyncio.open_connection(host, port, limit=16 * 1024 * 1024)
         self._writer = writer
         self.client.protocol.set_writer(writer)
@@ -98,15 +105,15 @@ class DaemonClient:
                 apply_edit=self.apply_edits_under is not None,
                 workspace_edit=lsp.WorkspaceEditClientCapabilities(document_changes=True))),
             process_id=None,
-            initialization_options={"token": token, "protocolVersion": version},
+            initialization_options={**(options or {}), "token": token, "protocolVersion": version},
         ))
 
-    async def connect_workspace(self, state_dir: Path) -> lsp.InitializeResult:
+    async def connect_workspace(self, state_dir: Path, options: dict[str, Any] | None = None) -> lsp.InitializeResult:
         info = discovery.read(state_dir)
         if info is None:
             raise NoDaemon(f"no Overnight daemon runs for this workspace (no live {discovery.path(state_dir)}); "
                            "start one with `overnight daemon --detach`")
-        return await self.connect(info.host, info.port, info.token)
+        return await self.connect(info.host, info.port, info.token, options=options)
 
     async def request(self, method: str, params: Any) -> Any:
         return await self.client.protocol.send_request_async(method, params)

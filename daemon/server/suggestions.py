@@ -246,13 +246,14 @@ class SuggestionFeature:
             for h in pending.hunks:
                 at = lsp.Range(start=lsp.Position(h.start[0], 0), end=lsp.Position(h.start[0], 0))
                 ids = list(h.experiment_ids)
+                # Server commands (execute.py): any client runs them through workspace/executeCommand.
                 lenses.append(lsp.CodeLens(range=at, command=lsp.Command(
-                    title="✓ Accept", command="overnight.acceptSuggestion", arguments=[pending.id, h.id])))
+                    title="✓ Accept", command=t.SERVER_COMMAND_ACCEPT_SUGGESTION, arguments=[pending.id, h.id])))
                 lenses.append(lsp.CodeLens(range=at, command=lsp.Command(
-                    title="✗ Reject", command="overnight.rejectSuggestion", arguments=[pending.id, h.id])))
+                    title="✗ Reject", command=t.SERVER_COMMAND_REJECT_SUGGESTION, arguments=[pending.id, h.id])))
                 if ids:
                     lenses.append(lsp.CodeLens(range=at, command=lsp.Command(
-                        title=h.evidence or f"#{ids[-1]}", command="overnight.showExperiment", arguments=[ids[-1]])))
+                        title=h.evidence or f"#{ids[-1]}", command=t.SERVER_COMMAND_SHOW_EXPERIMENT, arguments=[ids[-1]])))
         return lenses
 
 

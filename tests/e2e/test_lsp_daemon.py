@@ -76,6 +76,7 @@ class Client:
     edits: list[lsp.ApplyWorkspaceEditParams] = field(default_factory=list)
     apply_delay: float = 0.0
     refreshes: list[str] = field(default_factory=list)
+    init: lsp.InitializeResult | None = None
 
     async def ask(self, method: str, params: Any) -> Any:
         return await self.lsp.protocol.send_request_async(method, params)
@@ -176,7 +177,7 @@ async def attached(daemon: Daemon, token: str | None = None, caps: str = "visual
         # VS Code the extension targets (1.100) declares their refresh support too.
         assert capabilities.workspace is not None
         capabilities.workspace.inlay_hint = lsp.InlayHintWorkspaceClientCapabilities(refresh_support=True)
-    await lc.initialize_session(lsp.InitializeParams(
+    client.init = await lc.initialize_session(lsp.InitializeParams(
         capabilities=capabilities, root_uri=daemon.root.as_uri(),
         initialization_options={"token": token or daemon.token, "protocolVersion": t.PROTOCOL_VERSION}))
     try:
@@ -288,18 +289,25 @@ async def test_a_suggestion_anchors_in_the_buffer_the_user_changed_and_accept_ed
         lenses = await ed.lsp.text_document_code_lens_async(lsp.CodeLensParams(
             text_document=lsp.TextDocumentIdentifier(uri=ed.buffer.uri if ed.buffer else "")))
         at_lr = [lens for lens in lenses if lens.range.start.line == lr.range.start.line]
+        # Server commands, advertised: any LSP client can run the lens (the VS Code extension maps them onto its own).
         assert [lens.command.command for lens in at_lr if lens.command] == [
-            "overnight.acceptSuggestion", "overnight.rejectSuggestion", "overnight.showExperiment"]
-        assert at_lr[0].command and list(at_lr[0].command.arguments or []) == [suggestion.id, lr.id]
+            t.SERVER_COMMAND_ACCEPT_SUGGESTION, t.SERVER_COMMAND_REJECT_SUGGESTION, t.SERVER_COMMAND_SHOW_EXPERIMENT]
+        accept_lens = at_lr[0].command
+        assert accept_lens and list(accept_lens.arguments or []) == [suggestion.id, lr.id]
+        provider = ed.init.capabilities.execute_command_provider if ed.init else None
+        assert provider is not None and {accept_lens.command, t.SERVER_COMMAND_PAUSE} <= set(provider.commands)
         # The user types again before accepting: the suggestion re-anchors.
         ed.type_text("# one more line\n" + ed.buffer.source if ed.buffer else "")
         await ed.until("re-anchored", lambda: next(iter(_pending(ed).values())).hunks[0].range.start.line
                        != suggestion.hunks[0].range.start.line)
         moved = next(h for h in next(iter(_pending(ed).values())).hunks if h.id == lr.id)
         assert moved.range.start.line == lr.range.start.line + 1
-        # Accept the LR hunk: one versioned edit of the live buffer, nothing on disk.
-        result = await ed.ask(t.OVERNIGHT_SUGGESTIONS_ACCEPT, t.AcceptSuggestionParams(id=suggestion.id, hunk_id=lr.id))
-        assert result.applied, result.message
+        # Accept the LR hunk by running its lens, as any editor does: one versioned edit of the live buffer,
+        # nothing on disk, and a message saying so.
+        result = await ed.lsp.workspace_execute_command_async(lsp.ExecuteCommandParams(
+            command=accept_lens.command, arguments=accept_lens.arguments))
+        assert result["applied"] is True, result
+        assert any("accepted" in m.message and "not saved" in m.message for m in ed.lsp.messages)
         assert ed.buffer is not None and GOOD_LR in ed.buffer.source and ed.buffer.source.startswith("# one more line\n# my notes")
         assert (daemon.root / TRAIN).read_text() == disk
         left = await ed.until("the accepted hunk gone", lambda: [s for s in _pending(ed).values()

@@ -275,6 +275,65 @@ def test_inlay_hints_and_hover_carry_each_lines_history_onto_the_live_buffer(dae
             text_document=lsp.TextDocumentIdentifier(uri=uri), position=hints[0].position))
         assert hover is not None and "Experiments that touched this line" in hover.contents.value
         assert "note" in hover.contents.value  # the experiment's description
+        # A plain client gets a reference to run; a client that runs command links (VS Code) gets a link.
+        assert "`overnight show " in hover.contents.value and "command:" not in hover.contents.value
+        linked = DaemonClient()
+        await linked.connect_workspace(daemon.root / ".overnight", options={"commandLinks": True})
+        linked.client.text_document_did_open(lsp.DidOpenTextDocumentParams(
+            text_document=lsp.TextDocumentItem(uri=uri, language_id="python", version=1, text=buffer)))
+        rich = await linked.client.text_document_hover_async(lsp.HoverParams(
+            text_document=lsp.TextDocumentIdentifier(uri=uri), position=hints[0].position))
+        assert rich is not None and f"(command:{t.COMMAND_SHOW_EXPERIMENT}?%5B" in rich.contents.value
+        await linked.close()
+        await c.close()
+
+    _run(scenario())
+
+
+def test_server_commands_let_any_lsp_client_act_and_say_what_happened(idle_daemon: Running) -> None:
+    from lsprotocol import types as lsp
+    from pygls.exceptions import JsonRpcException
+
+    async def scenario() -> None:
+        c = DaemonClient()
+        init = await c.connect_workspace(idle_daemon.root / ".overnight")
+        advertised = init.capabilities.execute_command_provider
+        ours = {getattr(t, name) for name in dir(t) if name.startswith("SERVER_COMMAND_")}
+        assert advertised is not None and set(advertised.commands) == ours and len(ours) == 8
+
+        async def run(command: str, *args: Any) -> Any:
+            return await c.client.workspace_execute_command_async(
+                lsp.ExecuteCommandParams(command=command, arguments=list(args)))
+
+        status = await run(t.SERVER_COMMAND_STATUS)
+        assert status["state"] == "paused" and status["protocolVersion"] == t.PROTOCOL_VERSION
+        paused = await run(t.SERVER_COMMAND_PAUSE, "lunch")
+        assert paused["state"] == "paused"
+        deadline = time.monotonic() + 10
+        while len(c.messages) < 2:
+            assert time.monotonic() < deadline, "no window/showMessage for the commands"
+            await asyncio.sleep(0.05)
+        assert all(m.message.startswith("Overnight: paused") for m in c.messages[:2])
+        assert all(m.type == lsp.MessageType.Info for m in c.messages[:2])
+
+        bad: list[tuple[tuple[Any, ...], int, str]] = [
+            ((t.SERVER_COMMAND_STATUS, 1), -32602, "at most 0 arguments"),
+            ((t.SERVER_COMMAND_SHOW_EXPERIMENT, "7"), -32602, "argument 1 (experimentId) must be an integer, not a string"),
+            ((t.SERVER_COMMAND_SHOW_EXPERIMENT, True), -32602, "must be an integer, not a boolean"),
+            ((t.SERVER_COMMAND_SHOW_EXPERIMENT,), -32602, "missing argument 1: experimentId"),
+            ((t.SERVER_COMMAND_SHOW_EXPERIMENT, 10**30), t.ErrorCode.NOT_FOUND, "no experiment"),
+            ((t.SERVER_COMMAND_ACCEPT_SUGGESTION, "nope"), t.ErrorCode.NOT_FOUND, "no suggestion nope"),
+            ((t.SERVER_COMMAND_REJECT_SUGGESTION, "a", "b", "c", "d"), -32602, "at most 3 arguments"),
+            (("overnight.noSuchCommand",), -32602, "not defined"),
+        ]
+        for (command, *args), code, text in bad:
+            with pytest.raises(JsonRpcException) as err:
+                await run(command, *args)
+            assert err.value.code == code and text in (err.value.message or ""), (command, args, err.value)
+        warned = [m for m in c.messages if m.type == lsp.MessageType.Warning]
+        assert any("no experiment" in m.message for m in warned)
+        # The daemon still answers.
+        assert (await c.request(t.OVERNIGHT_STATUS, t.StatusParams())).state == t.LoopState.PAUSED
         await c.close()
 
     _run(scenario())
