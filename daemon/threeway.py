@@ -16,6 +16,7 @@ survives the user typing elsewhere in the file, so decisions (reject, accept) st
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,10 +66,13 @@ def regions(base: list[str], user: list[str], loop: list[str]) -> Iterator[Regio
                 kind = "same"
             else:
                 kind = "conflict"
+            refined = _apart(base, user, loop, z, a, b) if kind == "conflict" else None
             if kind == "conflict" and zmatch - iz == amatch - ia == bmatch - ib:
                 # Same-length blocks (merge3 lumps adjacent changes together): decide line by line, so the
                 # user's edit of one line does not swallow the loop's change of the next.
                 yield from _line_by_line(base, user, loop, iz, ia, ib, zmatch - iz)
+            elif refined is not None:
+                yield from refined
             else:
                 yield Region(kind, z, a, b)
         if zend > zmatch:
@@ -96,6 +100,58 @@ def _line_by_line(base: list[str], user: list[str], loop: list[str], iz: int, ia
         pending = Region(kind, (iz + k, iz + k + 1), (ia + k, ia + k + 1), (ib + k, ib + k + 1))
     if pending is not None:
         yield pending
+
+
+def _apart(base: list[str], user: list[str], loop: list[str], z: tuple[int, int], a: tuple[int, int],
+           b: tuple[int, int]) -> list[Region] | None:
+    """A region merge3 calls a conflict, split into the user's and the loop's own changes when they touch different
+    base lines: a line typed directly above (or below) a line the loop changed is not a conflict, and withdrawing
+    the loop's change for it would make suggestions vanish as the user types. None when the changes really overlap
+    (the same lines, or insertions at the same place)."""
+    part = base[z[0]:z[1]]
+
+    def edits(other: list[str]) -> list[tuple[int, int, int, int]]:
+        return [(i1, i2, j1, j2) for op, i1, i2, j1, j2
+                in difflib.SequenceMatcher(a=part, b=other, autojunk=False).get_opcodes() if op != "equal"]
+
+    ours, theirs = edits(user[a[0]:a[1]]), edits(loop[b[0]:b[1]])
+    for i1, i2, _, _ in ours:
+        for k1, k2, _, _ in theirs:
+            overlap = i1 < k2 and k1 < i2  # both change a base line
+            same_place = i1 == i2 == k1 == k2  # both insert at one place: no order between them is right
+            inside = (i1 == i2 and k1 < i1 < k2) or (k1 == k2 and i1 < k1 < i2)  # an insertion within a change
+            if overlap or same_place or inside:
+                return None
+    # In base order; at one base line an insertion comes before a change that starts there.
+    changes = sorted([("user", *e) for e in ours] + [("loop", *e) for e in theirs], key=lambda c: (c[1], c[2] > c[1]))
+    out: list[Region] = []
+    pz = pa = pb = 0  # positions within the region, in base, user and loop
+
+    def unchanged(upto: int) -> None:
+        nonlocal pz, pa, pb
+        n = upto - pz
+        if n > 0:
+            out.append(Region("unchanged", (z[0] + pz, z[0] + upto), (a[0] + pa, a[0] + pa + n), (b[0] + pb, b[0] + pb + n)))
+            pz, pa, pb = upto, pa + n, pb + n
+
+    for who, i1, i2, j1, j2 in changes:
+        unchanged(i1)
+        n = i2 - i1
+        if who == "user":
+            if j1 != pa:
+                return None  # not a consistent walk: leave it a conflict
+            out.append(Region("user", (z[0] + i1, z[0] + i2), (a[0] + j1, a[0] + j2), (b[0] + pb, b[0] + pb + n)))
+            pa, pb = j2, pb + n
+        else:
+            if j1 != pb:
+                return None
+            out.append(Region("loop", (z[0] + i1, z[0] + i2), (a[0] + pa, a[0] + pa + n), (b[0] + j1, b[0] + j2)))
+            pa, pb = pa + n, j2
+        pz = i2
+    unchanged(z[1] - z[0])
+    if (a[0] + pa, b[0] + pb) != (a[1], b[1]):
+        return None
+    return out
 
 
 def hunk_key(base_text: str, new_text: str) -> str:

@@ -79,3 +79,46 @@ def test_merge_keeps_the_loops_changes_and_lets_the_user_win_conflicts() -> None
 def test_merge_with_an_unchanged_side_is_the_other_side(base: str, loop: str, user: str) -> None:
     assert merge(base, base, loop) == loop
     assert merge(base, user, base) == user
+
+
+def test_a_line_typed_directly_above_or_below_a_changed_line_keeps_the_change_pending() -> None:
+    loop = BASE.replace("N_LAYER = 4", "N_LAYER = 6")
+    for user in (BASE.replace("N_LAYER = 4\n", "# deeper?\nN_LAYER = 4\n"),  # directly above
+                 BASE.replace("N_LAYER = 4\n", "N_LAYER = 4\n# deeper?\n")):  # directly below
+        [change] = changes(BASE, user, loop)
+        assert change.applies and change.old_text == "N_LAYER = 4\n" and change.new_text == "N_LAYER = 6\n"
+        assert apply(user, [change]) == user.replace("N_LAYER = 4", "N_LAYER = 6")
+        assert merge(BASE, user, loop) == apply(user, [change])
+    # Typing a line into the middle of a block the loop changed is a real conflict: the user's text wins.
+    block = BASE.replace("N_LAYER = 4\nN_HEAD = 4\n", "N_LAYER = 6\nN_HEAD = 8\n")
+    user = BASE.replace("N_LAYER = 4\nN_HEAD = 4\n", "N_LAYER = 4\n# hmm\nN_HEAD = 4\n")
+    assert [c.applies for c in changes(BASE, user, block)] == [False]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(3, 12).flatmap(lambda n: st.tuples(
+    st.just(n),
+    st.sets(st.integers(0, n - 1), min_size=1, max_size=n),  # lines the loop changes
+    st.lists(st.integers(0, n), max_size=6),  # places the user types a new line (before line p; n: at the end)
+)))
+def test_the_users_new_lines_anywhere_outside_a_changed_block_keep_every_change_pending(
+        case: tuple[int, set[int], list[int]]) -> None:
+    n, changed, typed = case
+    base = [f"line {i} = {i}\n" for i in range(n)]
+    loop = [f"line {i} = {i * 10 + 1}\n" if i in changed else base[i] for i in range(n)]
+    # Within a run of consecutive changed lines, typing between two of them is a real conflict: not this property.
+    typed = [p for p in typed if not (p - 1 in changed and p in changed)]
+    user: list[str] = []
+    expected: list[str] = []
+    for i in range(n + 1):
+        for k, p in enumerate(typed):
+            if p == i:
+                user.append(f"# the user's note {k}\n")
+                expected.append(f"# the user's note {k}\n")
+        if i < n:
+            user.append(base[i])
+            expected.append(loop[i])
+    found = changes("".join(base), "".join(user), "".join(loop))
+    assert found and all(c.applies for c in found)
+    assert sum(len(lines(c.new_text)) for c in found) == len(changed)
+    assert apply("".join(user), found) == "".join(expected) == merge("".join(base), "".join(user), "".join(loop))
