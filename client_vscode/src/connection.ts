@@ -100,7 +100,8 @@ export class DaemonConnection implements vscode.Disposable {
     const clientOptions: LanguageClientOptions = {
       documentSelector: [{ scheme: "file", language: "python" }],
       // commandLinks: the hovers may link to the experiment (a command link this client runs).
-      initializationOptions: { token: info.token, protocolVersion: PROTOCOL_VERSION, commandLinks: true },
+      // showMessages false: the extension announces kept experiments itself (with buttons and a badge).
+      initializationOptions: { token: info.token, protocolVersion: PROTOCOL_VERSION, commandLinks: true, showMessages: false },
       markdown: { isTrusted: { enabledCommands: [Commands.showExperiment] } },
       outputChannel: this.log,
       middleware: this.middleware,

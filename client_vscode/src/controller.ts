@@ -3,9 +3,9 @@ import * as vscode from "vscode";
 import type { Middleware } from "vscode-languageclient/node";
 import { DaemonConnection } from "./connection";
 import { ExperimentDocuments } from "./experiments";
-import { parseBudget } from "./logic/format";
+import { decisionNotice, parseBudget } from "./logic/format";
 import { type Filter, newFlags, SidebarModel } from "./logic/viewModel";
-import { Commands, ServerCommands, type Status } from "./protocol";
+import { Commands, type ExperimentSummary, ServerCommands, type Status } from "./protocol";
 import { SidebarProvider, type WebviewMessage } from "./sidebar";
 import { StatusBar } from "./statusBar";
 import { SuggestionController } from "./suggestions";
@@ -103,6 +103,7 @@ export class Controller implements vscode.Disposable {
     c.on("overnight/experimentFinished", (p) => {
       this.model.experimentFinished(p.experiment);
       this.changed();
+      void this.announce(p.experiment);
       // The per-line history moved: ask for fresh inlay hints (the daemon may also send a refresh).
       this.conn.refreshInlayHints();
       void this.loadExperiments();
@@ -122,6 +123,19 @@ export class Controller implements vscode.Disposable {
       this.model.thought(p);
       this.changed();
     });
+  }
+
+  /** A keep (or a held keep) raises a notification, if the user wants them, and an unread badge on the view. */
+  private async announce(e: ExperimentSummary): Promise<void> {
+    const notice = decisionNotice(e);
+    if (!notice) return;
+    this.sidebar.markUnread();
+    if (!vscode.workspace.getConfiguration("overnight").get<boolean>("notifications.decisions", true)) return;
+    const show = notice.level === "info" ? vscode.window.showInformationMessage : vscode.window.showWarningMessage;
+    const review = [...this.model.suggestions.values()].find((s) => s.experimentIds.includes(e.id));
+    const pick = await show(notice.text, "Show", ...(review ? ["Review Suggestion"] : []));
+    if (pick === "Show") await vscode.commands.executeCommand(Commands.showExperiment, e.id);
+    else if (pick === "Review Suggestion" && review) await this.suggestions.reveal(review.id);
   }
 
   private async guard(what: string, fn: () => Promise<void>): Promise<void> {

@@ -36,7 +36,32 @@ export class SidebarProvider implements vscode.WebviewViewProvider {
 <meta name="viewport" content="width=device-width, initial-scale=1.0"><link rel="stylesheet" href="${style}"><title>Overnight</title></head>
 <body><div id="app" aria-live="polite">Loading…</div><script nonce="${nonce}" src="${script}"></script></body></html>`;
     view.webview.onDidReceiveMessage((m: WebviewMessage) => this.onMessage(m));
-    view.onDidChangeVisibility(() => this.post());
+    view.onDidChangeVisibility(() => {
+      if (view.visible) this.clearUnread();
+      this.post();
+    });
+    this.showBadge();
+  }
+
+  /** Decisions the user has not seen yet (a keep while the view was hidden): a badge on the Overnight view. */
+  private unread = 0;
+
+  markUnread(): void {
+    if (this.view?.visible) return;
+    this.unread += 1;
+    this.showBadge();
+  }
+
+  private clearUnread(): void {
+    this.unread = 0;
+    this.showBadge();
+  }
+
+  private showBadge(): void {
+    if (!this.view) return;
+    this.view.badge = this.unread > 0
+      ? { value: this.unread, tooltip: `${this.unread} new kept experiment${this.unread === 1 ? "" : "s"}` }
+      : undefined;
   }
 
   /** Sends the view model, at most every 100 ms (progress frames come several a second). */

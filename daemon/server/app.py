@@ -153,6 +153,9 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
     @ls.feature(lsp.INITIALIZED)
     def initialized(ls: DaemonServer, params: lsp.InitializedParams) -> None:
         ls.spawn(ls.suggestions.push())
+        in_flight = core.in_flight()
+        if in_flight is not None:  # attached mid-run: the editor's progress bar starts with this experiment
+            ls.spawn(ls.experiment_progress.started(in_flight))
 
     @ls.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: DaemonServer, params: lsp.DidOpenTextDocumentParams) -> None:
@@ -227,6 +230,20 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
     return ls
 
 
+def decision_message(exp: t.ExperimentSummary) -> tuple[lsp.MessageType, str] | None:
+    """What a plain client pops up when an experiment is decided: a keep (the news of the night) and a held keep
+    (the human's call); nothing for the many discards."""
+    if exp.kind != t.ExperimentKind.EXPERIMENT:
+        return None
+    delta = f" {exp.delta:+.4f} bpb".replace("-", "−") if exp.delta is not None else ""
+    if exp.status == t.Status.KEEP:
+        return lsp.MessageType.Info, f"Overnight: #{exp.id} kept:{delta} — {exp.description} (`overnight show {exp.id}`)"
+    if exp.status == t.Status.HELD:
+        return (lsp.MessageType.Warning, f"Overnight: #{exp.id} held for you:{delta} on val, but its holdout got worse "
+                f"— {exp.description} (`overnight show {exp.id}`)")
+    return None
+
+
 def _show_link(exp_id: int) -> str:
     """A markdown command link to the client's show-experiment command."""
     return f"command:{t.COMMAND_SHOW_EXPERIMENT}?{urllib.parse.quote(json.dumps([exp_id]))}"
@@ -276,8 +293,13 @@ class Daemon:
                     ls.experiment_progress.report(params)
                 elif method == t.OVERNIGHT_EXPERIMENT_FINISHED:
                     ls.experiment_progress.finished(params)
+                    decided = decision_message(params.experiment)
+                    if decided is not None and getattr(ls.protocol, "show_messages", False):
+                        ls.window_show_message(lsp.ShowMessageParams(type=decided[0], message=decided[1]))
                 elif method == t.OVERNIGHT_LOOP_STATE_CHANGED and params.state in (t.LoopState.STOPPED, t.LoopState.ERROR):
                     ls.experiment_progress.finished(None)
+                elif method == t.OVERNIGHT_LOOP_STATE_CHANGED:
+                    ls.experiment_progress.phase(params.phase)
             except Exception:  # a client that went away mid-write is dropped by its reader task
                 log.debug("could not notify a client", exc_info=True)
 

@@ -40,6 +40,9 @@ class DaemonProtocol(OvernightProtocol):  # type: ignore[misc]  # mypy sees over
         # The client runs markdown command links (initializationOptions.commandLinks: the VS Code extension):
         # hovers then link to the experiment; other clients get a plain reference.
         self.command_links = False
+        # The client shows the loop's news itself (initializationOptions.showMessages false: the VS Code extension);
+        # other clients get a window/showMessage when an experiment is kept or held.
+        self.show_messages = True
 
     def structure_message(self, data: dict[str, Any]) -> Any:
         # json.loads calls this for every object, innermost first; only whole messages carry "jsonrpc".
@@ -63,6 +66,7 @@ class DaemonProtocol(OvernightProtocol):  # type: ignore[misc]  # mypy sees over
             self.authenticated = True
             options = message.params.initialization_options
             self.command_links = options.get("commandLinks") is True
+            self.show_messages = options.get("showMessages") is not False
         super().handle_message(message)
 
     def _check_credentials(self, message: Any) -> tuple[int, str] | None:

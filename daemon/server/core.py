@@ -212,6 +212,13 @@ class DaemonCore:
         self._live = t.LiveRun(experiment_id=live.experiment_id, run=live.run, runs_planned=live.runs_planned,
                                curve=curve)
 
+    def in_flight(self) -> t.ExperimentStartedParams | None:
+        """The experiment in flight, as its start was announced: for a client that attaches mid-run."""
+        current, live = self.current, self._live
+        if current is None:
+            return None
+        return t.ExperimentStartedParams(experiment=summary(current), runs_planned=live.runs_planned if live else 1)
+
     def _notify_state(self) -> None:
         self._broadcast(t.OVERNIGHT_LOOP_STATE_CHANGED, self.status())
 

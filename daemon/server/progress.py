@@ -56,6 +56,13 @@ class ExperimentProgress:
                    f"loss {frame.train_loss:.3f}")
         self.ls.work_done_progress.report(self._token, lsp.WorkDoneProgressReport(message=message, percentage=percent))
 
+    def phase(self, phase: t.Phase | None) -> None:
+        """After training come export and evaluation (seconds to tens of seconds): say so, the bar stays put."""
+        if self._token is None or phase is None or phase == t.Phase.TRAINING:
+            return
+        self.ls.work_done_progress.report(self._token, lsp.WorkDoneProgressReport(
+            message=f"{phase.value}…", percentage=max(0, self._last_percent)))
+
     def finished(self, params: t.ExperimentFinishedParams | None) -> None:
         if self._token is None:
             return

@@ -235,6 +235,11 @@ async def test_two_editors_watch_the_loop_and_one_leaving_changes_nothing(daemon
                 now = await b.ask(t.OVERNIGHT_STATUS, t.StatusParams())
                 if now.current and now.live and len(now.live.curve) >= 2:
                     live = now.live
+                    # An editor attaching now, mid-run, gets the editor's progress bar for the run in flight at once.
+                    async with attached(daemon) as late:
+                        await late.until("progress begun for a client that attached mid-run", lambda: any(
+                            type(r).__name__ == "WorkDoneProgressBegin"
+                            for reports in late.lsp.progress_reports.values() for r in reports), timeout=30)
                     assert live.experiment_id == now.current.id and live.runs_planned >= live.run + 1
                     assert [c[1] for c in live.curve] == sorted(c[1] for c in live.curve)
                     assert all(0 <= c[1] <= now.budget * 2 and c[2] > 0 for c in live.curve)
@@ -250,6 +255,10 @@ async def test_two_editors_watch_the_loop_and_one_leaving_changes_nothing(daemon
             kinds = [type(r).__name__ for r in reports]
             assert kinds[0] == "WorkDoneProgressBegin" and kinds[-1] == "WorkDoneProgressEnd" and "WorkDoneProgressReport" in kinds
             assert "keep" in (reports[-1].message or "")
+            # After training the bar says what the run is doing (it is not frozen at its last training frame).
+            assert any(getattr(r, "message", None) in ("exporting…", "evaluating…") for r in reports), reports
+            # A plain client (no showMessages: false) is told of the keep in words it can show.
+            await a.until("the keep message", lambda: any(f"#{exp_id} kept" in m.message for m in a.lsp.messages))
             # The journal changed: VS Code is asked to refresh its lenses and hints, and gets the suggestion.
             await a.until("refresh requests", lambda: {"codeLens", "inlayHint"} <= set(a.refreshes))
             suggestion = (await a.until("the suggestion", lambda: list(_pending(a).values())))[0]

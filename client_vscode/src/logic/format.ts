@@ -241,3 +241,17 @@ export function hunkKeysText(platform: string): string {
   const mod = platform === "darwin" ? "\u2318\u2325" : "Ctrl+Alt+";
   return `$(check) ${mod}Y accept  $(close) ${mod}N reject`;
 }
+
+/** The notification for a decided experiment: a keep (the night's news) or a held keep (the user's call); none
+ * for discards, crashes and baselines. */
+export function decisionNotice(e: Pick<ExperimentSummary, "id" | "kind" | "status" | "delta" | "description">):
+  { level: "info" | "warning"; text: string } | undefined {
+  if (e.kind !== "experiment") return undefined;
+  const d = delta(e.delta);
+  const gain = d ? ` ${d} bpb` : "";
+  if (e.status === "keep") return { level: "info", text: `Overnight: #${e.id} kept:${gain} \u2014 ${e.description}` };
+  if (e.status === "held") {
+    return { level: "warning", text: `Overnight: #${e.id} held for you:${gain} on val, but its holdout got worse \u2014 ${e.description}` };
+  }
+  return undefined;
+}

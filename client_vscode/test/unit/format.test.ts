@@ -3,7 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { test } from "node:test";
 import type { LoopStatus } from "../../src/protocol";
-import { bpb, delta, duration, hunkKeysText, parseBudget, statusBarText } from "../../src/logic/format";
+import { bpb, decisionNotice, delta, duration, hunkKeysText, parseBudget, statusBarText } from "../../src/logic/format";
 
 const status: LoopStatus = {
   state: "running", tag: "t", agent: "replay", budget: 2, clock: "cpu", experiments: 3, kept: 1, protocolVersion: "1.0",
@@ -48,4 +48,13 @@ test("the hunk-at-cursor hint names the keybindings of package.json, per platfor
   assert.equal(keys["overnight.rejectHunkAtCursor"], "ctrl+alt+n");
   assert.equal(hunkKeysText("linux"), "$(check) Ctrl+Alt+Y accept  $(close) Ctrl+Alt+N reject");
   assert.equal(hunkKeysText("darwin"), "$(check) \u2318\u2325Y accept  $(close) \u2318\u2325N reject");
+});
+
+test("a keep and a held keep are announced; discards and baselines are not", () => {
+  const base = { id: 17, kind: "experiment" as const, description: "LR 3e-3 \u2192 4e-3", delta: -0.0123 };
+  assert.deepEqual(decisionNotice({ ...base, status: "keep" }), { level: "info", text: "Overnight: #17 kept: \u22120.012 bpb \u2014 LR 3e-3 \u2192 4e-3" });
+  assert.equal(decisionNotice({ ...base, status: "held" })?.level, "warning");
+  assert.equal(decisionNotice({ ...base, status: "discard" }), undefined);
+  assert.equal(decisionNotice({ ...base, kind: "baseline", status: "keep" }), undefined);
+  assert.equal(decisionNotice({ ...base, delta: undefined, status: "keep" })?.text, "Overnight: #17 kept: \u2014 LR 3e-3 \u2192 4e-3");
 });
