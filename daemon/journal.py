@@ -479,6 +479,12 @@ class Journal:
                           (tag,))[0]
         return int(row["n"]), float(row["last"])
 
+    def runs_stamp(self, tag: str) -> tuple[int, int]:
+        """Changes whenever a run of the session is recorded or dropped: a cache key for numbers pooled over runs."""
+        row = self._query("SELECT COUNT(r.id) AS n, COALESCE(MAX(r.id), 0) AS last FROM runs r"
+                          " JOIN experiments e ON e.id = r.experiment_id WHERE e.tag=?", (tag,))[0]
+        return int(row["n"]), int(row["last"])
+
     def baseline(self, tag: str) -> Experiment | None:
         """The session's kept baseline: its evidence holds the noise σ."""
         rows = self._query(

@@ -165,6 +165,7 @@ class LiveView:
                     self.frame = frame
             case RunFinished():
                 self.phase = ""
+                self._on_run_finished(event)
             case ExperimentFinished():
                 self._on_experiment_finished(event)
             case Rebased():
@@ -262,6 +263,21 @@ class LiveView:
         self.run_budget = event.budget
         if self.phase == "waiting":
             self.phase = ""
+
+    def _on_run_finished(self, event: RunFinished) -> None:
+        """Each run's number as it comes: a baseline's three runs take minutes, and the user sees them one by one."""
+        out = event.outcome
+        if out.status == "interrupted":
+            return  # stopped by the user: it re-runs, nothing was measured
+        of = f"/{self.runs_planned}" if self.runs_planned and event.run < self.runs_planned else ""
+        head = f"  run {event.run + 1}{of}"
+        if out.status == "ok" and out.val_bpb is not None:
+            steps = f" · {out.steps:,} steps" if out.steps else ""
+            self.console.print(f"[dim]{head}: val {out.val_bpb:.4f} bpb{steps}[/]")
+        else:
+            why = f" ({out.error.splitlines()[0][:100]})" if out.error else ""
+            again = " — runs again" if out.status == "starved" else ""
+            self.console.print(f"[dim]{head}: {out.status}{escape(why)}{again}[/]")
 
     def _on_experiment_finished(self, event: ExperimentFinished) -> None:
         experiment = event.experiment

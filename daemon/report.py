@@ -550,6 +550,8 @@ def figure(journal: Journal, tag: str) -> Any:
         ax.annotate(f"#{e.id} {label}", (e.id, e.val_bpb), textcoords="offset points", xytext=(5, 6),
                     fontsize=7, rotation=10, color=color)
     counts = experiment_counts([e.status for e in exps if e.kind == "experiment"])
+    if any(e.kind == "baseline" for e in exps):  # its dot is drawn (kept) but not counted among the experiments
+        counts = f"baseline + {counts}"
     ax.set_title(f"Overnight session '{tag}': {counts}{unsealed}", color="black" if facts.sealed else "darkred")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)

@@ -109,6 +109,7 @@ class SuggestionBook:
         # journal moves (a client typing only re-runs the cheap three-way merge).
         self._cache_key: tuple[str, str, str, tuple[int, float]] | None = None
         self._cached: tuple[list[Experiment], dict[int, list[int]]] = ([], {})
+        self._evidence_cache: tuple[object, dict[str, Any] | None] | None = None  # the session's numbers, per stamp
         self._texts: dict[tuple[str, str], str | None] = {}
 
     # -- the three versions -----------------------------------------------------------------------
@@ -178,7 +179,8 @@ class SuggestionBook:
 
     def _attribution(self, commit: str, path: str, experiments: list[Experiment], state: object) -> dict[int, list[int]]:
         """Incumbent line → the kept experiments that wrote it, oldest first."""
-        touches = self.history.cached_lines(commit, path, lambda: experiments, state)
+        touches = self.history.cached_lines(commit, path, lambda: experiments, state,
+                                            lambda: self.journal.line_history(experiments[0].tag, path) if experiments else None)
         return {line: sorted(t.experiment_id for t in ts if t.status == "keep") for line, ts in touches.items()}
 
     @staticmethod
@@ -196,6 +198,11 @@ class SuggestionBook:
         """`#3, #5: 2.4120 → 2.3500 bpb (Δ −0.0620, t = 8.1 on 11 df)`: the baseline against the incumbent, in
         the unit of the hunks' own evidence (describe(), σ pooled over the session's unchanged code)."""
         names = ", ".join(f"#{i}" for i in ids) or f"#{incumbent.id}"
-        ev = cumulative_evidence(self.journal, tag, incumbent)
+        # Pooling the session's noise reads every run: once per journal state, not per request (an editor asks
+        # for CodeLens on every keystroke's pause).
+        key = (tag, incumbent.id, self.journal.runs_stamp(tag))
+        if self._evidence_cache is None or self._evidence_cache[0] != key:
+            self._evidence_cache = (key, cumulative_evidence(self.journal, tag, incumbent))
+        ev = self._evidence_cache[1]
         numbers = describe(ev) if ev is not None else ""
         return f"{names}: {numbers}" if numbers else names

@@ -208,8 +208,9 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
             touches = history.get(line)
             if touches:
                 more = f" +{len(touches) - 1}" if len(touches) > 1 else ""
+                # "▸" first: after a comment, a label starting with "#" reads as part of it.
                 hints.append(lsp.InlayHint(position=lsp.Position(line, len(lines[line].rstrip("\r\n"))),
-                                           label=f"{touches[0].label}{more}", padding_left=True))
+                                           label=f"▸ {touches[0].label}{more}", padding_left=True))
         return hints
 
     @ls.feature(lsp.TEXT_DOCUMENT_HOVER)

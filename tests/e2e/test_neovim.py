@@ -63,7 +63,7 @@ def test_neovim_reads_the_history_and_accepts_a_suggestion_through_its_lens(tmp_
         assert t.SERVER_COMMAND_ACCEPT_SUGGESTION in seen["commands"]
         # The history: the LR line carries the kept experiment; the hover names it and says how to see it.
         lr_line = next(i for i, line in enumerate(train.splitlines()) if line.startswith("LR = "))
-        assert any(h["line"] == lr_line and h["label"].startswith("#") and "keep" in h["label"] for h in seen["hints"]), seen
+        assert any(h["line"] == lr_line and h["label"].startswith("▸ #") and "keep" in h["label"] for h in seen["hints"]), seen
         assert "raise the learning rate" in seen["hover"] and "`overnight show " in seen["hover"]
         # Lenses carry the server's commands; running the Accept lens changed the buffer, not the file.
         assert {(lens["command"]) for lens in seen["lenses"]} >= {t.SERVER_COMMAND_ACCEPT_SUGGESTION,

@@ -270,7 +270,7 @@ def test_inlay_hints_and_hover_carry_each_lines_history_onto_the_live_buffer(dae
         for hint in hints:
             assert hint.position.line >= 2  # nothing on the user's own new lines
             assert hint.position.character == len(lines[hint.position.line])
-            assert str(hint.label).startswith("#") and str(hint.label).split()[-1] in ("keep", "discard", "crash", "timeout")
+            assert str(hint.label).startswith("▸ #") and str(hint.label).split()[-1] in ("keep", "discard", "crash", "timeout")
         hover = await c.client.text_document_hover_async(lsp.HoverParams(
             text_document=lsp.TextDocumentIdentifier(uri=uri), position=hints[0].position))
         assert hover is not None and "Experiments that touched this line" in hover.contents.value

@@ -282,7 +282,7 @@ def test_plot_draws_holdout_pooled_band_held_and_the_bar_at_the_last_look(tmp_pa
     assert "incumbent's holdout" in labels and "holdout of kept and held" in labels
     assert any(label.startswith("held") for label in labels)
     assert any("keep bar at its last look" in label for label in labels)
-    assert ax.get_title() == "Overnight session 's': 4 experiments: 1 kept, 1 held, 1 discarded, 1 failed  [UNSEALED runs]"
+    assert ax.get_title() == "Overnight session 's': baseline + 4 experiments: 1 kept, 1 held, 1 discarded, 1 failed  [UNSEALED runs]"
     # The bar's marks: the incumbent's mean less the threshold at the candidate's last look, where a keep was
     # possible; the candidate dropped after one run (below the runs a keep rests on) had no bar to beat.
     bars = next(c for c in ax.collections if "keep bar" in str(c.get_label()))
@@ -362,6 +362,22 @@ def test_live_view_shows_the_phase_of_the_run_in_flight(tmp_path: Path) -> None:
     view(RunFinished(experiment_id=exp.id, run=0, outcome=RunOutcome(status="ok")))
     view(ExperimentFinished(experiment=exp))
     assert "phase" not in _render(view.render())
+
+
+def test_live_view_prints_each_runs_result_as_it_comes(tmp_path: Path) -> None:
+    j = _session(tmp_path, sandbox="bwrap")
+    view, console = _view(j)
+    view(SessionOpened(tag="s", resumed=True, worktree="/w", branch="overnight/s"))
+    exp = _by(j, "a wider MLP")
+    view(ExperimentStarted(experiment=exp, runs_planned=3))
+    view(RunFinished(experiment_id=exp.id, run=0, outcome=RunOutcome(status="ok", val_bpb=2.2413, steps=2214)))
+    view(RunFinished(experiment_id=exp.id, run=1, outcome=RunOutcome(
+        status="starved", error="the machine gave it too little CPU\ndetails")))
+    view(RunFinished(experiment_id=exp.id, run=1, outcome=RunOutcome(status="interrupted", error="stopped by the user")))
+    text = console.export_text()
+    assert "run 1/3: val 2.2413 bpb · 2,214 steps" in text
+    assert "run 2/3: starved (the machine gave it too little CPU) — runs again" in text
+    assert "interrupted" not in text and "details" not in text
 
 
 def test_live_view_prints_a_flag_once_and_keeps_it_and_the_transfer(tmp_path: Path) -> None:
