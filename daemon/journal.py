@@ -609,6 +609,19 @@ class Journal:
                 db.execute("INSERT INTO feedback(tag, kind, experiment_id, text, created) VALUES (?,?,?,?,?)",
                            (tag, "reject", experiment_ids[-1] if experiment_ids else None, text, now))
 
+    def reviews(self, tag: str) -> dict[int, str]:
+        """Experiment id → what the user decided on the suggestion hunks carrying it: accepted, rejected or mixed."""
+        states: dict[int, set[str]] = {}
+        for row in self._query("SELECT state, experiment_ids FROM hunk_decisions WHERE tag=?", (tag,)):
+            try:
+                ids = json.loads(row["experiment_ids"])
+            except ValueError:
+                continue
+            for exp_id in ids if isinstance(ids, list) else []:
+                if isinstance(exp_id, int):
+                    states.setdefault(exp_id, set()).add(str(row["state"]))
+        return {i: (next(iter(st)) if len(st) == 1 else "mixed") for i, st in states.items()}
+
     def set_line_history(self, tag: str, path: str, ledger: Ledger) -> None:
         lines = msgpack.packb([[line, ids] for line, ids in sorted(ledger.lines.items())])
         covered = msgpack.packb(sorted(ledger.covered))

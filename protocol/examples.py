@@ -18,7 +18,7 @@ _SUMMARY_KEPT: dict[str, Any] = {
     "id": 14, "kind": "experiment", "status": "keep",
     "description": "raise the learning rate to 3e-3 and warm up for 200 steps",
     "valBpb": 1.4823, "delta": -0.0131, "commit": "5f3c2a1e9b7d4c6a8e0f1b2c3d4e5f6a7b8c9d0e",
-    "agent": "claude", "created": 1764230400.25, "finished": 1764230540.5,
+    "agent": "claude", "created": 1764230400.25, "finished": 1764230540.5, "review": "accepted",
 }
 _SUMMARY_BASELINE: dict[str, Any] = {
     "id": 1, "kind": "baseline", "status": "keep", "description": "baseline (3 runs: the noise floor)",
@@ -31,19 +31,19 @@ _SUMMARY_CRASH: dict[str, Any] = {
 }
 _STATUS_IDLE: dict[str, Any] = {
     "state": "idle", "agent": "sweep", "budget": 60.0, "clock": "auto", "experiments": 0, "kept": 0,
-    "protocolVersion": "1.2",
+    "protocolVersion": "1.3",
 }
 _STATUS_RUNNING: dict[str, Any] = {
     "state": "running", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 12, "valBpb": 1.4954}, "current": _SUMMARY_RUNNING, "experiments": 13, "kept": 2,
     "live": {"experimentId": 14, "run": 0, "runsPlanned": 2,
              "curve": [[0, 0.0, 5.551], [100, 19.6, 2.412], [200, 39.1, 1.903]]},
-    "protocolVersion": "1.2", "phase": "training", "sealed": True,
+    "protocolVersion": "1.3", "phase": "training", "sealed": True,
 }
 _STATUS_PAUSED: dict[str, Any] = {
     "state": "paused", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 14, "valBpb": 1.4823}, "experiments": 14, "kept": 3,
-    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.2",
+    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.3",
     "sealed": True, "transferRatio": 0.71,
     "flags": ["#13 is held for you: val improved but the holdout got worse beyond noise: holdout 1.5011 → 1.5102"],
 }
@@ -142,5 +142,6 @@ EXAMPLES: list[dict[str, Any]] = [
 ]
 
 # The connection's own messages (standard LSP methods carrying Overnight's types).
-INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.2"}
-SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.2"}
+INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.3",
+                                          "commandLinks": True, "showMessages": False}
+SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.3"}

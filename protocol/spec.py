@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PROTOCOL_VERSION = "1.2"
+PROTOCOL_VERSION = "1.3"
 NAMESPACE = "overnight/"
 
 
@@ -149,6 +149,11 @@ ENUMS: tuple[Enum, ...] = (
         ("rejected", "Rejected by the user; the reason went to the agent."),
         ("expired", "No longer applies (the user's code moved on, or a newer suggestion replaced it)."),
     )),
+    Enum("Review", "What the user decided on a kept experiment's changes (since 1.3).", (
+        ("accepted", "Every decided hunk carrying it was accepted."),
+        ("rejected", "Every decided hunk carrying it was rejected."),
+        ("mixed", "Some of its hunks were accepted, some rejected."),
+    )),
 )
 
 # -- structs -------------------------------------------------------------------------------------------
@@ -168,6 +173,10 @@ STRUCTS: tuple[Struct, ...] = (
     Struct("InitializationOptions", "`initializationOptions` of the LSP `initialize` request.", (
         f("token", "string", "The secret from the discovery file `.overnight/daemon.json`."),
         f("protocolVersion", "string", "The client's protocol version; the major must equal the daemon's."),
+        opt("commandLinks", "boolean", "The client runs markdown command links: hovers link to `overnight.showExperiment` "
+            "(else they name `overnight show N`). Since 1.3."),
+        opt("showMessages", "boolean", "False: the client announces kept and held experiments itself, so the daemon sends it "
+            "no `window/showMessage` for them (default true). Since 1.3."),
     )),
     Struct("ServerInfoOvernight", "`InitializeResult.capabilities.experimental.overnight`.", (
         f("protocolVersion", "string", "The daemon's protocol version."),
@@ -190,6 +199,8 @@ STRUCTS: tuple[Struct, ...] = (
         f("agent", "string", "The agent that proposed it (`loop` for baselines)."),
         f("created", "number", "Unix time (seconds) it was started."),
         opt("finished", "number", "Unix time (seconds) it was decided; absent while in flight."),
+        opt("review", "Review", "The user's decision on the suggestion hunks carrying it; absent while none is decided "
+            "(since 1.3)."),
     )),
     Struct("LiveRun", "The run in flight, so that a client attaching mid-run draws its curve from the start.", (
         f("experimentId", "integer", "The experiment it belongs to."),

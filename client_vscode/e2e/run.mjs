@@ -64,8 +64,10 @@ function makeWorkspace() {
   fs.writeFileSync(path.join(WS, ".gitignore"), ".overnight/\n");
   git("add", "-A");
   git("commit", "-qm", "e2e workspace");
-  // The fix: two distant hunks (the learning rate, a comment) so one can be accepted and one rejected.
-  const fixed = base.replace(/^LR = 1e-5 /m, "LR = 3e-3 ").replace("# AdamW beta2\n", "# AdamW beta2 (0.99 is the usual choice)\n");
+  // The fix: three distant hunks (the learning rate and two comments): one is accepted from its lens, one from the
+  // diff editor's title, one rejected.
+  const fixed = base.replace(/^LR = 1e-5 /m, "LR = 3e-3 ").replace("# AdamW beta2\n", "# AdamW beta2 (0.99 is the usual choice)\n")
+    .replace("# Setup and data\n", "# Setup and data (bytes in, bytes out)\n");
   const proposals = [{ description: "restore a sane learning rate", reasoning: THOUGHT, files: { "trainer/train.py": fixed } }];
   for (let i = 1; i <= 12; i++) proposals.push({ description: `note ${i}`, files: { "trainer/train.py": fixed + `\n# note ${i}\n` } });
   fs.writeFileSync(path.join(WS, "proposals.jsonl"), proposals.map((p) => JSON.stringify(p)).join("\n") + "\n");
@@ -254,67 +256,112 @@ async function main() {
       await pickWhenFocused(page, "train.py");
       await until("train.py in the editor", async () => (await editorText(page)).includes("Byte-level GPT"), 30000);
     });
-    await step(page, "per-line annotations show on the lines experiments touched", async () => {
-      await page.keyboard.press("Control+g");
-      await page.keyboard.type("19");
-      await page.keyboard.press("Enter");
-      await until("an inlay hint with a kept experiment", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 180000, 500);
-      const lenses = await page.locator(".editor-instance .codelens-decoration a", { hasText: "Accept" }).count();
-      lap(`the hint shows; the suggestion's CodeLens ${lenses ? "is already there" : "has not landed yet"}`);
-      if (!SKIP_SUGGESTIONS) {
-        // The keep that brings the hint also brings its suggestion, whose CodeLens lands above the LR
-        // line moments later and moves it down: point at the line once the layout has settled.
-        await page.locator(".editor-instance .codelens-decoration a", { hasText: "Accept" }).first().waitFor({ timeout: 60000 });
-      }
-      const hover = page.locator(".monaco-hover", { hasText: "Experiments that touched this line" })
-        .filter({ hasText: "restore a sane learning rate" }).first();
-      await until("the hover on the LR line", async () => {
-        // As a user would: point again if the line moved under the pointer (a re-render hides a hover).
-        await page.mouse.move(5, 400);
-        const box = await page.locator(".editor-instance .view-line", { hasText: "LR = " }).first().boundingBox();
-        await page.mouse.move(box.x + 30, box.y + box.height / 2, { steps: 3 });
-        return hover.waitFor({ timeout: 4000 }).then(() => true);
-      }, 30000, 0);
-      await shot(page, "vscode-annotations");
-      await page.keyboard.press("Escape");
-    });
-    await step(page, "a command toggles the annotations", async () => {
-      await page.mouse.move(5, 400);
-      await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
-      lap("toggled off");
-      await until("the hints gone", async () => !/#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
-      lap("the hints are gone");
-      await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
-      lap("toggled back on");
-      await until("the hints back", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
-    });
     if (!SKIP_SUGGESTIONS) {
       const lens = (t) => page.locator(".editor-instance .codelens-decoration a", { hasText: t });
       await step(page, "the suggestion appears inline with its CodeLens", async () => {
-        await lens("Accept").first().waitFor({ timeout: 120000 });
-        await until("two hunks", async () => (await lens("Accept").count()) >= 2, 15000);
+        await lens("Accept").first().waitFor({ timeout: 180000 });
+        await until("three hunks", async () => (await lens("Accept").count()) === 3, 15000);
         for (const t of ["Reject", "Show diff"]) await lens(t).first().waitFor({ timeout: 5000 });
         await page.mouse.move(5, 400);
         await shot(page, "vscode-suggestion");
       });
+      await step(page, "the keep raised a notification", async () => {
+        const kept = /Overnight: #\d+ kept: \u2212[0-9.]+ bpb/;
+        const toast = page.locator(".notification-toast", { hasText: kept }).first();
+        if (!(await toast.isVisible())) {
+          // Toasts hide after a few seconds: the notification centre keeps it.
+          await palette(page, "Notifications: Show Notifications");
+          await page.locator(".notifications-center", { hasText: kept }).first().waitFor({ timeout: 10000 });
+          await palette(page, "Notifications: Hide Notifications");
+        }
+      });
+      await step(page, "Next Suggestion puts the cursor on a suggested change", async () => {
+        await page.keyboard.press("Control+Home");
+        await page.locator(".statusbar-item", { hasText: "Ctrl+Alt+N reject" }).first().waitFor({ state: "hidden", timeout: 10000 });
+        await palette(page, "Overnight: Next Suggestion");
+        await page.locator(".statusbar-item", { hasText: "Ctrl+Alt+N reject" }).first().waitFor({ timeout: 15000 });
+        await until("the cursor on the LR hunk", async () =>
+          /Ln 19,/.test((await page.locator(".statusbar-item", { hasText: /^Ln \d+/ }).first().textContent()) ?? ""), 10000);
+      });
       await step(page, "Accept changes the buffer, as one edit, without saving", async () => {
         if (!(await editorText(page)).includes("LR = 1e-5")) throw new Error("the buffer did not hold the old LR");
-        // The user types above the hunk while it is pending: the daemon re-anchors it in the live buffer.
+        // The user types a line directly above the hunk while it is pending: the daemon re-anchors it in the live
+        // buffer (it is not withdrawn: the user's line touches none of the lines it changes).
         await page.keyboard.press("Control+g");
-        await page.keyboard.type("13");
+        await page.keyboard.type("19");
         await page.keyboard.press("Enter");
         await page.keyboard.press("Home");
         await page.keyboard.type("# typed while a suggestion is pending");
         await page.keyboard.press("Enter");
         await sleep(1500);
-        await until("the CodeLens still above the LR line", async () => (await lens("Accept").count()) >= 2, 15000);
-        await lens("Accept").first().click();
+        await until("every hunk still pending", async () => (await lens("Accept").count()) === 3, 15000);
+        // An Accept lens (view zones are not in DOM order) sits between the typed line and the LR line.
+        const tops = (await lens("Accept").evaluateAll((els) => els.map((e) => e.getBoundingClientRect().top)));
+        const typedBox = await page.locator(".editor-instance .view-line", { hasText: "# typed while a suggestion is pending" }).first().boundingBox();
+        const lrBox = await page.locator(".editor-instance .view-line", { hasText: "LR = 1e-5" }).first().boundingBox();
+        const lrLens = tops.findIndex((top) => typedBox !== null && lrBox !== null && typedBox.y < top && top < lrBox.y);
+        if (lrLens < 0) {
+          throw new Error(`no Accept lens between the typed line and the LR line (${typedBox?.y} < [${tops.join(", ")}] < ${lrBox?.y})`);
+        }
+        await lens("Accept").nth(lrLens).click();
         await until("LR = 3e-3 in the buffer", async () => (await editorText(page)).includes("LR = 3e-3"), 20000);
         const text = await editorText(page);
         if (text.includes("LR = 1e-5") || !text.includes("# typed while a suggestion is pending")) throw new Error("the accept landed in the wrong place");
         const disk = fs.readFileSync(path.join(WS, "trainer", "train.py"), "utf8");
         if (!disk.includes("LR = 1e-5")) throw new Error("the accepted edit was written to disk");
-        await until("the accepted hunk's CodeLens gone", async () => (await lens("Accept").count()) === 1, 20000);
+        await until("the accepted hunk's CodeLens gone", async () => (await lens("Accept").count()) === 2, 20000);
+      });
+      await step(page, "per-line annotations show on the lines experiments touched", async () => {
+        await page.keyboard.press("Control+g");
+        await page.keyboard.type("19");
+        await page.keyboard.press("Enter");
+        await until("an inlay hint with a kept experiment", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 180000, 500);
+        const lenses = await page.locator(".editor-instance .codelens-decoration a", { hasText: "Accept" }).count();
+        lap(`the hint shows; the suggestion's CodeLens ${lenses ? "is already there" : "has not landed yet"}`);
+        if (!SKIP_SUGGESTIONS) {
+          // The keep that brings the hint also brings its suggestion, whose CodeLens lands above the LR
+          // line moments later and moves it down: point at the line once the layout has settled.
+          await page.locator(".editor-instance .codelens-decoration a", { hasText: "Accept" }).first().waitFor({ timeout: 60000 });
+        }
+        const hover = page.locator(".monaco-hover", { hasText: "Experiments that touched this line" })
+          .filter({ hasText: "restore a sane learning rate" }).first();
+        await until("the hover on the LR line", async () => {
+          // As a user would: point again if the line moved under the pointer (a re-render hides a hover).
+          await page.mouse.move(5, 400);
+          const box = await page.locator(".editor-instance .view-line", { hasText: "LR = " }).first().boundingBox();
+          await page.mouse.move(box.x + 30, box.y + box.height / 2, { steps: 3 });
+          return hover.waitFor({ timeout: 4000 }).then(() => true);
+        }, 30000, 0);
+        await shot(page, "vscode-annotations");
+        await page.keyboard.press("Escape");
+      });
+      await step(page, "a command toggles the annotations", async () => {
+        await page.mouse.move(5, 400);
+        await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+        lap("toggled off");
+        await until("the hints gone", async () => !/#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
+        lap("the hints are gone");
+        await palette(page, "Overnight: Toggle Per-Line Metric Annotations");
+        lap("toggled back on");
+        await until("the hints back", async () => /#\d+ [\u2212+][0-9.]+ keep/.test(await editorText(page)), 15000);
+      });
+      await step(page, "Show diff opens the diff editor, whose title accepts the change", async () => {
+        // The cursor on the data comment's hunk (line 98, one down for the typed line); the status bar's hint for
+        // the hunk at the cursor opens its diff.
+        await page.keyboard.press("Control+g");
+        await page.keyboard.type("99");
+        await page.keyboard.press("Enter");
+        const keysHint = page.locator(".statusbar-item", { hasText: "Ctrl+Alt+N reject" }).first();
+        await keysHint.waitFor({ timeout: 15000 });
+        await keysHint.click();
+        const accept = page.locator('.editor-actions [aria-label*="Accept This Suggestion"]').first();
+        await accept.waitFor({ timeout: 15000 });
+        await shot(page, "vscode-diff");
+        await accept.click();
+        await until("the diff closed and the change in the buffer", async () =>
+          (await page.locator(".monaco-diff-editor").count()) === 0 && (await editorText(page)).includes("(bytes in, bytes out)"), 20000);
+        // One hunk left (its lens is off screen from here: the sidebar counts it).
+        await until("one change left in the sidebar", async () => /1 change\b/.test((await frame.textContent("#suggestions")) ?? ""), 20000);
       });
       await step(page, "Go to puts the cursor on the hunk; Ctrl+Alt+N rejects it with a reason (Escape cancels)", async () => {
         await frame.click('#suggestions button[data-cmd="overnight.revealSuggestion"]', { timeout: 10000 });
@@ -401,6 +448,11 @@ async function main() {
       process.kill(-old.proc.pid, "SIGTERM");
       await page.locator(".statusbar-item", { hasText: "Overnight: disconnected" }).first().waitFor({ timeout: 90000 });
       await until("the sidebar to say disconnected", async () => (await frame.textContent("#conn"))?.includes("Disconnected"), 10000);
+      // The last state is shown as such, and its controls are off until a daemon answers again.
+      await until("the loop's controls disabled", async () =>
+        (await frame.$$eval('#loop-body .controls button', (bs) => bs.length > 0 && bs.every((b) => b.disabled)))
+        && (await frame.textContent("#loop-state"))?.startsWith("last seen:"), 10000);
+      await shot(page, "vscode-disconnected");
       await until("the old daemon gone", () => old.proc.exitCode !== null || old.proc.signalCode !== null, 60000);
       // The extension offers to start one: the user clicks, it runs `overnight daemon --detach` and attaches.
       const toast = page.locator(".notification-toast", { hasText: "No Overnight daemon runs for this workspace" }).first();

@@ -166,6 +166,10 @@ export class DaemonConnection implements vscode.Disposable {
   }
 
   private async offerStart(): Promise<void> {
+    if (!vscode.workspace.isTrusted) {
+      this.setState("disconnected", "This folder is not trusted: Overnight does not start its daemon here. Trust the folder, or run `overnight daemon --detach` yourself.");
+      return;
+    }
     if (vscode.workspace.getConfiguration("overnight").get<boolean>("daemon.autoStart")) {
       await this.startDaemon();
       return;
@@ -184,6 +188,14 @@ export class DaemonConnection implements vscode.Disposable {
   async startDaemon(): Promise<void> {
     if (readDiscovery(this.root)) {
       void this.tryConnect();
+      return;
+    }
+    // Restricted mode: starting the daemon runs the folder's own Python (its .venv) and its training code.
+    if (!vscode.workspace.isTrusted) {
+      const choice = await vscode.window.showWarningMessage(
+        "Overnight: this folder is not trusted, so the extension will not start its daemon (it would run the folder's Python and training code). Trust the folder, or start the daemon yourself: overnight daemon --detach.",
+        "Manage Workspace Trust");
+      if (choice) await vscode.commands.executeCommand("workbench.trust.manage");
       return;
     }
     if (this.starting) return;

@@ -4,6 +4,7 @@ import type { Middleware } from "vscode-languageclient/node";
 import { DaemonConnection } from "./connection";
 import { ExperimentDocuments } from "./experiments";
 import { decisionNotice, parseBudget } from "./logic/format";
+import { hunkAtLine } from "./logic/hunks";
 import { type Filter, newFlags, SidebarModel } from "./logic/viewModel";
 import { Commands, type ExperimentSummary, ServerCommands, type Status } from "./protocol";
 import { SidebarProvider, type WebviewMessage } from "./sidebar";
@@ -11,6 +12,13 @@ import { StatusBar } from "./statusBar";
 import { SuggestionController } from "./suggestions";
 
 const PAGE = 200;
+
+/** The commands the sidebar's buttons run; anything else a webview message names is refused. */
+const WEBVIEW_COMMANDS: ReadonlySet<string> = new Set([
+  "overnight.connect", "overnight.startDaemon", "overnight.pause", "overnight.resume", "overnight.stopAfterCurrent",
+  "overnight.redirect", Commands.acceptSuggestion, Commands.rejectSuggestion, Commands.showExperiment,
+  "overnight.revealSuggestion", "overnight.showSuggestionDiff",
+]);
 
 /** The extension's own command for each server command the daemon's lenses carry: its richer flow
  * (a reason prompt for reject, the experiment in an editor tab) on top of the same requests. */
@@ -44,7 +52,13 @@ export class Controller implements vscode.Disposable {
     const annotationsOn = () => vscode.workspace.getConfiguration("overnight").get<boolean>("annotations.enabled", true);
     // Per-line metric annotations are the daemon's inlay hints and hovers; the setting gates them here.
     const middleware: Middleware = {
-      provideInlayHints: (doc, range, token, next) => (annotationsOn() ? next(doc, range, token) : []),
+      // One annotation per line: a line with a pending suggestion shows the suggestion's, not also its history.
+      provideInlayHints: async (doc, range, token, next) => {
+        if (!annotationsOn()) return [];
+        const hints = (await next(doc, range, token)) ?? [];
+        const views = this.suggestions.views(doc);
+        return hints.filter((h) => !hunkAtLine(views, h.position.line));
+      },
       provideHover: (doc, pos, token, next) => (annotationsOn() ? next(doc, pos, token) : undefined),
       // The daemon's hunk lenses are Accept · Reject · evidence; "Show diff" is the client's own view.
       provideCodeLenses: async (doc, token, next) => withShowDiff((await next(doc, token)) ?? []),
@@ -58,7 +72,10 @@ export class Controller implements vscode.Disposable {
       vscode.window.registerWebviewViewProvider(SidebarProvider.viewId, this.sidebar, { webviewOptions: { retainContextWhenHidden: true } }),
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (e.affectsConfiguration("overnight.annotations.enabled")) this.conn.refreshInlayHints();
+        if (e.affectsConfiguration("overnight.suggestions.highlightRemoved")) this.suggestions.refresh();
       }),
+      // Trusted now: the daemon may be started (restricted mode never starts it).
+      vscode.workspace.onDidGrantWorkspaceTrust(() => this.conn.reconnect()),
     );
     this.listen();
     this.registerCommands(context);
@@ -131,6 +148,8 @@ export class Controller implements vscode.Disposable {
     if (!notice) return;
     this.sidebar.markUnread();
     if (!vscode.workspace.getConfiguration("overnight").get<boolean>("notifications.decisions", true)) return;
+    // The keep's suggestion is pushed right after the decision: a moment's wait lets the notice offer to review it.
+    await new Promise((resolve) => setTimeout(resolve, 1500));
     const show = notice.level === "info" ? vscode.window.showInformationMessage : vscode.window.showWarningMessage;
     const review = [...this.model.suggestions.values()].find((s) => s.experimentIds.includes(e.id));
     const pick = await show(notice.text, "Show", ...(review ? ["Review Suggestion"] : []));
@@ -195,7 +214,11 @@ export class Controller implements vscode.Disposable {
 
   private async onWebview(m: WebviewMessage): Promise<void> {
     if (m.type === "ready") this.changed();
-    else if (m.type === "command") await vscode.commands.executeCommand(m.command, ...(m.args ?? []));
+    else if (m.type === "command") {
+      // The webview is a page: it may ask only for the commands its buttons stand for.
+      if (WEBVIEW_COMMANDS.has(m.command)) await vscode.commands.executeCommand(m.command, ...(m.args ?? []));
+      else this.log.warn(`the sidebar asked for a command it may not run: ${String(m.command)}`);
+    }
     else if (m.type === "filter") {
       this.model.filter = m.value as Filter;
       await this.loadExperiments();
@@ -269,6 +292,10 @@ export class Controller implements vscode.Disposable {
     reg("overnight.rejectHunkAtCursor", () => this.suggestions.reject());
     reg("overnight.showSuggestionDiff", (id?: string, hunkId?: string) => this.suggestions.showDiff(id, hunkId));
     reg("overnight.revealSuggestion", (id: string) => this.suggestions.reveal(id));
+    reg("overnight.nextSuggestion", () => this.suggestions.go(1));
+    reg("overnight.previousSuggestion", () => this.suggestions.go(-1));
+    reg("overnight.acceptShownSuggestion", () => this.suggestions.decideShown(true));
+    reg("overnight.rejectShownSuggestion", () => this.suggestions.decideShown(false));
     reg(Commands.showExperiment, async (id?: number) => {
       if (id === undefined) {
         const pick = await vscode.window.showQuickPick(this.model.experiments.map((e) => ({

@@ -4,17 +4,27 @@
 import * as vscode from "vscode";
 import type { DaemonConnection } from "./connection";
 import { hunkKeysText } from "./logic/format";
-import { applyHunks, type HunkView, hunkAtLine, hunkViews } from "./logic/hunks";
+import { applyHunks, type HunkView, hunkAtLine, hunkViews, nextHunk } from "./logic/hunks";
 import type { SidebarModel } from "./logic/viewModel";
 import { Commands, type Suggestion } from "./protocol";
 
 export const SUGGESTION_SCHEME = "overnight-suggestion";
 
 export class SuggestionController implements vscode.Disposable {
+  // The lines a hunk would replace: painted like a deletion only when the user asks (a setting); by default a thin
+  // bar in the margin, since nothing is decided yet (Show diff has the whole change).
   private readonly removed = vscode.window.createTextEditorDecorationType({
     isWholeLine: true,
     backgroundColor: new vscode.ThemeColor("diffEditor.removedLineBackground"),
     overviewRulerColor: new vscode.ThemeColor("editorOverviewRuler.deletedForeground"),
+    overviewRulerLane: vscode.OverviewRulerLane.Left,
+  });
+  private readonly marked = vscode.window.createTextEditorDecorationType({
+    isWholeLine: true,
+    borderColor: new vscode.ThemeColor("editorOverviewRuler.modifiedForeground"),
+    borderStyle: "none none none solid",
+    borderWidth: "0 0 0 2px",
+    overviewRulerColor: new vscode.ThemeColor("editorOverviewRuler.modifiedForeground"),
     overviewRulerLane: vscode.OverviewRulerLane.Left,
   });
   private readonly summary = vscode.window.createTextEditorDecorationType({
@@ -34,7 +44,7 @@ export class SuggestionController implements vscode.Disposable {
 
   constructor(private readonly model: SidebarModel, private readonly conn: DaemonConnection, private readonly log: vscode.LogOutputChannel) {
     this.disposables.push(
-      this.removed, this.summary, this.insertion, this.lensEmitter, this.keysHint,
+      this.removed, this.marked, this.summary, this.insertion, this.lensEmitter, this.keysHint,
       vscode.window.onDidChangeVisibleTextEditors(() => this.refresh()),
       vscode.workspace.onDidChangeTextDocument((e) => {
         if (this.forUri(e.document.uri).length) this.refreshSoon();
@@ -67,6 +77,8 @@ export class SuggestionController implements vscode.Disposable {
   }
 
   refresh(): void {
+    // Next/previous suggestion (keys, the editor title) only while there is one.
+    void vscode.commands.executeCommand("setContext", "overnight.hasSuggestions", this.model.suggestions.size > 0);
     for (const editor of vscode.window.visibleTextEditors) this.decorate(editor);
     this.lensEmitter.fire();
     if (vscode.window.activeTextEditor) this.updateContext(vscode.window.activeTextEditor);
@@ -87,7 +99,9 @@ export class SuggestionController implements vscode.Disposable {
         : `${v.summary}${v.preview ? `   \u2192 ${v.preview}` : ""}`;
       summaries.push({ range: new vscode.Range(line.range.end, line.range.end), renderOptions: { after: { contentText: text } } });
     }
-    editor.setDecorations(this.removed, removed);
+    const paint = vscode.workspace.getConfiguration("overnight").get<boolean>("suggestions.highlightRemoved", false);
+    editor.setDecorations(this.removed, paint ? removed : []);
+    editor.setDecorations(this.marked, paint ? [] : removed);
     editor.setDecorations(this.insertion, inserted);
     editor.setDecorations(this.summary, summaries);
   }
@@ -145,26 +159,38 @@ export class SuggestionController implements vscode.Disposable {
     return doc ? applyHunks(doc.getText(), hunks) : "";
   }
 
-  async accept(suggestionId?: string, hunkId?: string): Promise<void> {
+  /** True when the change landed in the buffer. */
+  async accept(suggestionId?: string, hunkId?: string): Promise<boolean> {
     if (suggestionId === undefined) {
       const v = this.hunkAt(vscode.window.activeTextEditor);
-      if (!v) return void vscode.window.showInformationMessage("Overnight: no suggested change at the cursor.");
+      if (!v) {
+        void vscode.window.showInformationMessage("Overnight: no suggested change at the cursor.");
+        return false;
+      }
       [suggestionId, hunkId] = [v.suggestionId, v.hunkId];
     }
     try {
       const res = await this.conn.request("overnight/suggestions/accept", hunkId ? { id: suggestionId, hunkId } : { id: suggestionId });
       this.log.info(`accept ${suggestionId}/${hunkId ?? "*"}: ${JSON.stringify(res)}`);
       if (!res.applied) void vscode.window.showWarningMessage(`Overnight: the suggestion was not applied${res.message ? `: ${res.message}` : "."}`);
+      // The change is in the buffer, not on disk: say so (the loop measures the file once it is saved).
+      else vscode.window.setStatusBarMessage("$(check) Overnight: accepted into the editor — not saved yet", 8000);
+      return res.applied;
     } catch (e) {
       this.log.error(`accept failed: ${String(e)}`);
       void vscode.window.showErrorMessage(`Overnight: accept failed: ${(e as Error).message ?? String(e)}`);
+      return false;
     }
   }
 
-  async reject(suggestionId?: string, hunkId?: string): Promise<void> {
+  /** True when the rejection was recorded (false: cancelled or failed). */
+  async reject(suggestionId?: string, hunkId?: string): Promise<boolean> {
     if (suggestionId === undefined) {
       const v = this.hunkAt(vscode.window.activeTextEditor);
-      if (!v) return void vscode.window.showInformationMessage("Overnight: no suggested change at the cursor.");
+      if (!v) {
+        void vscode.window.showInformationMessage("Overnight: no suggested change at the cursor.");
+        return false;
+      }
       [suggestionId, hunkId] = [v.suggestionId, v.hunkId];
     }
     const reason = await vscode.window.showInputBox({
@@ -173,14 +199,16 @@ export class SuggestionController implements vscode.Disposable {
       placeHolder: "e.g. too slow on my GPU",
       ignoreFocusOut: true,
     });
-    if (reason === undefined) return;
+    if (reason === undefined) return false;
     const params = { id: suggestionId, ...(hunkId ? { hunkId } : {}), ...(reason.trim() ? { reason: reason.trim() } : {}) };
     try {
       await this.conn.request("overnight/suggestions/reject", params);
       this.log.info(`reject ${suggestionId}/${hunkId ?? "*"}: ${reason}`);
+      return true;
     } catch (e) {
       this.log.error(`reject failed: ${String(e)}`);
       void vscode.window.showErrorMessage(`Overnight: reject failed: ${(e as Error).message ?? String(e)}`);
+      return false;
     }
   }
 
@@ -199,6 +227,39 @@ export class SuggestionController implements vscode.Disposable {
     const name = left.path.split("/").pop();
     await vscode.commands.executeCommand("vscode.diff", left, right, `${name} \u2194 suggestion ${s.experimentIds.map((i) => `#${i}`).join(" ")}`,
       { preserveFocus: true, preview: true });
+  }
+
+  /** Moves the cursor to the next (or previous) suggested change in the file, wrapping around; from a file without
+   * one, opens the first suggestion. */
+  async go(direction: 1 | -1): Promise<void> {
+    const editor = vscode.window.activeTextEditor;
+    const target = editor && nextHunk(this.views(editor.document), editor.selection.active.line, direction);
+    if (!editor || !target) {
+      const first = [...this.model.suggestions.values()][0];
+      if (first) await this.reveal(first.id);
+      else void vscode.window.showInformationMessage("Overnight: no pending suggestions.");
+      return;
+    }
+    const at = new vscode.Position(target.anchor, 0);
+    editor.selection = new vscode.Selection(at, at);
+    editor.revealRange(new vscode.Range(at, at), vscode.TextEditorRevealType.InCenterIfOutsideViewport);
+    this.updateContext(editor);
+  }
+
+  /** The suggestion (and hunk) the active diff editor shows, from its right side's URI. */
+  shown(): { suggestionId: string; hunkId?: string } | undefined {
+    const input = vscode.window.tabGroups.activeTabGroup.activeTab?.input;
+    const uri = input instanceof vscode.TabInputTextDiff ? input.modified : vscode.window.activeTextEditor?.document.uri;
+    if (!uri || uri.scheme !== SUGGESTION_SCHEME || !this.model.suggestions.has(uri.query)) return undefined;
+    return { suggestionId: uri.query, ...(uri.fragment ? { hunkId: uri.fragment } : {}) };
+  }
+
+  /** Accept or reject what the diff editor shows, then close it (its right side is what was decided). */
+  async decideShown(accept: boolean): Promise<void> {
+    const shown = this.shown();
+    if (!shown) return void vscode.window.showInformationMessage("Overnight: this diff no longer shows a pending suggestion.");
+    const decided = accept ? await this.accept(shown.suggestionId, shown.hunkId) : await this.reject(shown.suggestionId, shown.hunkId);
+    if (decided) await vscode.commands.executeCommand("workbench.action.closeActiveEditor");
   }
 
   /** Opens the file at a suggestion's first hunk (from the sidebar), keeping the sidebar's focus. */

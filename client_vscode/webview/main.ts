@@ -46,9 +46,10 @@ const FILTERS = ["all", "keep", "held", "discard", "pruned", "crash", "timeout",
 
 const post = (m: unknown) => vscode.postMessage(m);
 
-function button(label: string, command: string, args: unknown[] = [], cls = ""): TemplateResult {
+function button(label: string, command: string, args: unknown[] = [], cls = "", disabled = false): TemplateResult {
   // data-cmd names the command for tests and for anyone reading the DOM; the handler is bound directly.
-  return html`<button class=${cls} data-cmd=${command} @click=${() => post({ type: "command", command, args })}>${label}</button>`;
+  return html`<button class=${cls} data-cmd=${command} ?disabled=${disabled}
+    @click=${() => post({ type: "command", command, args })}>${label}</button>`;
 }
 
 function connection(vm: ViewModel): TemplateResult | typeof nothing {
@@ -72,17 +73,21 @@ function flags(vm: ViewModel): TemplateResult | typeof nothing {
 function loop(vm: ViewModel): TemplateResult | typeof nothing {
   if (!vm.state) return nothing;
   const paused = vm.state.value === "paused";
-  return html`<div class="state state-${vm.state.value}" id="loop-state">${vm.state.label}</div>
+  // Without a daemon the last state is history, not the loop: greyed, its controls off (the banner says what to do).
+  const offline = vm.connection !== "connected";
+  return html`<div class=${offline ? "offline" : ""} id="loop-body">
+    <div class="state state-${vm.state.value}" id="loop-state">${offline ? "last seen: " : ""}${vm.state.label}</div>
     ${vm.state.message ? html`<div class="message">${vm.state.message}</div>` : nothing}
     ${unsealed(vm)}${flags(vm)}
-    <div class="row controls">${paused ? button("Resume", "overnight.resume") : button("Pause", "overnight.pause")}
-      ${button("Stop after this experiment", "overnight.stopAfterCurrent", [], "secondary")}
-      ${button("Redirect…", "overnight.redirect", [], "secondary")}</div>
-    <dl class="summary">${vm.summary.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>`;
+    <div class="row controls">${paused ? button("Resume", "overnight.resume", [], "", offline) : button("Pause", "overnight.pause", [], "", offline)}
+      ${button("Stop after this experiment", "overnight.stopAfterCurrent", [], "secondary", offline)}
+      ${button("Redirect…", "overnight.redirect", [], "secondary", offline)}</div>
+    <dl class="summary">${vm.summary.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl></div>`;
 }
 
 function running(vm: ViewModel): TemplateResult {
   const r = vm.running;
+  if (vm.connection !== "connected") return html`<div class="muted">Not connected: nothing live to show.</div>`;
   if (!r) return html`<div class="muted">No experiment in flight.</div>`;
   return html`<div class="run-title"><strong>${r.title}</strong> ${r.description}</div>
     ${r.phase ? html`<div class="phase phase-${r.phase}" id="run-phase">${r.phaseLabel}</div>` : nothing}
@@ -97,7 +102,12 @@ function agent(vm: ViewModel): TemplateResult | typeof nothing {
 }
 
 function suggestions(vm: ViewModel): TemplateResult | typeof nothing {
-  if (vm.suggestions.length === 0) return nothing;
+  if (vm.connection !== "connected") return nothing;
+  if (vm.suggestions.length === 0) {
+    // An empty state, not a vanished section: the user who just accepted the last change sees why it is gone.
+    return html`<h3>Suggestions</h3><div class="muted" id="no-suggestions">No pending suggestions: the kept changes you
+      do not have yet appear here, and inline in the training script.</div>`;
+  }
   return html`<h3>Suggestions <span class="count">${vm.suggestions.length}</span></h3>
     ${repeat(vm.suggestions, (s) => s.id, (s) => html`<div class="suggestion">
       <div><strong>${s.file}</strong> ${s.experiments} · ${s.hunks} change${s.hunks === 1 ? "" : "s"}</div>
@@ -118,7 +128,8 @@ function experiments(vm: ViewModel): TemplateResult {
           title="${e.description} · val_bpb ${e.bpb}${e.statusTitle ? ` · ${e.statusTitle}` : ""}" @click=${() => select(e.id)}
           @keydown=${(k: KeyboardEvent) => { if (k.key === "Enter") select(e.id); }}>
         <td>${e.label.replace(" baseline", "")}</td><td class="desc">${e.description}</td>
-        <td class="delta ${e.tone}">${e.delta}</td><td><span class="status status-${e.status}" title=${e.statusTitle}>${e.status}</span></td></tr>`)}</table>
+        <td class="delta ${e.tone}">${e.delta}</td><td><span class="status status-${e.status}" title=${e.statusTitle}>${e.status}</span>${e.review
+          ? html` <span class="review" title=${e.reviewTitle} aria-label=${e.reviewTitle}>${e.review}</span>` : nothing}</td></tr>`)}</table>
     ${vm.more ? html`<div class="row"><button id="more" class="secondary" @click=${() => post({ type: "more" })}>Older experiments…</button></div>` : nothing}`;
 }
 

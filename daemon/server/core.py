@@ -52,14 +52,14 @@ LIVE_POINTS = 500
 MAX_PAGE = 1000
 
 
-def summary(exp: Experiment) -> t.ExperimentSummary:
+def summary(exp: Experiment, review: str | None = None) -> t.ExperimentSummary:
     delta = None
     if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
         delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
     return t.ExperimentSummary(
         id=exp.id, kind=t.ExperimentKind(exp.kind), status=t.Status(exp.status), description=exp.description,
         val_bpb=exp.val_bpb, delta=delta, commit=exp.commit_sha, agent=exp.agent, created=exp.created,
-        finished=exp.finished,
+        finished=exp.finished, review=t.Review(review) if review else None,
     )
 
 
@@ -279,7 +279,8 @@ class DaemonCore:
         statuses = [s.value for s in params.status] if params.status else None
         offset = min(max(0, params.offset), 2**62)  # SQLite integers are 64-bit
         total, page = self.journal.page(self.tag, offset, max(0, min(params.limit, MAX_PAGE)), statuses)
-        return t.ExperimentList(total=total, items=[summary(e) for e in page])
+        reviews = self.journal.reviews(self.tag)
+        return t.ExperimentList(total=total, items=[summary(e, reviews.get(e.id)) for e in page])
 
     def get_experiment(self, exp_id: int) -> t.ExperimentDetail | None:
         exp = self.journal.experiment(exp_id)
@@ -297,7 +298,7 @@ class DaemonCore:
             for i, r in enumerate(self.journal.runs(exp.id))
         ]
         return t.ExperimentDetail(
-            experiment=summary(exp), hypothesis=exp.hypothesis, reasoning=exp.reasoning, diff=exp.diff,
+            experiment=summary(exp, self.journal.reviews(exp.tag).get(exp.id)), hypothesis=exp.hypothesis, reasoning=exp.reasoning, diff=exp.diff,
             decision_reason=exp.decision_reason, decided_by=exp.decided_by, evidence=exp.evidence,
             holdout_bpb=exp.holdout_bpb, ood_bpb=exp.ood_bpb, error=exp.error, runs=runs,
         )

@@ -54,7 +54,7 @@ function M.start(bufnr)
       name = "overnight",
       cmd = { "overnight", "-C", root, "attach" },
       root_dir = root,
-      init_options = { token = token, protocolVersion = "1.2" },
+      init_options = { token = token, protocolVersion = "1.3" },
     })
     M.clients[root] = id
   end

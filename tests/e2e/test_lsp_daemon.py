@@ -323,6 +323,9 @@ async def test_a_suggestion_anchors_in_the_buffer_the_user_changed_and_accept_ed
                                                                   if all(h.id != lr.id for h in s.hunks)])
         assert len(left[0].hunks) == 2
         assert daemon.journal("SELECT state FROM hunk_decisions") == [("accepted",)]
+        # The experiment list marks what the user did with the experiment's changes.
+        kept = await ed.ask(t.OVERNIGHT_EXPERIMENTS_LIST, t.ListExperimentsParams(offset=0, limit=50, status=[t.Status.KEEP]))
+        assert [e.review for e in kept.items if e.kind == t.ExperimentKind.EXPERIMENT] == [t.Review.ACCEPTED]
 
 
 async def test_two_clients_accepting_one_hunk_get_one_edit(daemon: Daemon) -> None:
@@ -372,6 +375,8 @@ async def test_reject_with_a_reason_reaches_the_agent_and_every_client(daemon: D
         assert removed[-1].id == suggestion.id and removed[-1].state == t.SuggestionState.REJECTED
         feedback = daemon.journal("SELECT kind, text FROM feedback WHERE kind='reject'")
         assert feedback and "comments are mine to write" in feedback[0][1]
+        detail = await a.ask(t.OVERNIGHT_EXPERIMENTS_GET, t.GetExperimentParams(id=suggestion.experiment_ids[-1]))
+        assert detail.experiment.review == t.Review.MIXED  # one hunk accepted earlier, this one rejected
         with pytest.raises(JsonRpcException) as expired:
             await a.ask(t.OVERNIGHT_SUGGESTIONS_ACCEPT, t.AcceptSuggestionParams(id=suggestion.id))
         assert expired.value.code == t.ErrorCode.INVALID_STATE

@@ -193,6 +193,11 @@ export function experimentLabel(e: Pick<ExperimentSummary, "id" | "kind">): stri
   return e.kind === "baseline" ? `#${e.id} baseline` : `#${e.id}`;
 }
 
+/** The description to show after experimentLabel: a baseline's is usually just "baseline" (not said twice). */
+export function labelledDescription(e: Pick<ExperimentSummary, "kind" | "description">): string {
+  return e.kind === "baseline" && e.description.trim().toLowerCase() === "baseline" ? "" : e.description;
+}
+
 /** What the status bar says. `progress` is the latest frame of the experiment in flight, if any. */
 export function statusBarText(status: LoopStatus | undefined, connected: boolean, progress?: RunProgress): string {
   if (!connected) return "$(debug-disconnect) Overnight: disconnected";

@@ -138,3 +138,11 @@ export function hunkViews(
 export function hunkAtLine(views: readonly HunkView[], line: number): HunkView | undefined {
   return views.find((v) => line >= Math.min(v.anchor, v.removed?.[0] ?? v.anchor) && line <= Math.max(v.anchor, v.removed?.[1] ?? v.anchor));
 }
+
+/** The hunk to go to from ``line``: the next one below (or the previous one above), wrapping around the file. */
+export function nextHunk(views: readonly HunkView[], line: number, direction: 1 | -1): HunkView | undefined {
+  const sorted = [...views].sort((a, b) => a.anchor - b.anchor);
+  if (!sorted.length) return undefined;
+  if (direction === 1) return sorted.find((v) => v.anchor > line) ?? sorted[0];
+  return [...sorted].reverse().find((v) => v.anchor < line) ?? sorted[sorted.length - 1];
+}

@@ -1,17 +1,19 @@
 // The sidebar's state, fed by the daemon's replies and notifications, and the plain view model the
 // webview draws. Pure: the extension feeds it, the webview renders `view()`.
 import type {
-  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LiveRun, LoopStatus, Phase, RunProgress,
+  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LiveRun, LoopStatus, Phase, Review, RunProgress,
   RunStatus, RunSummary, Status, Suggestion,
 } from "../protocol";
 import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
 import {
-  bpb, budgetFraction, type CheckMark, checkMarks, delta, duration, evidenceLines, experimentLabel, PHASE_LABEL, STATE_ICON,
+  bpb, budgetFraction, type CheckMark, checkMarks, delta, duration, evidenceLines, experimentLabel, labelledDescription, PHASE_LABEL, STATE_ICON,
   STATE_LABEL, STATUS_ICON, STATUS_TITLE, transferText, UNSEALED_TEXT,
 } from "./format";
 
 export type Connection = "connecting" | "connected" | "disconnected";
 export type Filter = "all" | Status;
+
+const REVIEW_MARK: Record<Review, string> = { accepted: "\u2713", rejected: "\u2717", mixed: "\u00b1" };
 
 export interface ExperimentRow {
   id: number;
@@ -26,6 +28,9 @@ export interface ExperimentRow {
   selected: boolean;
   /** What the status means, when it needs saying (held: waiting for the user). */
   statusTitle: string;
+  /** ✓ accepted, ✗ rejected, ± mixed: what the user did with its suggested changes ("" while undecided). */
+  review: string;
+  reviewTitle: string;
 }
 
 /** One run of the experiment in the detail: starved and invalid runs are not measurements, and say so. */
@@ -273,6 +278,8 @@ export class SidebarModel {
         tone: e.delta === undefined ? "none" : e.delta < 0 ? "better" : "worse",
         selected: this.detail?.experiment.id === e.id,
         statusTitle: STATUS_TITLE[e.status] ?? "",
+        review: e.review ? REVIEW_MARK[e.review] : "",
+        reviewTitle: e.review ? `you ${e.review === "mixed" ? "accepted some of its changes and rejected others" : `${e.review} its changes`}` : "",
       })),
       suggestions: [...this.suggestions.values()].map((x) => ({
         id: x.id,
@@ -308,7 +315,7 @@ export class SidebarModel {
         const past = s.phase === "exporting" || s.phase === "evaluating";
         vm.running = {
           title: experimentLabel(cur),
-          description: cur.description,
+          description: labelledDescription(cur),
           progress: past ? 1 : p ? budgetFraction(p) : 0,
           detail: p
             ? `run ${p.run + 1}/${Math.max(this.runsPlanned, p.run + 1)} · step ${p.step} · ${duration(p.elapsed)} of ${duration(p.budget)} · loss ${p.trainLoss.toFixed(3)}`
@@ -333,7 +340,7 @@ export class SidebarModel {
       if (e.commit) metrics.push(["commit", e.commit.slice(0, 10)]);
       vm.detail = {
         id: e.id,
-        title: `${experimentLabel(e)} · ${e.status} · ${e.description}`,
+        title: [experimentLabel(e), e.status, labelledDescription(e)].filter(Boolean).join(" · "),
         status: e.status,
         metrics,
         evidence: evidenceLines(d.evidence),

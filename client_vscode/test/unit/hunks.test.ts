@@ -1,7 +1,7 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
 import type { Suggestion } from "../../src/protocol";
-import { anchorLine, applyHunks, countLines, coveredLines, hunkAtLine, hunkViews, isStale, textIn } from "../../src/logic/hunks";
+import { anchorLine, applyHunks, countLines, coveredLines, hunkAtLine, type HunkView, hunkViews, isStale, nextHunk, textIn } from "../../src/logic/hunks";
 
 const doc = "import math\nLR = 1e-5\nBATCH = 16\n\ndef f():\n    return 1\n";
 const r = (sl: number, sc: number, el: number, ec: number) => ({ start: { line: sl, character: sc }, end: { line: el, character: ec } });
@@ -71,4 +71,15 @@ test("hunk views: summary with attribution, preview, diff, and the hunk at a lin
     experimentIds: [5, 7], evidence: "#7: 2.41 \u2192 2.38 bpb" }]), new Map([[5, -0.1], [7, -0.02]]));
   assert.equal(own[0].summary, "+1 \u22121 \u00b7 #5 #7 \u22120.120 bpb");
   assert.equal(own[0].evidence, "#7: 2.41 \u2192 2.38 bpb");
+});
+
+test("next and previous suggestion wrap around the file", () => {
+  const v = (anchor: number) => ({ anchor } as unknown as HunkView);
+  const views = [v(30), v(5), v(18)];
+  assert.equal(nextHunk(views, 0, 1)?.anchor, 5);
+  assert.equal(nextHunk(views, 5, 1)?.anchor, 18);
+  assert.equal(nextHunk(views, 30, 1)?.anchor, 5);
+  assert.equal(nextHunk(views, 18, -1)?.anchor, 5);
+  assert.equal(nextHunk(views, 5, -1)?.anchor, 30);
+  assert.equal(nextHunk([], 3, 1), undefined);
 });

@@ -10,7 +10,7 @@ const exp = (id: number, status: ExperimentSummary["status"], d?: number): Exper
   id, kind: id === 1 ? "baseline" : "experiment", status, description: `e${id}`, agent: "replay", created: id, delta: d,
 });
 const running: LoopStatus = {
-  state: "running", tag: "t", agent: "replay", budget: 60, clock: "steps", experiments: 3, kept: 1, protocolVersion: "1.2",
+  state: "running", tag: "t", agent: "replay", budget: 60, clock: "steps", experiments: 3, kept: 1, protocolVersion: "1.3",
   best: { id: 2, valBpb: 2.37 }, current: exp(4, "running"), sigma: 0.0052,
 };
 

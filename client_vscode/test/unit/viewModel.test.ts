@@ -95,3 +95,16 @@ test("a client attaching mid-run draws the run's curve so far from the status", 
   assert.equal(v.curve.current.length, 4);
   assert.deepEqual(v.curve.current[3], [1.5, 3.7]);
 });
+
+test("the experiment list marks what the user did with each experiment's changes", () => {
+  const m = new SidebarModel();
+  const base = { kind: "experiment" as const, status: "keep" as const, agent: "sweep", created: 0 };
+  m.setExperiments(3, [
+    { ...base, id: 3, description: "c", review: "mixed" },
+    { ...base, id: 2, description: "b", review: "rejected" },
+    { ...base, id: 1, description: "a" },
+  ]);
+  const rows = m.view().experiments;
+  assert.deepEqual(rows.map((r) => r.review), ["\u00b1", "\u2717", ""]);
+  assert.match(rows[0].reviewTitle, /accepted some/);
+});
