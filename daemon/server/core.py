@@ -297,8 +297,9 @@ class DaemonCore:
             )
             for i, r in enumerate(self.journal.runs(exp.id))
         ]
+        review = self.journal.reviews(exp.tag).get(exp.id)
         return t.ExperimentDetail(
-            experiment=summary(exp, self.journal.reviews(exp.tag).get(exp.id)), hypothesis=exp.hypothesis, reasoning=exp.reasoning, diff=exp.diff,
+            experiment=summary(exp, review), hypothesis=exp.hypothesis, reasoning=exp.reasoning, diff=exp.diff,
             decision_reason=exp.decision_reason, decided_by=exp.decided_by, evidence=exp.evidence,
             holdout_bpb=exp.holdout_bpb, ood_bpb=exp.ood_bpb, error=exp.error, runs=runs,
         )

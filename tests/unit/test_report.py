@@ -282,7 +282,8 @@ def test_plot_draws_holdout_pooled_band_held_and_the_bar_at_the_last_look(tmp_pa
     assert "incumbent's holdout" in labels and "holdout of kept and held" in labels
     assert any(label.startswith("held") for label in labels)
     assert any("keep bar at its last look" in label for label in labels)
-    assert ax.get_title() == "Overnight session 's': baseline + 4 experiments: 1 kept, 1 held, 1 discarded, 1 failed  [UNSEALED runs]"
+    assert ax.get_title() == ("Overnight session 's': baseline + 4 experiments: 1 kept, 1 held, 1 discarded, 1 failed"
+                              "  [UNSEALED runs]")
     # The bar's marks: the incumbent's mean less the threshold at the candidate's last look, where a keep was
     # possible; the candidate dropped after one run (below the runs a keep rests on) had no bar to beat.
     bars = next(c for c in ax.collections if "keep bar" in str(c.get_label()))
