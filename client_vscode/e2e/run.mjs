@@ -247,6 +247,9 @@ async function main() {
       await frame.click('button[data-cmd="overnight.pause"]', { timeout: 10000 });
       // The click reached the daemon (the sidebar re-renders several times a second meanwhile).
       await until("the pause in the journal", () => journalDump().includes("paused from VS Code"), 15000, 300);
+      // The sidebar says so at once ("pausing" while the experiment in flight finishes), not "running" until it ends.
+      await until("the sidebar to say pausing", async () => ["pausing", "paused"].includes((await frame.textContent("#loop-state"))?.trim() ?? ""), 5000, 100);
+      if (!/pausing after #\d+|paused/.test((await frame.textContent("#loop")) ?? "")) throw new Error("the sidebar does not say what the pause waits for");
     });
     await step(page, "the training script opens", async () => {
       await page.keyboard.press("F1");
@@ -405,18 +408,29 @@ async function main() {
       await page.locator(".notification-toast", { hasText: "the agent will see it" }).first().waitFor({ timeout: 15000 });
       if (!journalDump().includes("try a wider model next")) throw new Error("the instruction is not in the journal");
     });
-    await step(page, "clicking an experiment opens its diff, metrics and reasoning", async () => {
+    await step(page, "clicking an experiment opens its page: numbers, reasoning, its loss curve against the incumbent's; then its diff", async () => {
       await frame.click('tr.exp[data-exp="2"]');
+      await page.locator(".tabs-container .tab", { hasText: "Experiment #2" }).first().waitFor({ timeout: 20000 });
+      const pageFrame = await until("the experiment page", async () => {
+        for (const f of page.frames()) {
+          try { if (await f.$("#experiment-detail")) return f; } catch { /* detached */ }
+        }
+        return undefined;
+      }, 20000);
+      const text = (await pageFrame.textContent("body")) ?? "";
+      for (const want of ["val_bpb", "Agent's reasoning", "restore a sane learning rate", "far too low", "your review", "mixed"]) {
+        if (!text.includes(want)) throw new Error(`the experiment page lacks ${JSON.stringify(want)}`);
+      }
+      if ((await pageFrame.$$("#loss-chart polyline")).length !== 2) throw new Error("the page's chart lacks a curve (the experiment's or the incumbent's)");
+      // The experiment list marks the review: one hunk accepted from its lens, one from the diff editor, one rejected.
+      if (!/\u00b1/.test((await frame.textContent('tr.exp[data-exp="2"]')) ?? "")) throw new Error("the list does not mark the mixed review");
+      await shot(page, "vscode-experiment");
+      await pageFrame.click("a");
       await page.locator(".tabs-container .tab", { hasText: "#2 keep" }).first().waitFor({ timeout: 20000 });
       await until("both sides of the diff", async () => {
         const sides = await page.$$eval(".monaco-diff-editor .view-lines", (els) => els.map((e) => e.innerText.replace(/\u00a0/g, " ")));
         return sides.some((t) => t.includes("LR = 1e-5")) && sides.some((t) => t.includes("LR = 3e-3"));
       }, 15000);
-      await until("the detail in the sidebar", async () => {
-        const d = (await frame.textContent("#detail")) ?? "";
-        return d.includes("val_bpb") && d.includes("Agent's reasoning") && d.includes("restore a sane learning rate") && d.includes("far too low");
-      }, 10000);
-      await shot(page, "vscode-experiment");
       await frame.selectOption("#filter", "keep");
       await until("only kept experiments listed", async () => {
         const st = await frame.$$eval("tr.exp .status", (els) => els.map((e) => e.textContent));

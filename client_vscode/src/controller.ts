@@ -2,6 +2,7 @@
 import * as vscode from "vscode";
 import type { Middleware } from "vscode-languageclient/node";
 import { DaemonConnection } from "./connection";
+import { ExperimentPanel, incumbentOf, SHOW_EXPERIMENT_DIFF } from "./experimentPanel";
 import { ExperimentDocuments } from "./experiments";
 import { decisionNotice, parseBudget } from "./logic/format";
 import { hunkAtLine } from "./logic/hunks";
@@ -46,6 +47,7 @@ export class Controller implements vscode.Disposable {
   private readonly sidebar: SidebarProvider;
   private readonly suggestions: SuggestionController;
   private readonly experiments: ExperimentDocuments;
+  private readonly panel = new ExperimentPanel();
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(context: vscode.ExtensionContext, root: string, private readonly log: vscode.LogOutputChannel) {
@@ -68,7 +70,7 @@ export class Controller implements vscode.Disposable {
     this.sidebar = new SidebarProvider(context.extensionUri, this.model, (m) => void this.onWebview(m));
     this.suggestions = new SuggestionController(this.model, this.conn, log);
     this.experiments = new ExperimentDocuments(root);
-    this.disposables.push(this.conn, this.statusBar, this.suggestions, this.experiments,
+    this.disposables.push(this.conn, this.statusBar, this.suggestions, this.experiments, this.panel,
       vscode.window.registerWebviewViewProvider(SidebarProvider.viewId, this.sidebar, { webviewOptions: { retainContextWhenHidden: true } }),
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (e.affectsConfiguration("overnight.annotations.enabled")) this.conn.refreshInlayHints();
@@ -135,6 +137,8 @@ export class Controller implements vscode.Disposable {
       this.log.info(`suggestion ${p.id} ${p.state}: ${p.reason}`);
       this.suggestions.refresh();
       this.changed();
+      // A decision shows in the experiment list (its review mark).
+      if (p.state === "accepted" || p.state === "rejected") void this.loadExperiments();
     });
     c.on("overnight/agentThought", (p) => {
       this.model.thought(p);
@@ -305,11 +309,20 @@ export class Controller implements vscode.Disposable {
       }
       const expId = Number(id);
       await this.guard("experiments/get", async () => {
+        // The experiment's page in an editor tab (numbers, decision, runs, reasoning, its loss curve against the
+        // incumbent's); its diff one click away.
         const detail = await this.conn.request("overnight/experiments/get", { id: expId });
+        const incumbentId = incumbentOf(detail);
+        const incumbent = incumbentId !== undefined
+          ? await this.conn.request("overnight/experiments/get", { id: incumbentId }).catch(() => undefined) : undefined;
         this.model.detail = detail;
         this.changed();
-        await this.experiments.open(detail);
+        this.panel.show(detail, incumbent);
       });
+    });
+    reg(SHOW_EXPERIMENT_DIFF, async (id?: number) => {
+      if (id === undefined) return;
+      await this.guard("experiments/get", async () => this.experiments.open(await this.conn.request("overnight/experiments/get", { id: Number(id) })));
     });
   }
 

@@ -133,27 +133,6 @@ function experiments(vm: ViewModel): TemplateResult {
     ${vm.more ? html`<div class="row"><button id="more" class="secondary" @click=${() => post({ type: "more" })}>Older experiments…</button></div>` : nothing}`;
 }
 
-function detail(vm: ViewModel): TemplateResult | typeof nothing {
-  const d = vm.detail;
-  if (!d) return nothing;
-  return html`<h3>${d.title}</h3>
-    <dl class="summary">${d.metrics.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>
-    ${d.decision ? html`<h4>Decision</h4><p>${d.decision}</p>` : nothing}
-    ${d.evidence.length ? html`<dl class="summary evidence">${d.evidence.map(([k, v]) => html`<dt>${k}</dt><dd>${v}</dd>`)}</dl>` : nothing}
-    ${d.runs.length ? html`<h4>Runs</h4><ul class="runs" id="detail-runs">${d.runs.map((r) => html`<li class="run run-${r.status}">
-      <div><strong>${r.label}</strong> <span class="run-status run-status-${r.status}">${r.status}</span>
-        ${r.values ? html`<span>${r.values}</span>` : nothing}</div>
-      ${r.accounting ? html`<div class="muted">${r.accounting}</div>` : nothing}
-      ${r.checks.length ? html`<div class="checks">${r.checks.map((c) => html`<span class="check ${c.ok === false ? "failed" : c.ok ? "ok" : "unknown"}"
-          title=${c.evidence}>${c.ok === false ? "\u2717" : c.ok ? "\u2713" : "?"} ${c.name}${c.evidence ? ` (${c.evidence})` : ""}</span>`)}</div>` : nothing}
-      ${r.flags.map((f) => html`<div class="flag">\u26a0 ${f}</div>`)}
-      ${r.error ? html`<div class="run-error">${r.error}</div>` : nothing}</li>`)}</ul>` : nothing}
-    ${d.error ? html`<h4>Error</h4><pre>${d.error}</pre>` : nothing}
-    ${d.hypothesis ? html`<h4>Hypothesis</h4><p>${d.hypothesis}</p>` : nothing}
-    <h4>Agent's reasoning</h4><p>${d.reasoning ? d.reasoning : html`<span class="muted">none recorded</span>`}</p>
-    <div class="row">${button("Open diff", "overnight.showExperiment", [d.id])}</div>`;
-}
-
 // lit-html patches only the parts whose values changed: progress frames arrive several times a second,
 // and re-creating the controls on each would swallow a click (mousedown and mouseup on different
 // buttons) and drop keyboard focus. The chart host is a stable element that uPlot fills.
@@ -164,8 +143,7 @@ function view(vm: ViewModel): TemplateResult {
       <div id="chart" class="chart" data-points=${vm.curve.current.length} data-incumbent-points=${vm.curve.incumbent.length}></div></section>
     <section id="agent">${agent(vm)}</section>
     <section id="suggestions">${suggestions(vm)}</section>
-    <section id="experiments">${experiments(vm)}</section>
-    <section id="detail">${detail(vm)}</section>`;
+    <section id="experiments">${experiments(vm)}</section>`;
 }
 
 let drawn = false;

@@ -126,6 +126,32 @@ function runRow(r: RunSummary): RunRow {
   };
 }
 
+/** An experiment's detail as the experiment page shows it (and the tests read it). */
+export function detailView(d: ExperimentDetail): DetailView {
+  const e = d.experiment;
+  const metrics: [string, string][] = [
+    ["val_bpb", bpb(e.valBpb)],
+    ["\u0394 vs incumbent", delta(e.delta) || "\u2014"],
+    ["holdout bpb", bpb(d.holdoutBpb)],
+    ["OOD bpb", bpb(d.oodBpb)],
+    ["runs", d.runs.map((r) => `seed ${r.seed}: ${r.status === "ok" ? bpb(r.valBpb) : r.status}${r.steps ? ` (${r.steps} steps)` : ""}`).join("; ") || "\u2014"],
+  ];
+  if (e.commit) metrics.push(["commit", e.commit.slice(0, 10)]);
+  if (e.review) metrics.push(["your review", e.review]);
+  return {
+    id: e.id,
+    title: [experimentLabel(e), e.status, labelledDescription(e)].filter(Boolean).join(" \u00b7 "),
+    status: e.status,
+    metrics,
+    evidence: evidenceLines(d.evidence),
+    runs: d.runs.map(runRow),
+    hypothesis: d.hypothesis,
+    reasoning: d.reasoning,
+    decision: [d.decisionReason, d.decidedBy ? `(decided by ${d.decidedBy})` : ""].filter(Boolean).join(" "),
+    error: d.error ?? "",
+  };
+}
+
 export class SidebarModel {
   connection: Connection = "connecting";
   connectionMessage = "";
@@ -327,30 +353,7 @@ export class SidebarModel {
         }
       }
     }
-    const d = this.detail;
-    if (d) {
-      const e = d.experiment;
-      const metrics: [string, string][] = [
-        ["val_bpb", bpb(e.valBpb)],
-        ["Δ vs incumbent", delta(e.delta) || "\u2014"],
-        ["holdout bpb", bpb(d.holdoutBpb)],
-        ["OOD bpb", bpb(d.oodBpb)],
-        ["runs", d.runs.map((r) => `seed ${r.seed}: ${r.status === "ok" ? bpb(r.valBpb) : r.status}${r.steps ? ` (${r.steps} steps)` : ""}`).join("; ") || "\u2014"],
-      ];
-      if (e.commit) metrics.push(["commit", e.commit.slice(0, 10)]);
-      vm.detail = {
-        id: e.id,
-        title: [experimentLabel(e), e.status, labelledDescription(e)].filter(Boolean).join(" · "),
-        status: e.status,
-        metrics,
-        evidence: evidenceLines(d.evidence),
-        runs: d.runs.map(runRow),
-        hypothesis: d.hypothesis,
-        reasoning: d.reasoning,
-        decision: [d.decisionReason, d.decidedBy ? `(decided by ${d.decidedBy})` : ""].filter(Boolean).join(" "),
-        error: d.error ?? "",
-      };
-    }
+    if (this.detail) vm.detail = detailView(this.detail);
     return vm;
   }
 }
