@@ -151,6 +151,11 @@ def _apart(base: list[str], user: list[str], loop: list[str], z: tuple[int, int]
     unchanged(z[1] - z[0])
     if (a[0] + pa, b[0] + pb) != (a[1], b[1]):
         return None
+    # With repeated lines the two alignments can disagree about which line is which: take the split only when the
+    # text it leads to (every loop change taken, the user's kept) has none of the loop's changes left pending.
+    merged = [line for r in out for line in (loop[r.loop[0]:r.loop[1]] if r.kind == "loop" else user[r.user[0]:r.user[1]])]
+    if any(kind == "b" for kind, *_ in merge3.Merge3(part, merged, loop[b[0]:b[1]]).merge_regions()):
+        return None
     return out
 
 

@@ -83,15 +83,18 @@ function startDaemon(...extra) {
   return p;
 }
 
-async function startCodeServer(port) {
-  const data = path.join(WORK, "cs-data");
+// `trust`: false opens the folder with workspace trust on (a fresh profile asks whether to trust it).
+async function startCodeServer(port, folder = WS, name = "cs-data", trust = true) {
+  const data = path.join(WORK, name);
   fs.mkdirSync(path.join(data, "User"), { recursive: true });
   fs.writeFileSync(path.join(data, "User", "settings.json"), JSON.stringify({
     "files.autoSave": "off", // web builds default to afterDelay: an accepted edit would be saved behind our back
     "workbench.startupEditor": "none",
     "workbench.colorTheme": "Default Dark Modern",
     "telemetry.telemetryLevel": "off",
-    "security.workspace.trust.enabled": false,
+    "security.workspace.trust.enabled": !trust,
+    // In the restricted-mode check: asked to auto-start, which restricted mode must ignore.
+    ...(trust ? {} : { "overnight.daemon.autoStart": true }),
     "extensions.ignoreRecommendations": true,
     "workbench.tips.enabled": false,
     "editor.minimap.enabled": false,
@@ -101,10 +104,10 @@ async function startCodeServer(port) {
   }, null, 2));
   const xdg = path.join(WORK, "xdg");
   const env = { ...process.env, OVERNIGHT_DATA_DIR: DATA_DIR, XDG_CONFIG_HOME: `${xdg}/config`, XDG_DATA_HOME: `${xdg}/data`, XDG_CACHE_HOME: `${xdg}/cache` };
-  const out = fs.openSync(path.join(WORK, "code-server.log"), "w");
+  const out = fs.openSync(path.join(WORK, `${name}.log`), "w");
   const p = spawn(CODE_SERVER, ["--bind-addr", `127.0.0.1:${port}`, "--auth", "none", "--user-data-dir", data,
     "--extensions-dir", path.join(WORK, "cs-ext"), "--disable-telemetry", "--disable-update-check",
-    "--disable-workspace-trust", WS], { stdio: ["ignore", out, out], env, detached: true });
+    ...(trust ? ["--disable-workspace-trust"] : []), folder], { stdio: ["ignore", out, out], env, detached: true });
   children.push({ name: "code-server", proc: p });
   for (let i = 0; i < 120; i++) {
     try {
@@ -335,6 +338,7 @@ async function main() {
           await page.mouse.move(box.x + 30, box.y + box.height / 2, { steps: 3 });
           return hover.waitFor({ timeout: 4000 }).then(() => true);
         }, 30000, 0);
+        await sleep(500); // the hover fades in
         await shot(page, "vscode-annotations");
         await page.keyboard.press("Escape");
       });
@@ -504,6 +508,57 @@ async function main() {
       }, 60000, 500);
       if (await page.locator(".notification-toast", { hasText: "No Overnight daemon runs" }).count()) throw new Error("it asked anyway");
     });
+    await step(page, "a daemon shut down leaves no error trace in the Output channel", async () => {
+      const settings = path.join(WORK, "cs-data", "User", "settings.json");
+      fs.writeFileSync(settings, JSON.stringify({ ...JSON.parse(fs.readFileSync(settings, "utf8")), "overnight.daemon.autoStart": false }, null, 2));
+      await sleep(1500);
+      cli("shutdown");
+      await page.locator(".statusbar-item", { hasText: "Overnight: disconnected" }).first().waitFor({ timeout: 60000 });
+      await sleep(2000); // the log is written behind
+      const logs = [];
+      const walk = (dir) => { for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) walk(p); else if (e.name.endsWith(".log")) logs.push(p);
+      } };
+      walk(path.join(WORK, "cs-data", "logs"));
+      const ours = logs.filter((f) => /overnight/i.test(path.basename(f)) || fs.readFileSync(f, "utf8").includes("[overnight"));
+      const noisy = logs.filter((f) => fs.readFileSync(f, "utf8").includes("Connection is disposed"));
+      lap(`${logs.length} log files, ${ours.length} of the extension`);
+      if (noisy.length) throw new Error(`"Connection is disposed" in ${noisy.join(", ")}`);
+    });
+    await step(undefined, "in a folder the user does not trust, the extension never starts a daemon", async () => {
+      const folder = path.join(WORK, "untrusted");
+      execFileSync(PY, ["-m", "overnight.daemon.cli", "init", folder], { stdio: "ignore" });
+      const port2 = await freePort();
+      await startCodeServer(port2, folder, "cs-untrusted", false);
+      const p2 = await browser.newPage({ viewport: { width: 1360, height: 820 } });
+      const dev = [["extensionDevelopmentPath", `vscode-remote://127.0.0.1:${port2}${EXT}`]];
+      await p2.goto(`http://127.0.0.1:${port2}/?folder=${encodeURIComponent(folder)}&payload=${encodeURIComponent(JSON.stringify(dev))}`,
+        { waitUntil: "domcontentloaded" });
+      const no = p2.locator(".monaco-dialog-box .monaco-button", { hasText: "No, I don't trust the authors" }).first();
+      await no.waitFor({ timeout: 90000 });
+      await no.click();
+      const icon = p2.locator('.activitybar [aria-label^="Overnight"]').first();
+      await icon.waitFor({ timeout: 60000 });
+      await icon.click();
+      // No daemon, so no loop state yet: the sidebar is the frame with the connection banner.
+      const f2 = await until("the sidebar in restricted mode", async () => {
+        for (const f of p2.frames()) {
+          try { if (await f.$("#conn")) return f; } catch { /* detached */ }
+        }
+        return undefined;
+      }, 30000);
+      try {
+        await until("the sidebar to say the folder is not trusted", async () => (await f2.textContent("#conn"))?.includes("not trusted"), 30000);
+      } catch (e) {
+        await p2.screenshot({ path: path.join(SHOTS, "fail-untrusted.png") }).catch(() => {});
+        throw e;
+      }
+      await sleep(8000); // autoStart is on in this profile: restricted mode must still start nothing
+      if (fs.existsSync(path.join(folder, ".overnight", "daemon.json"))) throw new Error("a daemon was started in an untrusted folder");
+      await p2.screenshot({ path: path.join(SHOTS, "vscode-untrusted.png") });
+      await p2.close();
+    });
   } finally {
     await browser.close().catch(() => {});
   }
@@ -511,6 +566,11 @@ async function main() {
 
 function cleanup() {
   if (detachedDaemon) { try { process.kill(detachedDaemon, "SIGTERM"); } catch { /* gone */ } }
+  // And whichever daemon runs for the workspace now (the extension may have started one again).
+  try {
+    const info = JSON.parse(fs.readFileSync(path.join(WS, ".overnight", "daemon.json"), "utf8"));
+    if (info.pid) process.kill(info.pid, "SIGTERM");
+  } catch { /* none */ }
   for (const { proc } of children.reverse()) {
     try { process.kill(-proc.pid, "SIGTERM"); } catch { /* gone */ }
   }
@@ -534,7 +594,7 @@ try {
 console.log(`\n${results.filter((r) => r.ok).length} passed, ${results.filter((r) => !r.ok).length} failed, ${((Date.now() - t0) / 1000).toFixed(0)}s`);
 for (const r of results) console.log(`  ${r.ok ? "PASS" : "FAIL"} ${r.name} (${r.s.toFixed(1)}s)${r.err ? `: ${r.err}` : ""}`);
 if (code === 0 && process.env.E2E_UPDATE_DOCS === "1") {
-  for (const n of ["vscode-sidebar", "vscode-suggestion", "vscode-annotations"]) {
+  for (const n of ["vscode-sidebar", "vscode-suggestion", "vscode-annotations", "vscode-diff", "vscode-experiment", "vscode-disconnected"]) {
     const f = path.join(SHOTS, `${n}.png`);
     if (fs.existsSync(f)) fs.copyFileSync(f, path.join(REPO, "docs", `${n}.png`));
   }

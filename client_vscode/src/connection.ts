@@ -122,6 +122,14 @@ export class DaemonConnection implements vscode.Disposable {
       },
     };
     const client = new LanguageClient("overnight", "Overnight daemon", serverOptions, clientOptions);
+    // The status bar item and the sidebar already show the run in flight: a second, LSP work-done progress bar
+    // in the status bar would say the same thing twice. Declared last, this overrides the client's default.
+    client.registerFeature({
+      fillClientCapabilities: (caps) => { caps.window = { ...(caps.window ?? {}), workDoneProgress: false }; },
+      initialize: () => undefined,
+      getState: () => ({ kind: "static" }),
+      clear: () => undefined,
+    });
     for (const [method, list] of this.handlers) {
       client.onNotification(method, (params: unknown) => {
         for (const h of list) {
@@ -158,7 +166,10 @@ export class DaemonConnection implements vscode.Disposable {
     this.log.info(`disconnected: ${message}`);
     this.setState("disconnected", message + " Reconnecting when it is back…");
     try {
-      if (client.state !== State.Stopped) await client.stop(2000);
+      // Called from the client's own close handler: let it finish first (it marks itself stopped), so a stop
+      // request is never sent down a closed connection ("Connection is disposed" in the Output channel).
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      if (client.state === State.Running) await client.stop(2000);
     } catch {
       /* it is gone already */
     }
