@@ -556,6 +556,7 @@ async function main() {
       }
       await sleep(8000); // autoStart is on in this profile: restricted mode must still start nothing
       if (fs.existsSync(path.join(folder, ".overnight", "daemon.json"))) throw new Error("a daemon was started in an untrusted folder");
+      if (!(await f2.textContent("#conn"))?.includes("not trusted")) throw new Error("the sidebar stopped saying why nothing runs");
       await p2.screenshot({ path: path.join(SHOTS, "vscode-untrusted.png") });
       await p2.close();
     });

@@ -11,6 +11,10 @@ import { Commands, ErrorCodes, type Notifications, PROTOCOL_VERSION, type Reques
 
 export type ConnectionState = "connecting" | "connected" | "disconnected";
 
+/** Restricted mode: what the extension does not do, and what the user can do instead. */
+const NOT_TRUSTED = "This folder is not trusted: Overnight does not start its daemon here (it would run the folder's Python). "
+  + "Trust the folder, or run `overnight daemon --detach` yourself.";
+
 export class DaemonConnection implements vscode.Disposable {
   private client?: LanguageClient;
   private attempt = 0;
@@ -83,7 +87,7 @@ export class DaemonConnection implements vscode.Disposable {
     if (this.disposed || this.client) return;
     const info = readDiscovery(this.root);
     if (!info) {
-      this.setState("disconnected", "No Overnight daemon runs for this workspace.");
+      this.setState("disconnected", vscode.workspace.isTrusted ? "No Overnight daemon runs for this workspace." : NOT_TRUSTED);
       if (!this.offered && !this.starting) {
         this.offered = true;
         void this.offerStart();
@@ -178,7 +182,7 @@ export class DaemonConnection implements vscode.Disposable {
 
   private async offerStart(): Promise<void> {
     if (!vscode.workspace.isTrusted) {
-      this.setState("disconnected", "This folder is not trusted: Overnight does not start its daemon here. Trust the folder, or run `overnight daemon --detach` yourself.");
+      this.setState("disconnected", NOT_TRUSTED);
       return;
     }
     if (vscode.workspace.getConfiguration("overnight").get<boolean>("daemon.autoStart")) {

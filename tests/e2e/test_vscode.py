@@ -2,8 +2,12 @@
 
 The real-VS-Code suite (client_vscode/e2e/run.mjs) starts a daemon with a replayed agent and tiny
 budgets on a scratch workspace, opens it in code-server with the extension loaded, drives Debian's
-chromium, checks what a user sees (the sidebar and its live curve, the annotations, an inline
-suggestion, Accept, Reject with a reason, Pause) and saves screenshots in client_vscode/e2e/.work/shots.
+chromium, checks what a user sees (the sidebar and its live curve, a pause shown at once, the keep's
+notification, the annotations, an inline suggestion kept while the user types directly above it, Next
+Suggestion, Accept from its lens and from the diff editor's title, Reject with a reason, the experiment's page
+with its loss curve against the incumbent's and the review marks, the disconnected sidebar, a silent Output
+channel on shutdown, and a restricted-mode folder where no daemon is started) and saves screenshots in
+client_vscode/e2e/.work/shots.
 `./setup.sh` installs what it needs; OVERNIGHT_SKIP_VSCODE=1 skips these tests.
 """
 
