@@ -4,7 +4,7 @@ Builds a workspace with `overnight init`, fills its journal with 1,000 experimen
 diff and two runs with 60-point loss curves, as a long night leaves it), starts the real daemon
 as a subprocess (`overnight daemon --paused`, so no training competes), connects a client over
 loopback TCP, and times each request from send to parsed reply. Prints p50/p99 and writes
-bench/results/daemon.json and bench/results/daemon.md.
+bench/results/daemon.json and bench/results/daemon.md (daemon_without_history.* with --without-history).
 
     python bench/daemon_latency.py [--requests 300]
 
@@ -217,8 +217,9 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "daemon.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "daemon.md").write_text(text)
+    name = "daemon_without_history" if args.without_history else "daemon"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{name}.md").write_text(text)
     print(text)
 
 
