@@ -82,6 +82,7 @@ class History:
         self.repo = repo
         self.max_versions = max_versions
         self._versions: OrderedDict[tuple[str, str], list[str] | None] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._touched: dict[tuple[str, str, str], tuple[set[int], set[int]]] = {}
         # The last history computed per (head, file, journal state): inlay hints, hovers and suggestions
         # ask for the same one, often at once (an editor opening the file); one computes, the others wait.
@@ -111,15 +112,22 @@ class History:
         key = (rev, rel)
         if key not in self._versions:
             self.prefetch([rev], rel)
-        found = self._versions.get(key)  # absent only when git itself failed: not cached, asked again
-        if key in self._versions:
-            self._versions.move_to_end(key)
+        with self._cache_lock:  # the server's threads share the cache: a lookup never races an eviction
+            found = self._versions.get(key)  # absent only when git itself failed: not cached, asked again
+            if key in self._versions:
+                self._versions.move_to_end(key)
         return found
+
+    def _absent(self, rev: str, rel: str) -> bool:
+        """Git said the file does not exist at ``rev`` (as opposed to a read that failed)."""
+        with self._cache_lock:
+            return (rev, rel) in self._versions and self._versions[(rev, rel)] is None
 
     def prefetch(self, revs: list[str], rel: str) -> None:
         """Read the file at every rev not cached yet through one `git cat-file --batch`: a session of
         a thousand experiments is a thousand versions, and a process per version took seconds."""
-        wanted = list(dict.fromkeys(rev for rev in revs if (rev, rel) not in self._versions))
+        with self._cache_lock:
+            wanted = list(dict.fromkeys(rev for rev in revs if (rev, rel) not in self._versions))
         if not wanted:
             return
         try:
@@ -129,18 +137,21 @@ class History:
             log.warning("reading %s from git failed: %s", rel, exc)
             return
         pos = 0
+        read: dict[tuple[str, str], list[str] | None] = {}
         for rev in wanted:
             end = out.index(b"\n", pos)
             header = out[pos:end].split()
             pos = end + 1
             if len(header) != 3 or header[1] != b"blob":  # "<rev:path> missing", or not a file
-                self._versions[(rev, rel)] = None
+                read[(rev, rel)] = None
                 continue
             size = int(header[2])
-            self._versions[(rev, rel)] = out[pos:pos + size].decode("utf-8", errors="replace").splitlines()
+            read[(rev, rel)] = out[pos:pos + size].decode("utf-8", errors="replace").splitlines()
             pos += size + 1  # the blob, then a newline
-        while len(self._versions) > max(self.max_versions, len(wanted)):  # what was just read stays
-            self._versions.popitem(last=False)
+        with self._cache_lock:
+            self._versions.update(read)
+            while len(self._versions) > max(self.max_versions, len(wanted)):  # what was just read stays
+                self._versions.popitem(last=False)
 
     def lines(self, head: str, rel: str, experiments: list[Experiment]) -> dict[int, list[Touch]]:
         """Head line → the experiments that touched it, newest first (computed from scratch)."""
@@ -169,9 +180,12 @@ class History:
         for exp in missing:
             assert exp.commit_sha is not None
             before, after = self.version(exp.parent_commit, rel), self.version(exp.commit_sha, rel)
-            covered.add(exp.id)
             if before is None or after is None:
+                # A file absent at either commit touched nothing here: covered. A read that failed is tried again.
+                if self._absent(exp.parent_commit, rel) or self._absent(exp.commit_sha, rel):
+                    covered.add(exp.id)
                 continue
+            covered.add(exp.id)
             key = (exp.parent_commit, exp.commit_sha, rel)
             if key not in self._touched:  # commits never change: what a change touched is computed once
                 self._touched[key] = touched(before, after)

@@ -175,3 +175,16 @@ def test_a_ledger_on_a_head_git_no_longer_has_is_rebuilt_and_a_corrupt_row_is_ig
             db.execute("UPDATE line_history SET lines=? WHERE tag='t'", (b"\xc1not msgpack",))
         assert journal.line_history("t", "train.py") is None
         assert journal.line_history("t", "other.py") is None
+
+
+def test_an_experiment_whose_versions_git_failed_to_read_is_not_covered_and_is_tried_again(tmp_path: Path) -> None:
+    repo, exps, heads = _session(tmp_path, [("keep", 1, "edit"), ("discard", 4, "edit")])
+    history = History(repo)
+    history.version(heads[-1], "train.py")  # the head reads fine
+    real = history.prefetch
+    history.prefetch = lambda revs, rel: None  # type: ignore[method-assign]  # git fails: nothing is cached
+    failed = history.advance(None, heads[-1], "train.py", exps)
+    assert failed.covered == set() and failed.lines == {}
+    history.prefetch = real  # type: ignore[method-assign]
+    assert History.touches(history.advance(failed, heads[-1], "train.py", exps), exps) == \
+        History(repo).lines(heads[-1], "train.py", exps) != {}
