@@ -32,6 +32,7 @@ class Region:
     base: tuple[int, int]
     user: tuple[int, int]
     loop: tuple[int, int]
+    apart: bool = False  # split out of a merge3 conflict by _apart (checked by its callers, see changes())
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def lines(text: str) -> list[str]:
     return text.splitlines(keepends=True)
 
 
-def regions(base: list[str], user: list[str], loop: list[str]) -> Iterator[Region]:
+def regions(base: list[str], user: list[str], loop: list[str], apart: bool = True) -> Iterator[Region]:
     """merge3's sync regions, with the coordinates of all three versions (merge_regions drops some)."""
     iz = ia = ib = 0
     for zmatch, zend, amatch, aend, bmatch, bend in merge3.Merge3(base, user, loop).find_sync_regions():
@@ -66,7 +67,7 @@ def regions(base: list[str], user: list[str], loop: list[str]) -> Iterator[Regio
                 kind = "same"
             else:
                 kind = "conflict"
-            refined = _apart(base, user, loop, z, a, b) if kind == "conflict" else None
+            refined = _apart(base, user, loop, z, a, b) if kind == "conflict" and apart else None
             if kind == "conflict" and zmatch - iz == amatch - ia == bmatch - ib:
                 # Same-length blocks (merge3 lumps adjacent changes together): decide line by line, so the
                 # user's edit of one line does not swallow the loop's change of the next.
@@ -109,12 +110,20 @@ def _apart(base: list[str], user: list[str], loop: list[str], z: tuple[int, int]
     the loop's change for it would make suggestions vanish as the user types. None when the changes really overlap
     (the same lines, or insertions at the same place)."""
     part = base[z[0]:z[1]]
+    # Only where every line of the region is unique in its version: with repeated lines (blank lines, separators)
+    # the two alignments can pair different copies, and a split would make changes that reappear after an accept.
+    if any(len(set(text)) != len(text) for text in (part, user[a[0]:a[1]], loop[b[0]:b[1]])):
+        return None
 
     def edits(other: list[str]) -> list[tuple[int, int, int, int]]:
         return [(i1, i2, j1, j2) for op, i1, i2, j1, j2
                 in difflib.SequenceMatcher(a=part, b=other, autojunk=False).get_opcodes() if op != "equal"]
 
     ours, theirs = edits(user[a[0]:a[1]]), edits(loop[b[0]:b[1]])
+    # Only lines the user added (typing next to the loop's change): an edit or a deletion of the user's own next to
+    # it stays a conflict, where the user's text wins.
+    if any(i1 != i2 for i1, i2, _, _ in ours):
+        return None
     for i1, i2, _, _ in ours:
         for k1, k2, _, _ in theirs:
             overlap = i1 < k2 and k1 < i2  # both change a base line
@@ -131,7 +140,8 @@ def _apart(base: list[str], user: list[str], loop: list[str], z: tuple[int, int]
         nonlocal pz, pa, pb
         n = upto - pz
         if n > 0:
-            out.append(Region("unchanged", (z[0] + pz, z[0] + upto), (a[0] + pa, a[0] + pa + n), (b[0] + pb, b[0] + pb + n)))
+            out.append(Region("unchanged", (z[0] + pz, z[0] + upto), (a[0] + pa, a[0] + pa + n), (b[0] + pb, b[0] + pb + n),
+                              apart=True))
             pz, pa, pb = upto, pa + n, pb + n
 
     for who, i1, i2, j1, j2 in changes:
@@ -140,21 +150,16 @@ def _apart(base: list[str], user: list[str], loop: list[str], z: tuple[int, int]
         if who == "user":
             if j1 != pa:
                 return None  # not a consistent walk: leave it a conflict
-            out.append(Region("user", (z[0] + i1, z[0] + i2), (a[0] + j1, a[0] + j2), (b[0] + pb, b[0] + pb + n)))
+            out.append(Region("user", (z[0] + i1, z[0] + i2), (a[0] + j1, a[0] + j2), (b[0] + pb, b[0] + pb + n), apart=True))
             pa, pb = j2, pb + n
         else:
             if j1 != pb:
                 return None
-            out.append(Region("loop", (z[0] + i1, z[0] + i2), (a[0] + pa, a[0] + pa + n), (b[0] + j1, b[0] + j2)))
+            out.append(Region("loop", (z[0] + i1, z[0] + i2), (a[0] + pa, a[0] + pa + n), (b[0] + j1, b[0] + j2), apart=True))
             pa, pb = pa + n, j2
         pz = i2
     unchanged(z[1] - z[0])
     if (a[0] + pa, b[0] + pb) != (a[1], b[1]):
-        return None
-    # With repeated lines the two alignments can disagree about which line is which: take the split only when the
-    # text it leads to (every loop change taken, the user's kept) has none of the loop's changes left pending.
-    merged = [line for r in out for line in (loop[r.loop[0]:r.loop[1]] if r.kind == "loop" else user[r.user[0]:r.user[1]])]
-    if any(kind == "b" for kind, *_ in merge3.Merge3(part, merged, loop[b[0]:b[1]]).merge_regions()):
         return None
     return out
 
@@ -164,11 +169,31 @@ def hunk_key(base_text: str, new_text: str) -> str:
 
 
 def changes(base_text: str, user_text: str, loop_text: str) -> list[Change]:
-    """The loop's changes the user's text lacks, in document order; conflicting ones marked."""
+    """The loop's changes the user's text lacks, in document order; conflicting ones marked.
+
+    Where the user typed next to a change the loop made, merge3 sees one conflict; `_apart` splits it so the loop's
+    change stays pending. With repeated lines the two alignments behind a split can disagree about which line is
+    which, so a split is kept only when taking every pending change leaves none of the loop's changes pending
+    under a new name; otherwise the file is compared as merge3 alone sees it (the user's text wins the region)."""
+    split, was_split = _changes(base_text, user_text, loop_text, apart=True)
+    if was_split:
+        taken = apply(user_text, [c for c in split if c.applies])
+        known = {c.key for c in split}
+        # Whichever way the next look compares the files (split or not), nothing new may be pending.
+        again = [*_changes(base_text, taken, loop_text, apart=True)[0], *_changes(base_text, taken, loop_text, apart=False)[0]]
+        if any(c.applies and c.key not in known for c in again):
+            return _changes(base_text, user_text, loop_text, apart=False)[0]
+    return split
+
+
+def _changes(base_text: str, user_text: str, loop_text: str, apart: bool) -> tuple[list[Change], bool]:
+    """(the changes, whether a conflict was split apart to find them)."""
     base, user, loop = lines(base_text), lines(user_text), lines(loop_text)
     result: list[Change] = []
     seen: dict[str, int] = {}
-    for region in regions(base, user, loop):
+    was_split = False
+    for region in regions(base, user, loop, apart):
+        was_split = was_split or region.apart
         if region.kind not in ("loop", "conflict"):
             continue
         base_part = "".join(base[region.base[0]:region.base[1]])
@@ -183,7 +208,7 @@ def changes(base_text: str, user_text: str, loop_text: str) -> list[Change]:
             old_text="".join(user[region.user[0]:region.user[1]]), new_text=new_text,
             applies=region.kind == "loop",
         ))
-    return result
+    return result, was_split
 
 
 def utf16_len(text: str) -> int:
@@ -233,9 +258,17 @@ def merge(base_text: str, user_text: str, loop_text: str) -> str:
 
     What the loop rebases onto when the user changed a file themselves: their change is authoritative,
     the loop's kept changes elsewhere in the file stay."""
+    out = _merge(base_text, user_text, loop_text, apart=True)
+    # As in changes(): a split that leaves loop changes pending in its own result is not trusted.
+    if out != _merge(base_text, user_text, loop_text, apart=False) and any(c.applies for c in changes(base_text, out, loop_text)):
+        return _merge(base_text, user_text, loop_text, apart=False)
+    return out
+
+
+def _merge(base_text: str, user_text: str, loop_text: str, apart: bool) -> str:
     base, user, loop = lines(base_text), lines(user_text), lines(loop_text)
     out: list[str] = []
-    for region in regions(base, user, loop):
+    for region in regions(base, user, loop, apart):
         if region.kind == "loop":
             out += loop[region.loop[0]:region.loop[1]]
         elif region.kind == "unchanged":
