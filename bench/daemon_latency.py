@@ -33,6 +33,7 @@ from typing import Any
 import git
 import psutil
 from lsprotocol import types as lsp
+from rich.progress import track
 
 from overnight.daemon.annotate import History
 from overnight.daemon.cli import main as overnight
@@ -64,7 +65,8 @@ def fill_journal(root: Path, ledgers: bool = True) -> None:
     with Journal(cfg.journal_path) as j:
         frozen = {rel: hashlib.sha256((root / rel).read_bytes()).hexdigest() for rel in cfg.frozen}
         j.create_session(Session("bench", "overnight/bench", base, frozen, config, time.time()))
-        for i in range(N_EXPERIMENTS):
+        # Thousands of real commits take minutes: show how far it is.
+        for i in track(range(N_EXPERIMENTS), description=f"writing {N_EXPERIMENTS:,} experiments"):
             kind = "baseline" if i == 0 else "experiment"
             parent = wt.head.commit.hexsha
             status = "keep" if kind == "baseline" or rng.random() < 0.05 else "discard"

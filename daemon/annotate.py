@@ -83,7 +83,6 @@ class History:
         self.max_versions = max_versions
         self._versions: OrderedDict[tuple[str, str], list[str] | None] = OrderedDict()
         self._cache_lock = threading.Lock()
-        self._touched: dict[tuple[str, str, str], tuple[set[int], set[int]]] = {}
         # The last history computed per (head, file, journal state): inlay hints, hovers and suggestions
         # ask for the same one, often at once (an editor opening the file); one computes, the others wait.
         self._lock = threading.Lock()
@@ -186,10 +185,7 @@ class History:
                     covered.add(exp.id)
                 continue
             covered.add(exp.id)
-            key = (exp.parent_commit, exp.commit_sha, rel)
-            if key not in self._touched:  # commits never change: what a change touched is computed once
-                self._touched[key] = touched(before, after)
-            old, new = self._touched[key]
+            old, new = touched(before, after)  # once per experiment: the ledger remembers what it found
             if exp.status == "keep":
                 source, source_rev, changed = after, exp.commit_sha, new
             else:
@@ -227,10 +223,7 @@ class History:
 
 
 def touch_of(exp: Experiment) -> Touch:
-    delta = None
-    if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
-        delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
-    return Touch(exp.id, exp.status, delta, exp.description)
+    return Touch(exp.id, exp.status, exp.delta, exp.description)
 
 
 def onto_buffer(history: dict[int, list[Touch]], head_lines: list[str], buffer_lines: list[str]) -> dict[int, list[Touch]]:

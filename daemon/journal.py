@@ -254,6 +254,13 @@ class Experiment:
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def delta(self) -> float | None:
+        """val_bpb minus the incumbent's it was judged against (negative is better); None when not measured so."""
+        if self.evidence and "incumbent_mean" in self.evidence and self.val_bpb is not None:
+            return self.val_bpb - float(self.evidence["incumbent_mean"])
+        return None
+
 
 _RUN_COLUMNS = (
     "experiment_id", "seed", "status", "val_bpb", "holdout_bpb", "steps", "tokens", "tokens_per_s",

@@ -146,9 +146,7 @@ def rows(journal: Journal, tag: str) -> list[Row]:
         # A starved run is not a measurement: its step count says nothing about the code.
         measured = [r for r in runs if r.status == "ok"] or runs
         steps = [r.steps for r in measured if r.steps is not None]
-        delta = None
-        if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
-            delta = exp.val_bpb - exp.evidence["incumbent_mean"]
+        delta = exp.delta
         usage = exp.meta.get("usage") if isinstance(exp.meta.get("usage"), dict) else None
         u = Usage.from_dict(usage) if usage else None
         out.append(Row(

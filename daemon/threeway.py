@@ -124,12 +124,10 @@ def _apart(base: list[str], user: list[str], loop: list[str], z: tuple[int, int]
     # it stays a conflict, where the user's text wins.
     if any(i1 != i2 for i1, i2, _, _ in ours):
         return None
-    for i1, i2, _, _ in ours:
+    for at, _, _, _ in ours:
         for k1, k2, _, _ in theirs:
-            overlap = i1 < k2 and k1 < i2  # both change a base line
-            same_place = i1 == i2 == k1 == k2  # both insert at one place: no order between them is right
-            inside = (i1 == i2 and k1 < i1 < k2) or (k1 == k2 and i1 < k1 < i2)  # an insertion within a change
-            if overlap or same_place or inside:
+            # Both insert at one place (no order between them is right), or the user's lines land inside the change.
+            if k1 == k2 == at or k1 < at < k2:
                 return None
     # In base order; at one base line an insertion comes before a change that starts there.
     changes = sorted([("user", *e) for e in ours] + [("loop", *e) for e in theirs], key=lambda c: (c[1], c[2] > c[1]))
@@ -147,11 +145,11 @@ def _apart(base: list[str], user: list[str], loop: list[str], z: tuple[int, int]
     for who, i1, i2, j1, j2 in changes:
         unchanged(i1)
         n = i2 - i1
-        if who == "user":
+        if who == "user":  # an insertion: no base line, none of the loop's
             if j1 != pa:
                 return None  # not a consistent walk: leave it a conflict
-            out.append(Region("user", (z[0] + i1, z[0] + i2), (a[0] + j1, a[0] + j2), (b[0] + pb, b[0] + pb + n), apart=True))
-            pa, pb = j2, pb + n
+            out.append(Region("user", (z[0] + i1, z[0] + i1), (a[0] + j1, a[0] + j2), (b[0] + pb, b[0] + pb), apart=True))
+            pa = j2
         else:
             if j1 != pb:
                 return None
@@ -260,7 +258,7 @@ def merge(base_text: str, user_text: str, loop_text: str) -> str:
     the loop's kept changes elsewhere in the file stay."""
     out = _merge(base_text, user_text, loop_text, apart=True)
     # As in changes(): a split that leaves loop changes pending in its own result is not trusted.
-    if out != _merge(base_text, user_text, loop_text, apart=False) and any(c.applies for c in changes(base_text, out, loop_text)):
+    if any(c.applies for c in changes(base_text, out, loop_text)):
         return _merge(base_text, user_text, loop_text, apart=False)
     return out
 

@@ -86,9 +86,7 @@ def files_text(ctx: Context) -> str:
 
 
 def _delta(exp: Experiment) -> str:
-    if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
-        return f" ({exp.val_bpb - float(exp.evidence['incumbent_mean']):+.4f} vs its incumbent)"
-    return ""
+    return f" ({exp.delta:+.4f} vs its incumbent)" if exp.delta is not None else ""
 
 
 def _line(exp: Experiment) -> str:

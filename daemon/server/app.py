@@ -27,7 +27,7 @@ from .core import DaemonCore, call_in_thread
 from .files import read_editable
 from .framing import serve_connection
 from .progress import ExperimentProgress
-from .suggestions import Reservations, SuggestionFeature, relative
+from .suggestions import NotFound, Reservations, SuggestionFeature, relative
 
 log = logging.getLogger("overnight.daemon")
 
@@ -38,10 +38,6 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 HANDSHAKE_SECONDS = 10.0
 # Editors, a CLI call or two, a bridge: far fewer than this. More are refused at once, unread.
 MAX_CONNECTIONS = 64
-
-
-class _NotFound(JsonRpcException):
-    CODE = t.ErrorCode.NOT_FOUND
 
 
 class DaemonServer(LanguageServer):
@@ -175,11 +171,9 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
 
     @ls.feature(t.OVERNIGHT_EXPERIMENTS_GET)
     async def get_experiment(ls: LanguageServer, params: t.GetExperimentParams) -> t.ExperimentDetail:
-        # SQLite's integers are 64-bit: an id outside them names no experiment (and must not reach the journal).
-        in_range = 0 < params.id < 2**63
-        detail = await call_in_thread(lambda: core.get_experiment(params.id)) if in_range else None
+        detail = await call_in_thread(lambda: core.get_experiment(params.id))
         if detail is None:
-            raise _NotFound(message=f"no experiment #{params.id}")
+            raise NotFound(message=f"no experiment #{params.id}")
         return detail
 
     def _history(uri: str, source: str | None) -> tuple[list[str], dict[int, list[Any]]]:

@@ -53,12 +53,9 @@ MAX_PAGE = 1000
 
 
 def summary(exp: Experiment, review: str | None = None) -> t.ExperimentSummary:
-    delta = None
-    if exp.evidence and "incumbent_mean" in exp.evidence and exp.val_bpb is not None:
-        delta = exp.val_bpb - float(exp.evidence["incumbent_mean"])
     return t.ExperimentSummary(
         id=exp.id, kind=t.ExperimentKind(exp.kind), status=t.Status(exp.status), description=exp.description,
-        val_bpb=exp.val_bpb, delta=delta, commit=exp.commit_sha, agent=exp.agent, created=exp.created,
+        val_bpb=exp.val_bpb, delta=exp.delta, commit=exp.commit_sha, agent=exp.agent, created=exp.created,
         finished=exp.finished, review=t.Review(review) if review else None,
     )
 
@@ -283,6 +280,8 @@ class DaemonCore:
         return t.ExperimentList(total=total, items=[summary(e, reviews.get(e.id)) for e in page])
 
     def get_experiment(self, exp_id: int) -> t.ExperimentDetail | None:
+        if not 0 < exp_id < 2**63:  # SQLite's integers are 64-bit: an id outside them names no experiment
+            return None
         exp = self.journal.experiment(exp_id)
         if exp is None:
             return None

@@ -15,32 +15,28 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types as lsp
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 
 from overnight.protocol import types as t
 
 from .core import DaemonCore, call_in_thread
+from .suggestions import NotFound
 
 if TYPE_CHECKING:
     from .app import DaemonServer
 
-_INVALID_PARAMS = -32602
-
-
-class _InvalidParams(JsonRpcException):
-    CODE = _INVALID_PARAMS
 
 
 def _arg(args: tuple[Any, ...], i: int, name: str, kind: type, *, required: bool = True) -> Any:
     """The i-th argument, of ``kind`` (None when optional and absent)."""
     if i >= len(args) or args[i] is None:
         if required:
-            raise _InvalidParams(message=f"missing argument {i + 1}: {name}")
+            raise JsonRpcInvalidParams(message=f"missing argument {i + 1}: {name}")
         return None
     value = args[i]
     # bool is an int to Python; an id is never true or false.
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise _InvalidParams(message=f"argument {i + 1} ({name}) must be {_KINDS[kind]}, not {json_kind(value)}")
+        raise JsonRpcInvalidParams(message=f"argument {i + 1} ({name}) must be {_KINDS[kind]}, not {json_kind(value)}")
     return value
 
 
@@ -58,7 +54,7 @@ def json_kind(value: object) -> str:
 
 def _at_most(args: tuple[Any, ...], n: int) -> None:
     if len(args) > n:
-        raise _InvalidParams(message=f"expected at most {n} argument{'s' if n != 1 else ''}, got {len(args)}")
+        raise JsonRpcInvalidParams(message=f"expected at most {n} argument{'s' if n != 1 else ''}, got {len(args)}")
 
 
 def status_line(status: t.LoopStatus) -> str:
@@ -131,9 +127,9 @@ def register(ls: DaemonServer, core: DaemonCore) -> None:
     async def show(*args: Any) -> t.ExperimentDetail:
         _at_most(args, 1)
         exp_id = _arg(args, 0, "experimentId", int)
-        detail = await call_in_thread(lambda: core.get_experiment(exp_id)) if 0 < exp_id < 2**63 else None
+        detail = await call_in_thread(lambda: core.get_experiment(exp_id))
         if detail is None:
-            raise _NotFound(message=f"no experiment #{exp_id}")
+            raise NotFound(message=f"no experiment #{exp_id}")
         tell(lsp.MessageType.Info, experiment_line(detail))
         return detail
 
@@ -166,7 +162,3 @@ def register(ls: DaemonServer, core: DaemonCore) -> None:
         _at_most(args, 0)
         await call_in_thread(core.loop.stop)
         return await status_reply()
-
-
-class _NotFound(JsonRpcException):
-    CODE = t.ErrorCode.NOT_FOUND
