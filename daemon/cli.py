@@ -29,10 +29,10 @@ from .loop import Loop, LoopError
 from .server.client import NoDaemon
 from .workspace import Workspace, WorkspaceError
 
-# What `overnight init` copies into a new workspace: (package, file, destination).
+# What `overnight init` copies into a new workspace: (package, file, destination). Its overnight.toml is rendered
+# from the code's defaults (config_file.py), so a checkout's local edits never travel.
 _TEMPLATE = (
     ("overnight.template", "program.md", "program.md"),
-    ("overnight.template", "overnight.toml", CONFIG_NAME),
     ("overnight.trainer", "prepare.py", "trainer/prepare.py"),
     ("overnight.trainer", "train.py", "trainer/train.py"),
     ("overnight.trainer", "README.md", "trainer/README.md"),
@@ -362,30 +362,64 @@ def cmd_plot(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_init(args: argparse.Namespace, console: Console) -> int:
+    from . import config_file
+
     target = Path(args.dir).resolve()
-    existing = [dest for _, _, dest in _TEMPLATE if (target / dest).exists()]
+    if args.autoresearch:
+        return _init_autoresearch(target, args.force, console)
+    writes = [dest for _, _, dest in _TEMPLATE] + [CONFIG_NAME]
+    existing = [dest for dest in writes if (target / dest).exists()]
     if existing and not args.force:
         raise CliError(f"{target} already has {', '.join(existing)}; use --force to overwrite")
     for package, name, dest in _TEMPLATE:
         path = target / dest
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_template_file(package, name), path)
+    (target / CONFIG_NAME).write_text(config_file.render(), encoding="utf-8")
+    _commit_init(target, writes, "overnight init: research workspace")
+    console.print(f"initialised an Overnight workspace in {target}\n  next: cd {target} && overnight run")
+    return 0
+
+
+def _init_autoresearch(target: Path, force: bool, console: Console) -> int:
+    """An overnight.toml for an autoresearch-style folder that exists already (train.py printing ``val_bpb: X``)."""
+    from . import config_file
+
+    if not (target / "train.py").is_file():
+        raise CliError(f"{target} has no train.py: --autoresearch sets up an existing autoresearch-style folder")
+    if (target / CONFIG_NAME).exists() and not force:
+        raise CliError(f"{target} already has {CONFIG_NAME}; use --force to overwrite")
+    writes = [CONFIG_NAME]
+    if not (target / "program.md").exists():
+        shutil.copyfile(_template_file("overnight.template", "program.md"), target / "program.md")
+        writes.append("program.md")
+    (target / CONFIG_NAME).write_text(config_file.render(**config_file.autoresearch(target)), encoding="utf-8")
+    _commit_init(target, writes, "overnight init --autoresearch: reported-metric workspace")
+    console.print(
+        f"wrote {target / CONFIG_NAME}: train.py is the editable file and its own printed val_bpb the metric\n"
+        "  (reported mode: the session is marked, since Overnight's harness cannot vouch for that number).\n"
+        "  Prepare the data once (autoresearch: `uv run prepare.py`), then: "
+        f"cd {target} && overnight run --agent claude"
+    )
+    return 0
+
+
+def _commit_init(target: Path, paths: list[str], message: str) -> None:
     try:
         repo = git.Repo(target)
         created = False
-    except git.InvalidGitRepositoryError:
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        target.mkdir(parents=True, exist_ok=True)
         repo = git.Repo.init(target)
         created = True
-    repo.git.add("--", *[dest for _, _, dest in _TEMPLATE])
+    repo.git.add("--", *paths)
     if created or repo.is_dirty(index=True, working_tree=False):
         repo.git.commit(
-            "-m", "overnight init: research workspace", env={
+            "-m", message, env={
                 "GIT_AUTHOR_NAME": "Overnight", "GIT_AUTHOR_EMAIL": "overnight@localhost",
                 "GIT_COMMITTER_NAME": "Overnight", "GIT_COMMITTER_EMAIL": "overnight@localhost",
             },
         )
-    console.print(f"initialised an Overnight workspace in {target}\n  next: cd {target} && overnight run")
-    return 0
 
 
 # -- parsing ----------------------------------------------------------------------------------------
@@ -483,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="set up a new workspace (training script, harness, program, config)")
     init.add_argument("dir")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument("--autoresearch", action="store_true",
+                      help="DIR is an autoresearch-style folder (train.py printing val_bpb, prepare.py, program.md): "
+                           "write only its overnight.toml, in reported-metric mode")
     init.set_defaults(func=cmd_init)
     return parser
 

@@ -19,6 +19,11 @@ STATE_DIR = ".overnight"
 AGENTS = ("sweep", "replay", "claude")
 CLOCKS = ("auto", "steps", "cpu", "wall")
 SANDBOXES = ("bwrap", "none")
+# "harness": the pinned harness scores the model a run hands off (val_bpb). "reported": the number is the script's
+# own, parsed from its output (an autoresearch-style train.py printing `val_bpb: X`); the harness cannot vouch for it.
+MEASURES = ("harness", "reported")
+# What the harness measures: the only metric a harness-measured session can have.
+HARNESS_METRIC = "val_bpb"
 # Keys of earlier versions that no longer exist, and what replaced them.
 _RENAMED = {
     "keep_sigma": "the keep rule is a sequential t-test now: set alpha (its false-keep rate) instead",
@@ -92,8 +97,10 @@ class Config:
     # Where runs start, relative to the workspace root, and what they run there.
     workdir: str = "trainer"
     run: tuple[str, ...] = ("{python}", "train.py")
+    # How the pinned harness scores a model (run in its own sandbox, from the session's copy of the frozen files).
     evaluate: tuple[str, ...] = ("{python}", "prepare.py", "evaluate")
-    # Builds or verifies the data; its last stdout line may be {"data_dir", "manifest_sha256"} (JSON).
+    # Builds or verifies the data once per start; with measure = "harness" its last stdout line pins it
+    # ({"data_dir", "manifest_sha256", "training_files"}, JSON). Empty: nothing to prepare (reported mode only).
     prepare: tuple[str, ...] = ("{python}", "prepare.py", "--json")
     # Seconds of training per run. With the default clock the harness turns them into a step count from the
     # code's own measured speed (its fastest steps), so equal code trains equally however busy the machine is.
@@ -108,8 +115,17 @@ class Config:
     # count of equal code stays equal; two threads on two cores run ~1.3x faster but their CPU time per step moved
     # ~20 % between a quiet machine and one core busy.
     threads: int = 1
-    metric: str = "val_bpb"
+    # Who measures: "harness" (the pinned harness scores the model the run hands off: val_bpb) or "reported" (the
+    # script's own number, the last `<metric>: <number>` line it prints; such sessions are marked as unvouched).
+    measure: str = "harness"
+    # The number decisions rest on: val_bpb with the harness; in reported mode, the name the script prints.
+    metric: str = HARNESS_METRIC
     direction: str = "minimize"
+    # Host folders a sealed run may read (read-only), e.g. an autoresearch data cache; a path under ~ appears
+    # under the run's own home, so `~/.cache/x` in the script finds it.
+    readable: tuple[str, ...] = ()
+    # Every run's loss curve and scores as TensorBoard event files under .overnight/tb/<tag>/<experiment>.
+    tensorboard: bool = True
     agent: str = "sweep"
     # Runs at once on this machine: each candidate's runs stay sequential, but different candidates (and the
     # incumbent's re-runs) share the slots. On a CPU, slots x threads should not exceed the cores; with GPUs, one
@@ -185,15 +201,31 @@ class Config:
         if self.executor.kind not in ("local", "ray"):
             raise ConfigError(f"[executor] kind must be \"local\" or \"ray\", got {self.executor.kind!r}")
         _number("[executor] gpus_per_run", self.executor.gpus_per_run, 0.0, 64.0)
+        if self.measure not in MEASURES:
+            raise ConfigError(f"measure must be \"harness\" (the pinned harness scores the model) or \"reported\" "
+                              f"(the script prints its own metric), got {self.measure!r}")
+        if self.measure == "harness" and self.metric != HARNESS_METRIC:
+            raise ConfigError(f"metric {self.metric!r} needs measure = \"reported\": the harness measures "
+                              f"{HARNESS_METRIC} (a script that prints its own number runs in reported mode)")
+        if not self.metric.isidentifier():
+            raise ConfigError(f"metric must be a name like val_bpb (letters, digits, _), got {self.metric!r}")
+        if self.measure == "harness" and not self.prepare:
+            raise ConfigError("prepare may be empty only with measure = \"reported\": the harness pins its data")
         if self.sandbox not in SANDBOXES:
             raise ConfigError(f"sandbox must be \"bwrap\" (sealed runs) or \"none\" (unsealed), got {self.sandbox!r}")
         if not self.editable:
             raise ConfigError("no editable files declared: the agent would have nothing to change")
         if not self.run:
             raise ConfigError('run must name the command that trains, e.g. run = ["{python}", "train.py"]')
-        for key in ("editable", "frozen", "run", "evaluate", "prepare"):
+        for key in ("editable", "frozen", "run", "evaluate", "prepare", "readable"):
             if any(not part or "\x00" in part for part in getattr(self, key)):
                 raise ConfigError(f"{key} has an empty or NUL-containing entry")
+        if self.readable and self.measure != "reported":
+            raise ConfigError("readable is for measure = \"reported\": with the harness, runs see only the training "
+                              "data it pins (a readable folder could hold the validation bytes)")
+        for path in self.readable:
+            if not (path.startswith("/") or path.startswith("~/")) or ".." in Path(path).parts:
+                raise ConfigError(f"readable {path!r}: give a host folder as an absolute path or one under ~/")
         overlap = set(self.editable) & set(self.frozen)
         if overlap:
             raise ConfigError(f"files both editable and frozen: {', '.join(sorted(overlap))}")
@@ -270,7 +302,7 @@ def load_config(root: Path) -> Config:
         raise ConfigError(f"{path}: unknown key(s): {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("editable", "frozen", "run", "evaluate", "prepare"):
+        if key in ("editable", "frozen", "run", "evaluate", "prepare", "readable"):
             values[key] = _tuple(value, key)
         elif key == "sweep":
             values[key] = _section(SweepConfig, value, key)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,6 +119,11 @@ class RunRequest:
     # Checks after the training process ended and before anything is evaluated (frozen files, the Python
     # environment): a message makes the run `invalid`, never evaluated.
     after_run: Callable[[], str | None] = lambda: None
+    # Reported mode: no model hand-off and no harness; the run's score is the last `<metric>: <number>` line it
+    # prints (autoresearch's `val_bpb: 0.9979`). The script keeps its own time: the budget bounds the whole run.
+    reported_metric: str | None = None
+    # Host folders the run may read (reported mode), as the config names them.
+    readable: tuple[str, ...] = ()
 
 
 @dataclass
@@ -267,6 +273,7 @@ class _Phases:
 
     at_start: float | None = None
     at_end: float | None = None
+    launched: float = field(default_factory=time.monotonic)
     wall_start: float | None = None
     wall_end: float | None = None
 
@@ -340,7 +347,7 @@ def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: 
     phases = _Phases()
     wall_cap = lim.wall_factor * (req.budget + lim.grace) + lim.wall_slack
     train_cap = lim.train_factor * req.budget + 1.0
-    phase = "starting"
+    phase = "starting" if req.reported_metric is None else "training"  # a reported run marks no phases
     on_phase(phase)
     calibration_seen = False
     while True:
@@ -402,6 +409,15 @@ _BUSY_OTHERS = 0.5
 def _over_budget(req: RunRequest, phases: _Phases, charge: float, now: float, train_cap: float) -> _Verdict | None:
     """Each phase within its allowance: start-up and export share the grace, training its multiple of the budget."""
     lim = req.limits
+    if req.reported_metric is not None:
+        # The script keeps its own time and speaks no frames: the whole run is charged, against the budget's
+        # training allowance plus the grace (on a GPU, its wall time too).
+        spent = max(charge, now - phases.launched) if req.gpu else charge
+        allowed = lim.train_factor * req.budget + lim.grace
+        if spent > allowed:
+            return _Verdict("timeout", f"ran past its budget: {spent:.1f} budget-seconds, over the {allowed:.1f} allowed "
+                                       f"({lim.train_factor:g} × budget {req.budget:g} s + grace {lim.grace:g} s)")
+        return None
     startup = phases.at_start if phases.at_start is not None else charge
     if phases.at_start is None:
         if startup > lim.grace:
@@ -457,7 +473,7 @@ def execute(
         command=resolve_command(req.command), tree=req.tree, workdir=req.workdir, scratch=scratch,
         data_files={name: req.data.directory / name for name in req.data.training_files},
         hidden_sources=list(req.data.hidden_sources), network=req.network, gpu=req.gpu, env=run_env,
-        pass_fds=(write_fd,), memory_limit_gb=req.memory_limit_gb, model_name="model.ovm",
+        pass_fds=(write_fd,), memory_limit_gb=req.memory_limit_gb, model_name="model.ovm", readable=req.readable,
     )
     started = time.monotonic()
     try:
@@ -487,11 +503,13 @@ def execute(
             last = _last_line(_tail(req.log_path))
             if last:
                 outcome.error += f": {last}"
-        if outcome.status == "ok":
+        if outcome.status == "ok" and req.reported_metric is not None:
+            _read_reported(req, outcome, req.reported_metric)
+        elif outcome.status == "ok":
             _after_run(req, outcome, scratch, phases)
-        if outcome.status == "ok":
-            on_phase("evaluating")
-            _evaluate(req, outcome, stop)
+            if outcome.status == "ok":
+                on_phase("evaluating")
+                _evaluate(req, outcome, stop)
         outcome.log_tail = _tail(req.log_path)
         return outcome
     finally:
@@ -517,6 +535,34 @@ def _after_run(req: RunRequest, out: RunOutcome, scratch: Path, phases: _Phases)
         out.status, out.error = "crash", "the run finished without saving a model for the harness to evaluate"
     except (OSError, ValueError) as exc:
         out.status, out.error = "invalid", f"the model file cannot be handed to the harness: {exc}"
+
+
+def _read_reported(req: RunRequest, out: RunOutcome, metric: str) -> None:
+    """Reported mode: the score is the script's own last ``<metric>: <number>`` line (and, where it prints them,
+    autoresearch's ``num_steps``, ``training_seconds`` and ``peak_vram_mb``). Nothing here can vouch for it."""
+    problem = req.after_run()
+    if problem:
+        out.status, out.error = "invalid", problem
+        return
+    text = req.log_path.read_text(encoding="utf-8", errors="replace")
+    value = _reported(text, metric)
+    if value is None:
+        out.status, out.error = "crash", f"the run printed no finite `{metric}: <number>` line"
+        return
+    out.val_bpb = value
+    steps = _reported(text, "num_steps")
+    out.steps = int(steps) if steps is not None else out.steps
+    out.train_seconds = _reported(text, "training_seconds") or out.train_seconds
+    vram = _reported(text, "peak_vram_mb")
+    if vram is not None:
+        out.peak_mem_mb = vram
+
+
+def _reported(text: str, name: str) -> float | None:
+    """The last ``name: number`` (or ``name = number``) line of a run's output, if finite."""
+    pattern = re.compile(rf"^\s*{re.escape(name)}\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$", re.M)
+    found = pattern.findall(text)
+    return _finite(float(found[-1])) if found else None
 
 
 def _manifest_unchanged(data: DataPin) -> bool:

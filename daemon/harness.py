@@ -88,13 +88,9 @@ def prepare_data(harness: Path, workdir: str, prepare: tuple[str, ...]) -> DataP
     """Build or verify the corpus with the pinned harness; its last stdout line pins the data for the session.
 
     None when the harness does not report its data (a custom harness): then nothing is pinned."""
-    proc = subprocess.run(isolated(prepare), cwd=harness / workdir, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, env=_data_env(), preexec_fn=partial(die_with_parent, os.getpid()))
-    if proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-3:]
-        raise HarnessError("the harness could not prepare the data:\n  " + "\n  ".join(detail))
+    stdout = _run_prepare(harness, workdir, prepare, "the harness could not prepare the data")
     try:
-        pinned = json.loads(proc.stdout.strip().splitlines()[-1])
+        pinned = json.loads(stdout.strip().splitlines()[-1])
         directory = Path(str(pinned["data_dir"]))
         training = tuple(str(n) for n in pinned.get("training_files", ("manifest.json", "train.bin")))
         hidden = tuple(Path(str(p)) for p in pinned.get("hidden_sources", ()))
@@ -102,6 +98,23 @@ def prepare_data(harness: Path, workdir: str, prepare: tuple[str, ...]) -> DataP
                        hidden_sources=hidden)
     except (IndexError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def prepare_reported(harness: Path, workdir: str, prepare: tuple[str, ...]) -> None:
+    """Reported mode: run the (optional) prepare command once per start; nothing is pinned, since the script
+    reads and scores its own data."""
+    if prepare:
+        _run_prepare(harness, workdir, prepare, "the prepare command failed")
+
+
+def _run_prepare(harness: Path, workdir: str, prepare: tuple[str, ...], failure: str) -> str:
+    """The prepare command, from the pinned copy of the frozen files; its stdout, or a HarnessError saying why not."""
+    proc = subprocess.run(isolated(prepare), cwd=harness / workdir, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, env=_data_env(), preexec_fn=partial(die_with_parent, os.getpid()))
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}").splitlines()[-3:]
+        raise HarnessError(f"{failure}:\n  " + "\n  ".join(detail))
+    return proc.stdout
 
 
 def _data_env() -> dict[str, str]:

@@ -41,7 +41,7 @@ from .events import (
     TransferChecked,
 )
 from .journal import Experiment, Journal
-from .report import PHASE_LABEL, STATUS_STYLE, UNSEALED, session_facts
+from .report import PHASE_LABEL, REPORTED, STATUS_STYLE, UNSEALED, session_facts
 
 _RECENT = 8
 _REFRESH_S = 0.25  # the live display's refresh period
@@ -75,6 +75,7 @@ class LiveView:
         self.noise: Noise | None = None  # pooled over every run of unchanged code in the session
         self.sigma: float | None = None  # noise.sigma, once measured
         self.sealed: bool | None = None
+        self.reported: str | None = None  # the metric's name when the script reports it (measure = "reported")
         self.flags: list[str] = []
         self.transfer: dict[str, Any] | None = None
         self.thought = ""
@@ -183,6 +184,7 @@ class LiveView:
             return
         facts = session_facts(journal, self.tag)
         self.sealed = facts.sealed
+        self.reported = facts.metric if facts.reported else None
         self.noise = facts.noise if facts.noise.df >= 1 else None
         self.sigma = self.noise.sigma if self.noise is not None else None
         budget = session.config.get("budget")
@@ -206,7 +208,11 @@ class LiveView:
                 f"(worktree {escape(worktree)})")
         if self.sealed is False:
             line += "  [bold red]UNSEALED[/]"
+        if self.reported:
+            line += f"  [bold red]REPORTED {escape(self.reported)}[/]"
         self.console.print(line)
+        if self.reported:
+            self.console.print(f"[red]{escape(REPORTED)}[/]")
         if resumed and (self.best is not None or self.noise is not None):
             best = f"best {self.best.val_bpb:.4f} (#{self.best.id})" if self.best and self.best.val_bpb is not None else ""
             noise = self._noise_text()
@@ -345,6 +351,9 @@ class LiveView:
             t.append(" · ")
             t.append("UNSEALED", style="bold red")
             t.append(f"\n{UNSEALED}", style="red")
+        if self.reported:
+            t.append(" · ")
+            t.append(f"REPORTED {self.reported} (the script's own number)", style="bold red")
         return t
 
     def _current(self) -> Table:

@@ -98,8 +98,8 @@ _RUN_FIELDS = tuple(
     sorted({f.name for f in dataclasses.fields(Run)} & {f.name for f in dataclasses.fields(RunOutcome)})
 )
 # Settings that change what the metric means: a session is only resumed with the same ones.
-_MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "metric", "direction", "editable", "frozen",
-                     "threads", "sandbox", "network")
+_MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "measure", "metric", "direction", "editable",
+                     "frozen", "threads", "sandbox", "network", "readable")
 # Between two looks at a busy machine.
 _MACHINE_POLL_S = 5.0
 # The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
@@ -1001,6 +1001,9 @@ class Loop:
     def _prepare_data(self) -> None:
         """Build or verify the corpus once per start, with the pinned harness, before any run; pin it for the session."""
         assert self.harness_dir is not None and self.journal is not None and self.session is not None
+        if self.cfg.measure == "reported":
+            self._prepare_reported()
+            return
         self._emit(StateChanged(state="preparing", message="preparing the data (harness: prepare.py)"))
         try:
             pinned = harness.prepare_data(self.harness_dir, self.cfg.workdir, self.cfg.prepare)
@@ -1020,6 +1023,23 @@ class Loop:
                 f"the data in {pinned.directory} is not the data session {self.session.tag!r} was measured on "
                 "(its manifest changed): results would not compare. Start a new session with --tag NEW."
             )
+
+    def _prepare_reported(self) -> None:
+        """Reported mode: the script reads and scores its own data, so nothing is pinned; the readable folders
+        must exist before the first run, and the optional prepare command runs once."""
+        assert self.harness_dir is not None
+        missing = [p for p in self.cfg.readable if not Path(p).expanduser().is_dir()]
+        if missing:
+            raise LoopError(f"readable folder {missing[0]} does not exist: prepare the data first (autoresearch: "
+                            "`uv run prepare.py`), or remove it from readable in overnight.toml")
+        if self.cfg.prepare:
+            self._emit(StateChanged(state="preparing", message=f"preparing ({' '.join(self.cfg.prepare)})"))
+            try:
+                harness.prepare_reported(self.harness_dir, self.cfg.workdir, self.cfg.prepare)
+            except harness.HarnessError as exc:
+                raise LoopError(str(exc)) from None
+        # Runs see no pinned data: the script's own, through the readable folders.
+        self.data = DataPin(directory=self.harness_dir, training_files=())
 
     # -- experiments ------------------------------------------------------------------------------
 
@@ -1288,13 +1308,14 @@ class Loop:
             # and their anchors were measured beside each other).
             load_starves=self.cfg.machine_share > 0 and self.cfg.slots == 1,
             devices=self._devices(slot),
+            reported_metric=self.cfg.metric if self.cfg.measure == "reported" else None, readable=self.cfg.readable,
         )
 
     def _open_evaluator(self) -> Evaluator | None:
         """The session's warm harness (one sandboxed evaluator for all its runs), when the harness has a warm form."""
         assert self.sandbox is not None and self.harness_dir is not None and self.data is not None and self.session
         command = serve_command(self.cfg.evaluate)
-        if command is None:
+        if command is None or self.cfg.measure == "reported":
             return None
         runs = self.cfg.state_dir / "runs" / self.session.tag
         limits = Limits()
@@ -1469,8 +1490,8 @@ class Loop:
         incumbent and the baseline's code each run once at ``transfer_budget`` × the budget and ``transfer_scale``
         (OVERNIGHT_SCALE, which a training script may use to widen and deepen its model)."""
         assert self.journal is not None and self.ws is not None and self.session is not None
-        if self.cfg.transfer_every <= 0:
-            return False
+        if self.cfg.transfer_every <= 0 or self.cfg.measure == "reported":
+            return False  # a script that keeps its own time and size cannot be run larger
         tag = self.session.tag
         kept = [e for e in self.journal.experiments(tag) if e.kind == "experiment" and e.status == "keep"]
         incumbent, baseline = self.journal.incumbent(tag), self.journal.baseline(tag)

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .executor import Frame, Harness, Limits, RunOutcome, RunRequest, execute
+from .executor import DataPin, Frame, Harness, Limits, RunOutcome, RunRequest, execute
 from .supervise import StopSignal
 
 _POLL_S = 0.2
@@ -50,6 +50,7 @@ def payload(req: RunRequest, frozen_hashes: dict[str, str], prepare: tuple[str, 
         "evaluate": list(req.harness.evaluate), "harness_workdir": req.harness.workdir,
         "harness": {rel: (req.harness.directory / rel).read_bytes() for rel in frozen_hashes},
         "frozen_hashes": frozen_hashes, "manifest_sha256": req.data.manifest_sha256,
+        "reported_metric": req.reported_metric, "readable": list(req.readable),
     }
 
 
@@ -74,9 +75,14 @@ def run_payload(p: dict[str, Any], send: Callable[[tuple[str, Any]], None], stop
         problem = harness.check(pinned, hashes)
         if problem:
             return RunOutcome(status="crash", error=f"on the Ray worker: {problem}")
+        reported = p.get("reported_metric")
         try:
-            data = harness.prepare_data(pinned, p["harness_workdir"], tuple(p["prepare"]))
             sandbox = detect(p["sandbox"])
+            if reported is None:
+                data = harness.prepare_data(pinned, p["harness_workdir"], tuple(p["prepare"]))
+            else:  # the script reads its own data (readable folders on the worker): nothing is pinned
+                harness.prepare_reported(pinned, p["harness_workdir"], tuple(p["prepare"]))
+                data = DataPin(directory=root, training_files=())
         except (harness.HarnessError, SandboxUnavailable) as exc:
             return RunOutcome(status="crash", error=f"on the Ray worker: {exc}")
         if data is None or data.manifest_sha256 != p["manifest_sha256"]:
@@ -95,6 +101,7 @@ def run_payload(p: dict[str, Any], send: Callable[[tuple[str, Any]], None], stop
                             check=lambda: harness.check(pinned, hashes)),
             sandbox=sandbox, limits=Limits(**p["limits"]), network=p["network"], gpu=p["gpu"], scale=p["scale"],
             anchor=(int(p["anchor"][0]), float(p["anchor"][1])) if p["anchor"] else None, after_run=after_run,
+            reported_metric=reported, readable=tuple(p.get("readable", ())),
         )
         return execute(req, on_frame=lambda f: send(("frame", f)), stop=stop, on_phase=lambda ph: send(("phase", ph)))
 

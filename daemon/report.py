@@ -40,6 +40,10 @@ TSV_COLUMNS = ("commit", "val_bpb", "memory_gb", "status", "description")
 UNSEALED = ('UNSEALED: runs were not sealed (sandbox = "none"): a run could read the validation data, write the '
             "journal and reach the network, so these numbers are not protected against a run that games them")
 
+# What a reported-metric session means (measure = "reported"), in the words every view uses.
+REPORTED = ("REPORTED METRIC: the numbers are the training script's own printout (measure = \"reported\"), not "
+            "measured by Overnight's harness: nothing stops the code under test from printing any number it likes")
+
 PHASE_LABEL = {
     "starting": "starting the run", "training": "training", "exporting": "exporting the model",
     "evaluating": "evaluating (the session's pinned harness)", "waiting": "waiting for the machine",
@@ -54,6 +58,11 @@ def is_sealed(session: Session | None) -> bool:
     return session is not None and str(session.config.get("sandbox", "none")) != "none"
 
 
+def is_reported(session: Session | None) -> bool:
+    """Whether the session's metric is the script's own printout (reported mode), not the harness's measurement."""
+    return session is not None and session.config.get("measure") == "reported"
+
+
 @dataclass(frozen=True)
 class SessionFacts:
     tag: str
@@ -62,6 +71,8 @@ class SessionFacts:
     network: bool
     direction: str
     noise: Noise  # pooled over every run of unchanged code in the session (df 0: not measured yet)
+    reported: bool = False  # the metric is the script's own printout (measure = "reported")
+    metric: str = "val_bpb"
 
 
 def session_facts(journal: Journal, tag: str) -> SessionFacts:
@@ -71,7 +82,8 @@ def session_facts(journal: Journal, tag: str) -> SessionFacts:
     noise = session_noise(journal, tag, float(min_sigma) if isinstance(min_sigma, (int, float)) else 0.0)
     return SessionFacts(
         tag=tag, sealed=is_sealed(session), sandbox=str(config.get("sandbox", "")), network=bool(config.get("network")),
-        direction=str(config.get("direction", "minimize")), noise=noise,
+        direction=str(config.get("direction", "minimize")), noise=noise, reported=is_reported(session),
+        metric=str(config.get("metric") or "val_bpb"),
     )
 
 
@@ -160,16 +172,22 @@ def rows(journal: Journal, tag: str) -> list[Row]:
     return out
 
 
+# autoresearch's statuses: keep / discard / crash. A held or pruned experiment did not advance the branch (a
+# discard there); a timeout or a refused model is a failed run (a crash there); an interrupted or unfinished one
+# has no row in autoresearch's file (`results` as a table or JSON, and `show`, say what they were).
+_TSV_STATUS = {"keep": "keep", "discard": "discard", "held": "discard", "pruned": "discard", "crash": "crash",
+               "timeout": "crash", "invalid": "crash"}
+
+
 def to_tsv(table: list[Row]) -> str:
     lines = ["\t".join(TSV_COLUMNS)]
     for r in table:
+        status = _TSV_STATUS.get(r.status)
+        if status is None:
+            continue
         # autoresearch writes 0.000000 for a run without a metric (a crash).
         val = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "0.000000"
         mem = f"{r.memory_gb:.1f}" if r.memory_gb is not None else "0.0"
-        # autoresearch's statuses are keep / discard / crash: a held experiment (val improved, holdout got worse
-        # beyond noise) did not advance the branch, so in its file it is a discard. `results` (table, json) and
-        # `show` say "held".
-        status = "discard" if r.status in ("held", "pruned") else r.status
         lines.append("\t".join((r.commit, val, mem, status, r.description.replace("\t", " ").replace("\n", " "))))
     return "\n".join(lines) + "\n"
 
@@ -221,9 +239,14 @@ def results(journal: Journal, tag: str) -> Group:
     head.append(f"session {tag}", style="bold")
     head.append(f" · {experiment_counts([r.status for r in experiments])} · noise {noise_text(facts.noise)} · ")
     head.append_text(seal_text(facts) if facts.sealed else Text("UNSEALED", style="bold red"))
+    if facts.reported:
+        head.append(" · ")
+        head.append(f"REPORTED {facts.metric}", style="bold red")
     parts: list[RenderableType] = [head]
     if not facts.sealed:
         parts.append(seal_text(facts))
+    if facts.reported:
+        parts.append(Text(REPORTED, style="red"))
     parts.append(to_table(table))
     for t in journal.transfers(tag):
         parts.append(Text(transfer_text(t)))
@@ -469,10 +492,12 @@ def figure(journal: Journal, tag: str) -> Any:
     facts = session_facts(journal, tag)
     exps = journal.experiments(tag)
     fig, ax = plt.subplots(figsize=(11, 5.5), dpi=120)
-    unsealed = "" if facts.sealed else "  [UNSEALED runs]"
+    unsealed = ("" if facts.sealed else "  [UNSEALED runs]") + (f"  [{facts.metric} REPORTED by the script]"
+                                                                  if facts.reported else "")
     better = "higher" if facts.direction == "maximize" else "lower"
     ax.set_xlabel("experiment #")
-    ax.set_ylabel(f"bits per byte ({better} is better)")
+    ax.set_ylabel(f"{facts.metric}, as the script reported it ({better} is better)" if facts.reported
+                  else f"bits per byte ({better} is better)")
     if not any(e.val_bpb is not None or e.is_final for e in exps):
         ax.set_title(f"Overnight session '{tag}'{unsealed}")
         ax.text(0.5, 0.5, f"no experiments in session '{tag}' yet" + (" (one in flight)" if exps else ""),
@@ -550,7 +575,8 @@ def figure(journal: Journal, tag: str) -> Any:
     counts = experiment_counts([e.status for e in exps if e.kind == "experiment"])
     if any(e.kind == "baseline" for e in exps):  # its dot is drawn (kept) but not counted among the experiments
         counts = f"baseline + {counts}"
-    ax.set_title(f"Overnight session '{tag}': {counts}{unsealed}", color="black" if facts.sealed else "darkred")
+    trusted = facts.sealed and not facts.reported
+    ax.set_title(f"Overnight session '{tag}': {counts}{unsealed}", color="black" if trusted else "darkred")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.set_xlim(min(e.id for e in exps) - 0.5, max(e.id for e in exps) + 1.5)

@@ -467,6 +467,17 @@ def _data_binds(data_files: Mapping[str, Path]) -> list[str]:
     return args
 
 
+def _readable(paths: Sequence[str]) -> list[tuple[str, Path]]:
+    """(path as the run names it, host folder) for each readable folder; a missing one is an error, not a silent gap."""
+    shown = []
+    for path in paths:
+        host = Path(path).expanduser()
+        if not host.is_dir():
+            raise ValueError(f"readable folder {path} does not exist (create it, or remove it from readable)")
+        shown.append((path, host.resolve()))
+    return shown
+
+
 def _workdir(tree: Path, workdir: str) -> str:
     rel = PurePosixPath(workdir)
     if rel.is_absolute() or ".." in rel.parts:
@@ -516,6 +527,7 @@ class Sandbox:
         model_name: str = "model.pt2",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         tmpfs_bytes: int = DEFAULT_TMPFS_BYTES,
+        readable: Sequence[str] = (),
     ) -> Launch:
         """Sandbox A: ``command`` (already resolved, e.g. [sys.executable, "train.py"]) in ``tree``/``workdir``.
 
@@ -525,7 +537,8 @@ class Sandbox:
         variables (``OVERNIGHT_*``, ``OMP_*``...; anything else is refused); ``pass_fds`` the fds it
         inherits (the progress pipe). The run writes its model to ``$OVERNIGHT_MODEL_OUT``, which is
         ``scratch/model_name`` on the host: take it out with ``copy_out``. ``command[0]`` must be the
-        Python interpreter (its prefixes are what the view shows). Unsealed ("none"), only the
+        Python interpreter (its prefixes are what the view shows). ``readable`` names host folders the
+        run may read (absolute, or ``~/...``: shown under the run's own home). Unsealed ("none"), only the
         environment, HOME/TMPDIR and rlimits apply: the run sees the host, ``hidden_sources`` is ignored.
         """
         gpu = _gpu_present() if gpu is None else gpu
@@ -534,7 +547,14 @@ class Sandbox:
         _prepare_scratch(scratch)
         python = _resolve_python(command)
         rlimits = _rlimits(memory_limit_gb, gpu, max_file_bytes)
+        shown = _readable(readable)
         if self.bwrap is None:
+            for inside, host in shown:
+                if inside.startswith("~/"):  # the run's home is the scratch's: link the folder in
+                    link = scratch / "home" / inside[2:]
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    if not link.is_symlink():
+                        link.symlink_to(host)
             data_dir = _common_dir(data_files) if data_files else None
             run_env = _environment(env, _training_env(python, str(scratch), data_dir, model_name))
             return Launch(tuple(command), run_env, str(tree / workdir), tuple(pass_fds), False, rlimits)
@@ -545,6 +565,8 @@ class Sandbox:
             self.bwrap.path, *_namespace_flags(self.bwrap, network), *_base_fs(self.bwrap, gpu, tmpfs_bytes),
             *_ro_binds(interp.roots), *overlays,
             "--ro-bind", str(tree), TREE, "--bind", str(scratch), SCRATCH, *_data_binds(data_files),
+            *[arg for inside, host in shown
+              for arg in ("--ro-bind", str(host), f"{SCRATCH}/home/{inside[2:]}" if inside.startswith("~/") else inside)],
             # Last: the new root itself (where /overnight was made) becomes read-only too.
             "--remount-ro", "/", "--chdir", str(PurePosixPath(TREE) / workdir), "--", *command,
         ]

@@ -31,21 +31,25 @@ _SUMMARY_CRASH: dict[str, Any] = {
 }
 _STATUS_IDLE: dict[str, Any] = {
     "state": "idle", "agent": "sweep", "budget": 60.0, "clock": "auto", "experiments": 0, "kept": 0,
-    "protocolVersion": "1.3",
+    "protocolVersion": "1.4",
 }
 _STATUS_RUNNING: dict[str, Any] = {
     "state": "running", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 12, "valBpb": 1.4954}, "current": _SUMMARY_RUNNING, "experiments": 13, "kept": 2,
     "live": {"experimentId": 14, "run": 0, "runsPlanned": 2,
              "curve": [[0, 0.0, 5.551], [100, 19.6, 2.412], [200, 39.1, 1.903]]},
-    "protocolVersion": "1.3", "phase": "training", "sealed": True,
+    "protocolVersion": "1.4", "phase": "training", "sealed": True,
 }
 _STATUS_PAUSED: dict[str, Any] = {
     "state": "paused", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 14, "valBpb": 1.4823}, "experiments": 14, "kept": 3,
-    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.3",
+    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.4",
     "sealed": True, "transferRatio": 0.71,
     "flags": ["#13 is held for you: val improved but the holdout got worse beyond noise: holdout 1.5011 → 1.5102"],
+}
+_STATUS_REPORTED: dict[str, Any] = {
+    "state": "running", "tag": "autoresearch", "agent": "claude", "budget": 300.0, "clock": "wall",
+    "experiments": 4, "kept": 1, "protocolVersion": "1.4", "sealed": True, "reportedMetric": "val_bpb",
 }
 _STATUS_STOPPING: dict[str, Any] = {
     **_STATUS_RUNNING, "state": "stopping", "message": "stopping after #14",
@@ -66,6 +70,7 @@ _SUGGESTION: dict[str, Any] = {
 EXAMPLES: list[dict[str, Any]] = [
     {"method": "overnight/status", "params": {}, "result": _STATUS_IDLE},
     {"method": "overnight/status", "params": {}, "result": _STATUS_RUNNING},
+    {"method": "overnight/status", "params": {}, "result": _STATUS_REPORTED},
     {"method": "overnight/pause", "params": {"reason": "trying the tokenizer change myself"}, "result": _STATUS_PAUSED},
     {"method": "overnight/pause", "params": {}, "result": {**_STATUS_PAUSED, "message": "paused by the user"}},
     {"method": "overnight/resume", "params": {}, "result": {**_STATUS_PAUSED, "state": "proposing",
@@ -142,6 +147,6 @@ EXAMPLES: list[dict[str, Any]] = [
 ]
 
 # The connection's own messages (standard LSP methods carrying Overnight's types).
-INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.3",
+INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.4",
                                           "commandLinks": True, "showMessages": False}
-SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.3"}
+SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.4"}

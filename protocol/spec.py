@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PROTOCOL_VERSION = "1.3"
+PROTOCOL_VERSION = "1.4"
 NAMESPACE = "overnight/"
 
 
@@ -225,6 +225,9 @@ STRUCTS: tuple[Struct, ...] = (
         f("protocolVersion", "string", "The daemon's protocol version."),
         opt("phase", "Phase", "Where the run in flight is (since 1.2); absent between runs."),
         opt("sealed", "boolean", "Whether runs are sealed in the sandbox (since 1.2); false: `sandbox = \"none\"`."),
+        opt("reportedMetric", "string", "Set when the session's number is the training script's own printout "
+                                        "(`measure = \"reported\"`, e.g. an autoresearch train.py): the metric's name. "
+                                        "Nothing measured it; show it as unvouched (since 1.4)."),
         opt("flags", "string[]", "What the loop flagged for the human this session, newest last (since 1.2)."),
         opt("transferRatio", "number", "The latest transfer check: the share of the gain that survived at a "
                                       "larger budget and model (since 1.2)."),

@@ -59,6 +59,11 @@ function connection(vm: ViewModel): TemplateResult | typeof nothing {
     <div class="row">${button("Start the daemon", "overnight.startDaemon")}${button("Retry", "overnight.connect", [], "secondary")}</div></div>`;
 }
 
+function reported(vm: ViewModel): TemplateResult | typeof nothing {
+  if (!vm.reported) return nothing;
+  return html`<div class="banner unsealed" id="reported" role="alert"><strong>Reported metric.</strong> ${vm.reported}</div>`;
+}
+
 function unsealed(vm: ViewModel): TemplateResult | typeof nothing {
   if (!vm.unsealed) return nothing;
   return html`<div class="banner unsealed" id="unsealed" role="alert"><strong>Unsealed runs.</strong> ${vm.unsealed}</div>`;
@@ -78,7 +83,7 @@ function loop(vm: ViewModel): TemplateResult | typeof nothing {
   return html`<div class=${offline ? "offline" : ""} id="loop-body">
     <div class="state state-${vm.state.value}" id="loop-state">${offline ? "last seen: " : ""}${vm.state.label}</div>
     ${vm.state.message ? html`<div class="message">${vm.state.message}</div>` : nothing}
-    ${unsealed(vm)}${flags(vm)}
+    ${unsealed(vm)}${reported(vm)}${flags(vm)}
     <div class="row controls">${paused ? button("Resume", "overnight.resume", [], "", offline) : button("Pause", "overnight.pause", [], "", offline)}
       ${button("Stop after this experiment", "overnight.stopAfterCurrent", [], "secondary", offline)}
       ${button("Redirect…", "overnight.redirect", [], "secondary", offline)}</div>

@@ -242,6 +242,7 @@ class DaemonCore:
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
             phase=t.Phase(self.loop.phase) if self.loop.phase and self.current else None,
             sealed=sandbox.sealed if sandbox is not None else self.cfg.sandbox != "none",
+            reported_metric=self.loop.cfg.metric if self.loop.cfg.measure == "reported" else None,
             flags=flags or None, transfer_ratio=float(ratio) if ratio is not None else None,
         )
 

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -69,10 +70,61 @@ def test_the_templates_commented_claude_section_shows_the_defaults() -> None:
     from overnight.daemon.config import ClaudeConfig
 
     text = (Path(__file__).resolve().parents[2] / "overnight.toml").read_text()
-    lines = text.split("# [claude]\n", 1)[1].splitlines()
+    lines = text.split("# [claude]\n", 1)[1].split("\n\n", 1)[0].splitlines()
     shown = tomllib.loads("\n".join(line[2:].split("  #")[0] for line in lines if line.startswith("# ")))
     defaults = ClaudeConfig()
     assert set(shown) == {f.name for f in fields(ClaudeConfig)}
     for key, value in shown.items():
         if key != "temperature":  # unset by default: the template shows a value one may set
             assert value == getattr(defaults, key), key
+
+
+def test_the_rendered_file_documents_every_key_and_loads_as_the_defaults(tmp_path: Path) -> None:
+    from dataclasses import fields
+
+    from overnight.daemon import config_file
+    from overnight.daemon.config import ClaudeConfig, Config, ExecutorConfig, SweepConfig
+
+    documented = config_file.documented()
+    assert documented[""] == {f.name for f in fields(Config)} - {"root", "sweep", "claude", "executor"}
+    assert documented["sweep"] == {f.name for f in fields(SweepConfig)}
+    assert documented["claude"] == {f.name for f in fields(ClaudeConfig)}
+    assert documented["executor"] == {f.name for f in fields(ExecutorConfig)}
+    (tmp_path / "overnight.toml").write_text(config_file.render())
+    assert load_config(tmp_path) == Config(root=tmp_path.resolve())
+
+
+def test_the_repositorys_config_is_the_rendered_defaults() -> None:
+    """The checkout's own overnight.toml is what `overnight init` writes: regenerate it after changing a default
+    (python -c "from overnight.daemon.config_file import render; print(render(), end='')" > overnight.toml)."""
+    from overnight.daemon import config_file
+
+    assert (Path(__file__).resolve().parents[2] / "overnight.toml").read_text() == config_file.render()
+
+
+def test_the_autoresearch_preset_is_a_valid_reported_config(tmp_path: Path) -> None:
+    from overnight.daemon import config_file
+
+    (tmp_path / "prepare.py").write_text("")
+    (tmp_path / "overnight.toml").write_text(config_file.render(**config_file.autoresearch(tmp_path)))
+    cfg = load_config(tmp_path)
+    assert (cfg.measure, cfg.metric, cfg.frozen, cfg.transfer_every) == ("reported", "val_bpb", ("prepare.py",), 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("measure = 'trust-me'", 'measure must be "harness"'),
+        ("metric = 'accuracy'", "metric 'accuracy' needs measure = \"reported\""),
+        ("measure = 'reported'\nmetric = 'val bpb'", "metric must be a name like val_bpb"),
+        ("prepare = []", "prepare may be empty only with measure"),
+        ("readable = ['/data']", "readable is for measure"),
+        ("measure = 'reported'\nreadable = ['data']", "absolute path or one under ~/"),
+        ("measure = 'reported'\nreadable = ['/a/../b']", "absolute path or one under ~/"),
+        ("tensorboard = 1", "tensorboard must be true or false"),
+    ],
+)
+def test_reported_mode_keys_get_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "overnight.toml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(tmp_path)

@@ -161,7 +161,18 @@ def test_tsv_keeps_autoresearchs_columns_and_writes_held_as_discard(tmp_path: Pa
     assert all(len(cols) == 5 for cols in by_desc.values())
     assert by_desc["memorise the validation split"][3] == "discard"
     assert by_desc["restore a sane learning rate"][3] == "keep"
-    assert by_desc["peek ahead"][1:4] == ["0.000000", "0.9", "invalid"]
+    assert by_desc["peek ahead"][1:4] == ["0.000000", "0.9", "crash"]  # a refused model: a failed run there
+
+
+@pytest.mark.parametrize(("status", "written"), [
+    ("keep", "keep"), ("discard", "discard"), ("held", "discard"), ("pruned", "discard"), ("crash", "crash"),
+    ("timeout", "crash"), ("invalid", "crash"), ("interrupted", None), ("running", None),
+])
+def test_tsv_speaks_only_autoresearchs_statuses(status: str, written: str | None) -> None:
+    row = report.Row(id=1, kind="experiment", commit="abc1234", val_bpb=1.0, delta=None, holdout_bpb=None,
+                     memory_gb=None, status=status, description="d", runs=1, steps=None)
+    lines = report.to_tsv([row]).splitlines()
+    assert [line.split("\t")[3] for line in lines[1:]] == ([written] if written else [])
 
 
 def test_results_table_has_holdout_ood_held_transfer_flags_and_marks_an_unsealed_session(tmp_path: Path) -> None:

@@ -87,6 +87,13 @@ export const UNSEALED_TEXT =
   "write the journal and reach the network, so this session's numbers are not protected against a run that games them. " +
   "Set sandbox = \"bwrap\" for sealed runs (a new session).";
 
+/** What a reported-metric session means (LoopStatus.reportedMetric set): the sidebar's banner says this. */
+export function reportedText(metric: string): string {
+  return `This session's ${metric} is the training script's own printout (measure = "reported" in overnight.toml), ` +
+    "not measured by Overnight's pinned harness: nothing stops the code under test from printing any number it likes. " +
+    "Kept changes rest on that number.";
+}
+
 /** The share of the gain that survived a transfer check: "62% of the gain survived (ratio 0.62)". */
 export function transferText(ratio: number | undefined): string {
   if (ratio === undefined || !Number.isFinite(ratio)) return "\u2014";
@@ -213,6 +220,7 @@ export function statusBarText(status: LoopStatus | undefined, connected: boolean
   }
   if (status.best) parts.push(`best ${bpb(status.best.valBpb)}`);
   if (status.sealed === false) parts.push("$(unlock) unsealed");
+  if (status.reportedMetric) parts.push(`$(warning) reported ${status.reportedMetric}`);
   return parts.join(" \u00b7 ");
 }
 
@@ -230,6 +238,7 @@ export function statusBarTooltip(status: LoopStatus | undefined, connected: bool
   if (status.transferRatio !== undefined) lines.push(`Transfer check: ${transferText(status.transferRatio)}`);
   if (status.flags?.length) lines.push(`Flagged for you: ${status.flags[status.flags.length - 1]}`);
   if (status.sealed === false) lines.push(UNSEALED_TEXT);
+  if (status.reportedMetric) lines.push(reportedText(status.reportedMetric));
   return lines.join("\n");
 }
 

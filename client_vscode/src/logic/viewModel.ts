@@ -7,7 +7,7 @@ import type {
 import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
 import {
   bpb, budgetFraction, type CheckMark, checkMarks, delta, duration, evidenceLines, experimentLabel, labelledDescription, PHASE_LABEL, STATE_ICON,
-  STATE_LABEL, STATUS_ICON, STATUS_TITLE, transferText, UNSEALED_TEXT,
+  reportedText, STATE_LABEL, STATUS_ICON, STATUS_TITLE, transferText, UNSEALED_TEXT,
 } from "./format";
 
 export type Connection = "connecting" | "connected" | "disconnected";
@@ -77,6 +77,8 @@ export interface ViewModel {
   state?: { value: string; label: string; icon: string; message: string };
   /** Set when the session's runs are not sealed: what that means. */
   unsealed?: string;
+  /** Set when the session's number is the script's own printout (reported mode): what that means. */
+  reported?: string;
   /** What the loop flagged for the user, newest first (a few). */
   flags: string[];
   summary: [string, string][];
@@ -324,6 +326,7 @@ export class SidebarModel {
     if (s) {
       vm.state = { value: s.state, label: STATE_LABEL[s.state], icon: STATE_ICON[s.state], message: s.message ?? "" };
       if (s.sealed === false) vm.unsealed = UNSEALED_TEXT;
+      if (s.reportedMetric) vm.reported = reportedText(s.reportedMetric);
       vm.flags = (s.flags ?? []).slice(-FLAGS_SHOWN).reverse();
       vm.summary = [
         ["best val_bpb", s.best ? `${bpb(s.best.valBpb)} (#${s.best.id})` : "\u2014"],

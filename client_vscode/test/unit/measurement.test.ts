@@ -3,7 +3,7 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
 import type { ExperimentDetail, ExperimentSummary, LoopStatus } from "../../src/protocol";
-import { checkMarks, describeEvidence, evidenceLines, statusBarText, statusBarTooltip, UNSEALED_TEXT } from "../../src/logic/format";
+import { checkMarks, describeEvidence, evidenceLines, reportedText, statusBarText, statusBarTooltip, UNSEALED_TEXT } from "../../src/logic/format";
 import { newFlags, SidebarModel } from "../../src/logic/viewModel";
 
 const exp = (id: number, status: ExperimentSummary["status"], d?: number): ExperimentSummary => ({
@@ -70,6 +70,19 @@ test("the sidebar shows the phase, an unsealed banner, the newest flags first an
   assert.deepEqual(w.flags, []);
   assert.equal(w.running?.phaseLabel, "waiting for the machine");
   assert.equal(w.summary.find(([k]) => k === "transfer"), undefined);
+});
+
+test("a reported-metric session gets a banner, a status-bar mark and a tooltip line", () => {
+  const m = new SidebarModel();
+  m.setConnection("connected");
+  m.setStatus({ ...running, reportedMetric: "val_bpb" });
+  const v = m.view();
+  assert.equal(v.reported, reportedText("val_bpb"));
+  assert.match(v.reported!, /script's own printout/);
+  assert.match(statusBarText({ ...running, reportedMetric: "val_bpb" }, true), /reported val_bpb$/);
+  assert.match(statusBarTooltip({ ...running, reportedMetric: "val_bpb" }, true), /not measured by Overnight's pinned harness/);
+  m.setStatus(running);
+  assert.equal(m.view().reported, undefined);
 });
 
 test("the status bar says the phase past training and an unsealed session; the tooltip explains", () => {
