@@ -505,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="the daemon's LSP connection on stdin/stdout, for editors that start "
                                            "language servers as child processes")
     attach.set_defaults(func=cmd_attach)
+    from . import ideas_cli, session_report
+
+    ideas_cli.add_parser(sub)
+    session_report.add_parser(sub)  # `overnight report [--tag T] [-o report.md]`
     budget = sub.add_parser("budget", help="change the training budget: starts a new session with a new baseline")
     budget.add_argument("seconds", type=_finite)
     budget.add_argument("--tag", help="the new session's tag (default: derived from the current one)")

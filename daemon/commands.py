@@ -67,7 +67,21 @@ class DecideHunks:
     reason: str = ""
 
 
-Command = Pause | Resume | Stop | Redirect | SetBudget | SyncFiles | DecideHunks
+@dataclass(frozen=True)
+class Curate:
+    """The human shapes the hypothesis queue (ideas.py): ``add`` (text, direction), ``approve`` / ``reopen`` /
+    ``veto`` (idea_id, a veto's reason), ``move`` (idea_id to index, 0 = top), ``pin`` / ``close`` / ``open`` a
+    direction."""
+
+    action: str
+    idea_id: int | None = None
+    text: str = ""
+    direction: str = ""
+    reason: str = ""
+    index: int | None = None
+
+
+Command = Pause | Resume | Stop | Redirect | SetBudget | SyncFiles | DecideHunks | Curate
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,11 @@ class Config:
     readable: tuple[str, ...] = ()
     # Every run's loss curve and scores as TensorBoard event files under .overnight/tb/<tag>/<experiment>.
     tensorboard: bool = True
+    # What the agent draws from the hypothesis queue (ideas.py): "not-vetoed" (everything the human has not vetoed,
+    # so an unattended night runs) or "approved" (only what the human approved; the loop waits for approvals).
+    ideas: str = "not-vetoed"
+    # A direction that went this many tries without a keep is flagged as a plateau; 0: never.
+    plateau_after: int = 5
     agent: str = "sweep"
     # Runs at once on this machine: each candidate's runs stay sequential, but different candidates (and the
     # incumbent's re-runs) share the slots. On a CPU, slots x threads should not exceed the cores; with GPUs, one
@@ -201,6 +206,9 @@ class Config:
         if self.executor.kind not in ("local", "ray"):
             raise ConfigError(f"[executor] kind must be \"local\" or \"ray\", got {self.executor.kind!r}")
         _number("[executor] gpus_per_run", self.executor.gpus_per_run, 0.0, 64.0)
+        if self.ideas not in ("not-vetoed", "approved"):
+            raise ConfigError(f'ideas must be "not-vetoed" or "approved", got {self.ideas!r}')
+        _count("plateau_after", self.plateau_after, 0, 10_000)
         if self.measure not in MEASURES:
             raise ConfigError(f"measure must be \"harness\" (the pinned harness scores the model) or \"reported\" "
                               f"(the script prints its own metric), got {self.measure!r}")

@@ -47,6 +47,8 @@ _KEYS: tuple[tuple[str, str], ...] = (
     ("transfer_scale", "... and this model scale (OVERNIGHT_SCALE; train.py widens and deepens)"),
     ("machine_share", "wait while other processes leave less than this share of a run's threads idle"),
     ("tensorboard", "every run's curve and scores as TensorBoard events under .overnight/tb/<tag>/"),
+    ("ideas", '"not-vetoed": the agent draws every idea you did not veto; "approved": only approved ones'),
+    ("plateau_after", "a direction this many tries without a keep is flagged as a plateau; 0: never"),
 )
 
 _SWEEP: tuple[tuple[str, str], ...] = (

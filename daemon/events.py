@@ -142,10 +142,17 @@ class TransferChecked:
     gain_at_budget: float | None
 
 
-Event: TypeAlias = (SessionOpened | StateChanged | Message | ExperimentStarted | RunStarted | Progress | PhaseChanged
-                    | RunFinished | ExperimentFinished | Rebased | Thought | Flagged | TransferChecked)
+@dataclass(frozen=True, slots=True)
+class IdeasChanged:
+    """The hypothesis queue changed: the agent stated hypotheses, or a human curated it."""
+
+    tag: str
+
+
+Event: TypeAlias = (IdeasChanged | SessionOpened | StateChanged | Message | ExperimentStarted | RunStarted | Progress
+                    | PhaseChanged | RunFinished | ExperimentFinished | Rebased | Thought | Flagged | TransferChecked)
 Listener: TypeAlias = Callable[[Event], None]
 
-__all__ = ["Event", "ExperimentFinished", "ExperimentStarted", "Flagged", "Level", "Listener", "LoopState", "Message",
-           "PhaseChanged", "Progress", "Rebased", "RunFinished", "RunStarted", "SessionOpened", "StateChanged", "Thought",
-           "TransferChecked"]
+__all__ = ["Event", "ExperimentFinished", "ExperimentStarted", "Flagged", "IdeasChanged", "Level", "Listener", "LoopState",
+           "Message", "PhaseChanged", "Progress", "Rebased", "RunFinished", "RunStarted", "SessionOpened", "StateChanged",
+           "Thought", "TransferChecked"]

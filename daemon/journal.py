@@ -139,6 +139,27 @@ CREATE TABLE IF NOT EXISTS line_history (
     covered BLOB NOT NULL,              -- msgpack [experiment id, ...]: the decided experiments accounted for
     PRIMARY KEY (tag, path)
 );
+-- The hypothesis queue the human curates: what the agent means to test, grouped into directions.
+CREATE TABLE IF NOT EXISTS ideas (
+    id INTEGER PRIMARY KEY,
+    tag TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    text TEXT NOT NULL,
+    key TEXT,                           -- the agent's own name for it (the sweep's coordinate): no duplicates
+    source TEXT NOT NULL,               -- agent | human
+    state TEXT NOT NULL,                -- proposed | approved | vetoed
+    reason TEXT NOT NULL DEFAULT '',    -- a veto's reason (the agent sees it)
+    position REAL NOT NULL,             -- the queue's order: lower first
+    created REAL NOT NULL,
+    decided REAL,
+    UNIQUE (tag, key)
+);
+CREATE TABLE IF NOT EXISTS directions (
+    tag TEXT NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,                -- open | pinned | closed
+    PRIMARY KEY (tag, name)
+);
 """
 
 
@@ -156,6 +177,7 @@ _ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "experiments": (
         ("ood_bpb", "REAL"),
+        ("idea_id", "INTEGER"),             # the queue entry the experiment tested (ideas.id)
     ),
 }
 
@@ -249,6 +271,7 @@ class Experiment:
     created: float
     finished: float | None
     ood_bpb: float | None = None
+    idea_id: int | None = None
 
     @property
     def is_final(self) -> bool:
@@ -416,14 +439,14 @@ class Journal:
 
     def start_experiment(
         self, *, tag: str, kind: str, parent_commit: str, description: str, agent: str,
-        hypothesis: str = "", reasoning: str = "", meta: dict[str, Any] | None = None,
+        hypothesis: str = "", reasoning: str = "", meta: dict[str, Any] | None = None, idea_id: int | None = None,
     ) -> int:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO experiments(tag, kind, status, parent_commit, description, hypothesis, reasoning,"
-                " agent, meta, created) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                " agent, meta, created, idea_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (tag, kind, "running", parent_commit, description, hypothesis, reasoning, agent,
-                 json.dumps(meta or {}), time.time()),
+                 json.dumps(meta or {}), time.time(), idea_id),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
@@ -587,6 +610,54 @@ class Journal:
 
     def flags(self, tag: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM flags WHERE tag=? ORDER BY id", (tag,))]
+
+    # -- the hypothesis queue ------------------------------------------------------------------------
+
+    def add_idea(self, tag: str, *, direction: str, text: str, source: str, state: str, key: str | None = None) -> int | None:
+        """A new queue entry, last in the queue; None when the session has an entry with this key already."""
+        with self._tx() as db:
+            if key is not None and db.execute("SELECT 1 FROM ideas WHERE tag=? AND key=?", (tag, key)).fetchone():
+                return None
+            last = db.execute("SELECT MAX(position) FROM ideas WHERE tag=?", (tag,)).fetchone()[0]
+            cur = db.execute(
+                "INSERT INTO ideas(tag, direction, text, key, source, state, position, created, decided)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (tag, direction, text, key, source, state, (last or 0.0) + 1.0, time.time(),
+                 time.time() if state != "proposed" else None),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def ideas(self, tag: str) -> list[dict[str, Any]]:
+        """The session's queue in its order, each entry with the experiments that tested it."""
+        rows = [dict(r) for r in self._query("SELECT * FROM ideas WHERE tag=? ORDER BY position, id", (tag,))]
+        tried: dict[int, list[int]] = {}
+        for r in self._query("SELECT id, idea_id FROM experiments WHERE tag=? AND idea_id IS NOT NULL ORDER BY id", (tag,)):
+            tried.setdefault(int(r["idea_id"]), []).append(int(r["id"]))
+        for row in rows:
+            row["experiment_ids"] = tried.get(int(row["id"]), [])
+        return rows
+
+    def decide_idea(self, idea_id: int, state: str, reason: str = "") -> None:
+        with self._tx() as db:
+            db.execute("UPDATE ideas SET state=?, reason=?, decided=? WHERE id=?", (state, reason, time.time(), idea_id))
+
+    def move_idea(self, tag: str, idea_id: int, index: int) -> None:
+        """Put an entry at ``index`` of the session's queue (0: first); the others keep their order."""
+        with self._tx() as db:
+            order = [int(r[0]) for r in db.execute("SELECT id FROM ideas WHERE tag=? ORDER BY position, id", (tag,))]
+            order.remove(idea_id)
+            order.insert(max(0, min(index, len(order))), idea_id)
+            db.executemany("UPDATE ideas SET position=? WHERE id=?", [(float(i + 1), i_id) for i, i_id in enumerate(order)])
+
+    def set_direction(self, tag: str, name: str, state: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO directions(tag, name, state) VALUES (?,?,?) ON CONFLICT(tag, name) DO UPDATE SET"
+                       " state=excluded.state", (tag, name, state))
+
+    def directions(self, tag: str) -> dict[str, str]:
+        """Direction name → open | pinned | closed, for the directions the human set (the rest are open)."""
+        return {str(r["name"]): str(r["state"]) for r in self._query("SELECT * FROM directions WHERE tag=?", (tag,))}
 
     def add_transfer(self, tag: str, **values: Any) -> None:
         cols = ["tag", *values, "created"]

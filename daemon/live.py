@@ -29,6 +29,7 @@ from .events import (
     ExperimentFinished,
     ExperimentStarted,
     Flagged,
+    IdeasChanged,
     Message,
     PhaseChanged,
     Progress,
@@ -169,8 +170,8 @@ class LiveView:
                 self._on_run_finished(event)
             case ExperimentFinished():
                 self._on_experiment_finished(event)
-            case Rebased():
-                pass  # the message that follows says what was taken
+            case Rebased() | IdeasChanged():
+                pass  # the message that follows says what was taken; the queue is `overnight ideas`
             case _:
                 assert_never(event)
 

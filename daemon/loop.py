@@ -26,10 +26,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import harness, prune
+from . import harness, ideas, prune
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .annotate import History
-from .commands import Ack, Command, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
+from .commands import Ack, Command, Curate, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
 from .config import Config
 from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
 from .evaluator import Evaluator, serve_command
@@ -38,6 +38,7 @@ from .events import (
     ExperimentFinished,
     ExperimentStarted,
     Flagged,
+    IdeasChanged,
     Listener,
     LoopState,
     Message,
@@ -253,6 +254,9 @@ class Loop:
         # a new budget (a new session).
         self._sync_paths: set[str] = set()
         self._next_session: tuple[float, str] | None = None
+        # Paused because only approved ideas may be drawn and none is: an approval resumes the loop.
+        self._waiting_for_ideas = False
+        self._ideas_looked = 0.0
         # The agent's hooks (agents/base.py): its streamed thoughts become events, and the stop flag cuts its waits short.
         agent.on_thought = self._thought
         agent.stop_event = self.stop_requested
@@ -338,6 +342,8 @@ class Loop:
             case SyncFiles(paths=paths):
                 self._sync_paths.update(paths)
                 return Ack(self.state, "syncing after the experiment in flight")
+            case Curate() as c:
+                return self._curate(c)
             case DecideHunks() as d:
                 if self.journal is None:
                     raise LoopError("no journal is open")
@@ -345,6 +351,38 @@ class Loop:
                                           experiment_ids=list(d.experiment_ids), reason=d.reason)
                 return Ack(self.state, f"{d.state} {len(d.keys)} hunk(s)")
         raise AssertionError(f"unknown command {command!r}")
+
+    def curate(self, command: Curate) -> str:
+        return str(self.submit(command).message)
+
+    def _curate(self, command: Curate) -> Ack:
+        """The human shapes the hypothesis queue; a loop waiting for approvals goes on once something is drawable."""
+        if self.journal is None or self.session is None:
+            raise LoopError("the loop has no session yet: curate its ideas once it has started")
+        try:
+            message = ideas.curate(self.journal, self.session.tag, command)
+        except ideas.CurationError as exc:
+            raise LoopError(str(exc)) from None
+        self._emit(IdeasChanged(tag=self.session.tag))
+        if self._waiting_for_ideas and ideas.drawable(self.journal, self.session.tag, self.cfg.ideas):
+            self._waiting_for_ideas, self.paused, self.pause_reason = False, False, ""
+            self._emit(StateChanged(state="proposing", message="an idea was approved: going on"))
+        return Ack(self.state, message)
+
+    def _approved_meanwhile(self) -> bool:
+        """Waiting for approvals: did the CLI approve an idea in the journal directly (no daemon to tell us)? Looked
+        at once a second; an approval resumes the loop."""
+        if not self._waiting_for_ideas or self.journal is None or self.session is None:
+            return False
+        now = time.monotonic()
+        if now - self._ideas_looked < 1.0:
+            return False
+        self._ideas_looked = now
+        if not ideas.drawable(self.journal, self.session.tag, self.cfg.ideas):
+            return False
+        self._waiting_for_ideas, self.paused, self.pause_reason = False, False, ""
+        self._emit(IdeasChanged(tag=self.session.tag))
+        return True
 
     def _set_budget(self, seconds: float, tag: str | None = None) -> str:
         """A new training budget: results under another budget do not compare, so once the experiment in
@@ -435,7 +473,7 @@ class Loop:
         # A new budget while paused switches sessions at once (the new one waits, paused, before its
         # baseline), so the user sees the budget they set rather than the old session until they resume.
         self._wait_until(lambda: not self.paused or self.stop_requested.is_set() or self.stop_after
-                         or bool(self._sync_paths) or self._next_session is not None)
+                         or bool(self._sync_paths) or self._next_session is not None or self._approved_meanwhile())
         if self.paused and self._sync_paths and self._next_session is None:
             self._sync_user_changes()  # the user's edit is synced (and its baseline measured) even while paused
             self._wait_while_paused()
@@ -667,7 +705,10 @@ class Loop:
         or an outage came first), "failed" (the agent raised), or the reason the session ends."""
         self._emit(StateChanged(state="proposing", message=f"{self.agent.name} is proposing"))
         try:
-            proposal = self._await(partial(self.agent.propose, self._context()))
+            ctx = self._drawn_context()
+            if ctx is None:
+                return "held"  # waiting for the human to approve ideas
+            proposal = self._await(partial(self.agent.propose, ctx))
         except AgentPaused as exc:
             if self.stop_requested.is_set():
                 return "held"
@@ -692,8 +733,74 @@ class Loop:
                 self._wait_while_paused()
         if self.stop_requested.is_set():
             return "held"
-        self._experiment(proposal, prefetch=prefetch)
+        if self._withdrawn_meanwhile(proposal):
+            return "held"  # drawn before the human vetoed it (or closed its direction): the agent is asked again
+        self._experiment(proposal, prefetch=prefetch, idea_id=self._link_idea(proposal, [i.id for i in ctx.ideas or []]))
         return "started"
+
+    def _drawn_context(self) -> Context | None:
+        """The agent's context with the hypothesis queue in it: the agent's new hypotheses queued first. None when
+        only approved ideas may be drawn and none is: the loop pauses until the human approves one."""
+        assert self.journal is not None and self.session is not None
+        ctx = self._context()
+        tag = self.session.tag
+        drafts = self._await(partial(self.agent.hypothesize, ctx))
+        if drafts and ideas.add_drafts(self.journal, tag, drafts, self.cfg.ideas):
+            self._emit(IdeasChanged(tag=tag))
+        queue = ideas.queue(self.journal, tag)
+        pinned = tuple(name for name, state in self.journal.directions(tag).items() if state == "pinned")
+        ctx = dataclasses.replace(ctx, ideas=ideas.drawable(self.journal, tag, self.cfg.ideas), pinned=pinned,
+                                  vetoed=[i for i in queue if i.state == "vetoed"])
+        if self.cfg.ideas == "approved" and not ctx.ideas and queue:
+            self._waiting_for_ideas, self.paused = True, True
+            self.pause_reason = (f"waiting for you to approve an idea ({len(queue)} in the queue): the sidebar's queue, "
+                                 "or `overnight ideas` and `overnight ideas approve ID`")
+            return None
+        return ctx
+
+    def _link_idea(self, proposal: Proposal, ctx_ideas: list[int]) -> int | None:
+        """The queue entry a proposal tests: its id if the agent named a drawable one, else the entry with its key;
+        the hypotheses it stated along with it join the queue."""
+        assert self.journal is not None and self.session is not None
+        tag = self.session.tag
+        if proposal.ideas and ideas.add_drafts(self.journal, tag, list(proposal.ideas), self.cfg.ideas):
+            self._emit(IdeasChanged(tag=tag))
+        if proposal.idea_id is not None and proposal.idea_id in ctx_ideas:
+            return proposal.idea_id
+        if proposal.idea_key is not None:
+            return next((i.id for i in ideas.queue(self.journal, tag) if i.key == proposal.idea_key), None)
+        return None
+
+    def _withdrawn_meanwhile(self, proposal: Proposal) -> bool:
+        """Whether the queue entry a proposal tests left the drawable ones while the proposal waited (a pause)."""
+        assert self.journal is not None and self.session is not None
+        if proposal.idea_id is None and proposal.idea_key is None:
+            return False
+        queue = ideas.queue(self.journal, self.session.tag)
+        entry = next((i for i in queue if i.id == proposal.idea_id or (i.key and i.key == proposal.idea_key)), None)
+        if entry is None:
+            return False
+        return entry.id not in {i.id for i in ideas.drawable(self.journal, self.session.tag, self.cfg.ideas)}
+
+    def _plateaus(self, exp: Experiment) -> None:
+        """A direction whose tries since its last keep reached plateau_after is flagged, once per plateau."""
+        assert self.journal is not None and self.session is not None
+        if exp.idea_id is None or self.cfg.plateau_after <= 0:
+            return
+        for d in ideas.directions(self.journal, self.session.tag, self.cfg.plateau_after, self.cfg.direction):
+            if d.plateau and exp.id in d.experiment_ids and not self._plateau_flagged(d):
+                self._flag(f"direction {d.name!r} has gone {self.cfg.plateau_after} tries without a keep "
+                           f"({d.tries} tries, {d.keeps} kept): a plateau — close it, or redirect the agent")
+
+    def _plateau_flagged(self, d: ideas.Direction) -> bool:
+        assert self.journal is not None and self.session is not None
+        key = f"plateau:{self.session.tag}:{d.name}"
+        last = self.journal.meta(key)
+        mark = str(d.keeps)  # one flag per plateau: a keep in the direction starts a new count
+        if last == mark:
+            return True
+        self.journal.set_meta(key, mark)
+        return False
 
     def _launch(self, slot: int, exp: Experiment, k: int, cand: _Candidate | None) -> None:
         """Start one run of ``exp`` in ``slot``; its outcome lands in the owner thread (``_landed``)."""
@@ -1140,12 +1247,13 @@ class Loop:
         if isinstance(before, dict):
             self.journal.set_user_base(self.session.tag, {str(k): str(v) for k, v in before.items()})
 
-    def _experiment(self, proposal: Proposal, prefetch: bool = False) -> None:
+    def _experiment(self, proposal: Proposal, prefetch: bool = False, idea_id: int | None = None) -> None:
         assert self.journal is not None and self.ws is not None and self.session is not None
         parent = self.ws.head()
         exp_id = self.journal.start_experiment(
             tag=self.session.tag, kind="experiment", parent_commit=parent, description=proposal.description,
             agent=self.agent.name, hypothesis=proposal.hypothesis, reasoning=proposal.reasoning, meta=proposal.meta,
+            idea_id=idea_id,
         )
         try:
             if proposal.invalid:
@@ -1557,6 +1665,9 @@ class Loop:
         final = self.journal.experiment(exp.id)
         assert final is not None
         self._emit(ExperimentFinished(experiment=final))
+        if final.idea_id is not None:
+            self._emit(IdeasChanged(tag=final.tag))  # its direction's tries, keeps and gain moved
+            self._plateaus(final)
 
     def _recover(self, exp: Experiment) -> None:
         """An experiment left in flight by a kill or a Ctrl-C: run it again from its commit."""

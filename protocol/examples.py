@@ -67,10 +67,37 @@ _SUGGESTION: dict[str, Any] = {
     "state": "pending",
 }
 
+_IDEAS: dict[str, Any] = {
+    "tag": "nov27", "policy": "not-vetoed", "plateauAfter": 5,
+    "ideas": [
+        {"id": 3, "direction": "optimizer", "text": "raising LR improves the metric within the fixed budget",
+         "source": "agent", "state": "approved", "experimentIds": [14]},
+        {"id": 4, "direction": "optimizer", "text": "lowering WEIGHT_DECAY improves the metric within the fixed budget",
+         "source": "agent", "state": "proposed", "experimentIds": []},
+        {"id": 5, "direction": "model size", "text": "doubling N_LAYER", "source": "agent", "state": "vetoed",
+         "reason": "too slow for this budget", "experimentIds": []},
+        {"id": 6, "direction": "yours", "text": "try a cosine schedule", "source": "human", "state": "approved",
+         "experimentIds": []},
+    ],
+    "directions": [
+        {"name": "optimizer", "state": "pinned", "ideas": 2, "tries": 1, "keeps": 1, "gain": 0.0131, "plateau": False},
+        {"name": "model size", "state": "open", "ideas": 1, "tries": 5, "keeps": 0, "gain": 0.0, "plateau": True},
+        {"name": "yours", "state": "open", "ideas": 1, "tries": 0, "keeps": 0, "gain": 0.0, "plateau": False},
+    ],
+}
+
 EXAMPLES: list[dict[str, Any]] = [
     {"method": "overnight/status", "params": {}, "result": _STATUS_IDLE},
     {"method": "overnight/status", "params": {}, "result": _STATUS_RUNNING},
     {"method": "overnight/status", "params": {}, "result": _STATUS_REPORTED},
+    {"method": "overnight/ideas/list", "params": {}, "result": _IDEAS},
+    {"method": "overnight/ideas/add", "params": {"text": "try a cosine schedule"}, "result": _IDEAS},
+    {"method": "overnight/ideas/add", "params": {"text": "wider MLP", "direction": "model size"}, "result": _IDEAS},
+    {"method": "overnight/ideas/curate", "params": {"action": "veto", "id": 5, "reason": "too slow for this budget"},
+     "result": _IDEAS},
+    {"method": "overnight/ideas/curate", "params": {"action": "move", "id": 6, "index": 0}, "result": _IDEAS},
+    {"method": "overnight/ideas/curate", "params": {"action": "pin", "direction": "optimizer"}, "result": _IDEAS},
+    {"method": "overnight/ideasChanged", "params": _IDEAS},
     {"method": "overnight/pause", "params": {"reason": "trying the tokenizer change myself"}, "result": _STATUS_PAUSED},
     {"method": "overnight/pause", "params": {}, "result": {**_STATUS_PAUSED, "message": "paused by the user"}},
     {"method": "overnight/resume", "params": {}, "result": {**_STATUS_PAUSED, "state": "proposing",

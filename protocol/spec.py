@@ -149,6 +149,25 @@ ENUMS: tuple[Enum, ...] = (
         ("rejected", "Rejected by the user; the reason went to the agent."),
         ("expired", "No longer applies (the user's code moved on, or a newer suggestion replaced it)."),
     )),
+    Enum("IdeaState", "Where a hypothesis stands in the queue (since 1.4).", (
+        ("proposed", "Stated by the agent, not decided by a human (drawn only under `ideas = \"not-vetoed\"`)."),
+        ("approved", "Approved by a human (a human's own ideas start approved)."),
+        ("vetoed", "Vetoed by a human: never drawn; the agent sees the reason."),
+    )),
+    Enum("DirectionState", "How a direction of the queue is drawn from (since 1.4).", (
+        ("open", "Its entries are drawn in queue order."),
+        ("pinned", "Its entries are drawn before any other direction's."),
+        ("closed", "None of its entries is drawn."),
+    )),
+    Enum("IdeaAction", "What a human does to the queue (since 1.4).", (
+        ("approve", "Approve the idea `id`."),
+        ("veto", "Veto the idea `id` (with `reason`)."),
+        ("reopen", "Approve a vetoed idea `id` again."),
+        ("move", "Move the idea `id` to `index` (0: the top of the queue)."),
+        ("pin", "Pin the direction `direction`."),
+        ("close", "Close the direction `direction`."),
+        ("open", "Open the direction `direction` again (neither pinned nor closed)."),
+    )),
     Enum("Review", "What the user decided on a kept experiment's changes (since 1.3).", (
         ("accepted", "Every decided hunk carrying it was accepted."),
         ("rejected", "Every decided hunk carrying it was rejected."),
@@ -231,6 +250,44 @@ STRUCTS: tuple[Struct, ...] = (
         opt("flags", "string[]", "What the loop flagged for the human this session, newest last (since 1.2)."),
         opt("transferRatio", "number", "The latest transfer check: the share of the gain that survived at a "
                                       "larger budget and model (since 1.2)."),
+    )),
+    # The hypothesis queue (since 1.4)
+    Struct("Idea", "One hypothesis in the queue.", (
+        f("id", "integer", "Its id, unique within the workspace."),
+        f("direction", "string", "The direction it belongs to (e.g. `optimizer`)."),
+        f("text", "string", "What it means to test."),
+        f("source", "string", "Who stated it: `agent` or `human`."),
+        f("state", "IdeaState", "Proposed, approved or vetoed."),
+        opt("reason", "string", "A veto's reason; absent when none was given."),
+        f("experimentIds", "integer[]", "The experiments that tested it, oldest first."),
+    )),
+    Struct("DirectionSummary", "One direction of the queue and how it has fared.", (
+        f("name", "string", "The direction."),
+        f("state", "DirectionState", "Open, pinned or closed."),
+        f("ideas", "integer", "Entries in the queue."),
+        f("tries", "integer", "Decided experiments that tested its entries."),
+        f("keeps", "integer", "How many of them were kept."),
+        f("gain", "number", "The total improvement of its keeps, in the metric's units (positive: better)."),
+        f("plateau", "boolean", "True when its last `plateauAfter` tries brought no keep."),
+    )),
+    Struct("IdeaQueue", "The session's hypothesis queue: what `overnight ideas` shows.", (
+        opt("tag", "string", "The session; absent before one opens."),
+        f("policy", "string", "What the agent draws: `not-vetoed` or `approved` (the `ideas` setting)."),
+        f("plateauAfter", "integer", "Tries without a keep that flag a direction as a plateau (0: never)."),
+        f("ideas", "Idea[]", "The entries, in queue order (pinned directions are drawn first)."),
+        f("directions", "DirectionSummary[]", "Each direction's tries, keeps and gain."),
+    )),
+    Struct("ListIdeasParams", "`overnight/ideas/list`.", ()),
+    Struct("AddIdeaParams", "`overnight/ideas/add`: a human's own idea (approved at once).", (
+        f("text", "string", "What to try."),
+        opt("direction", "string", "Its direction (default `yours`)."),
+    )),
+    Struct("CurateIdeaParams", "`overnight/ideas/curate`: approve, veto, move an idea; pin, close, open a direction.", (
+        f("action", "IdeaAction", "What to do."),
+        opt("id", "integer", "The idea (approve, veto, reopen, move)."),
+        opt("reason", "string", "A veto's reason: the agent sees it."),
+        opt("index", "integer", "Where to move the idea (0: the top)."),
+        opt("direction", "string", "The direction (pin, close, open)."),
     )),
     Struct("RunSummary", "One training run of an experiment (one seed).", (
         f("run", "integer", "Index of the run within its experiment, from 0 (as in `overnight/progress`)."),
@@ -415,6 +472,15 @@ METHODS: tuple[Method, ...] = (
             "so it is undoable and respects unsaved changes."),
     request("suggestions/reject", "RejectSuggestionParams", "RejectSuggestionResult",
             "Reject a suggestion (or one hunk); the reason goes to the agent."),
+    request("ideas/list", "ListIdeasParams", "IdeaQueue", "The hypothesis queue of the current session (since 1.4)."),
+    request("ideas/add", "AddIdeaParams", "IdeaQueue",
+            "Add a human's idea to the end of the queue, approved (since 1.4). Answers the queue as it now stands."),
+    request("ideas/curate", "CurateIdeaParams", "IdeaQueue",
+            "Approve, veto, reopen or move an idea; pin, close or open a direction (since 1.4). An unknown id or "
+            "direction is an `invalidParams` error. Answers the queue as it now stands."),
+    notification("ideasChanged", "IdeaQueue",
+                 "The queue changed: the agent stated hypotheses, a human curated it, or an experiment that tested "
+                 "an idea was decided (since 1.4)."),
     notification("loopStateChanged", "LoopStatus", "The loop's status changed (state, counts, best, current)."),
     notification("experimentStarted", "ExperimentStartedParams", "An experiment (or baseline) started."),
     notification("progress", "RunProgress", "A training run's progress; at most a few per second per run."),

@@ -145,6 +145,47 @@ class SuggestionState(enum.StrEnum):
     """No longer applies (the user's code moved on, or a newer suggestion replaced it)."""
 
 
+class IdeaState(enum.StrEnum):
+    """Where a hypothesis stands in the queue (since 1.4)."""
+
+    PROPOSED = "proposed"
+    """Stated by the agent, not decided by a human (drawn only under `ideas = "not-vetoed"`)."""
+    APPROVED = "approved"
+    """Approved by a human (a human's own ideas start approved)."""
+    VETOED = "vetoed"
+    """Vetoed by a human: never drawn; the agent sees the reason."""
+
+
+class DirectionState(enum.StrEnum):
+    """How a direction of the queue is drawn from (since 1.4)."""
+
+    OPEN = "open"
+    """Its entries are drawn in queue order."""
+    PINNED = "pinned"
+    """Its entries are drawn before any other direction's."""
+    CLOSED = "closed"
+    """None of its entries is drawn."""
+
+
+class IdeaAction(enum.StrEnum):
+    """What a human does to the queue (since 1.4)."""
+
+    APPROVE = "approve"
+    """Approve the idea `id`."""
+    VETO = "veto"
+    """Veto the idea `id` (with `reason`)."""
+    REOPEN = "reopen"
+    """Approve a vetoed idea `id` again."""
+    MOVE = "move"
+    """Move the idea `id` to `index` (0: the top of the queue)."""
+    PIN = "pin"
+    """Pin the direction `direction`."""
+    CLOSE = "close"
+    """Close the direction `direction`."""
+    OPEN = "open"
+    """Open the direction `direction` again (neither pinned nor closed)."""
+
+
 class Review(enum.StrEnum):
     """What the user decided on a kept experiment's changes (since 1.3)."""
 
@@ -285,6 +326,93 @@ class LoopStatus:
     """What the loop flagged for the human this session, newest last (since 1.2)."""
     transfer_ratio: float | None = None
     """The latest transfer check: the share of the gain that survived at a larger budget and model (since 1.2)."""
+
+
+@attrs.define(kw_only=True)
+class Idea:
+    """One hypothesis in the queue."""
+
+    id: int
+    """Its id, unique within the workspace."""
+    direction: str
+    """The direction it belongs to (e.g. `optimizer`)."""
+    text: str
+    """What it means to test."""
+    source: str
+    """Who stated it: `agent` or `human`."""
+    state: IdeaState
+    """Proposed, approved or vetoed."""
+    reason: str | None = None
+    """A veto's reason; absent when none was given."""
+    experiment_ids: list[int]
+    """The experiments that tested it, oldest first."""
+
+
+@attrs.define(kw_only=True)
+class DirectionSummary:
+    """One direction of the queue and how it has fared."""
+
+    name: str
+    """The direction."""
+    state: DirectionState
+    """Open, pinned or closed."""
+    ideas: int
+    """Entries in the queue."""
+    tries: int
+    """Decided experiments that tested its entries."""
+    keeps: int
+    """How many of them were kept."""
+    gain: float
+    """The total improvement of its keeps, in the metric's units (positive: better)."""
+    plateau: bool
+    """True when its last `plateauAfter` tries brought no keep."""
+
+
+@attrs.define(kw_only=True)
+class IdeaQueue:
+    """The session's hypothesis queue: what `overnight ideas` shows."""
+
+    tag: str | None = None
+    """The session; absent before one opens."""
+    policy: str
+    """What the agent draws: `not-vetoed` or `approved` (the `ideas` setting)."""
+    plateau_after: int
+    """Tries without a keep that flag a direction as a plateau (0: never)."""
+    ideas: list[Idea]
+    """The entries, in queue order (pinned directions are drawn first)."""
+    directions: list[DirectionSummary]
+    """Each direction's tries, keeps and gain."""
+
+
+@attrs.define(kw_only=True)
+class ListIdeasParams:
+    """`overnight/ideas/list`."""
+
+
+@attrs.define(kw_only=True)
+class AddIdeaParams:
+    """`overnight/ideas/add`: a human's own idea (approved at once)."""
+
+    text: str
+    """What to try."""
+    direction: str | None = None
+    """Its direction (default `yours`)."""
+
+
+@attrs.define(kw_only=True)
+class CurateIdeaParams:
+    """`overnight/ideas/curate`: approve, veto, move an idea; pin, close, open a direction."""
+
+    action: IdeaAction
+    """What to do."""
+    id: int | None = None
+    """The idea (approve, veto, reopen, move)."""
+    reason: str | None = None
+    """A veto's reason: the agent sees it."""
+    index: int | None = None
+    """Where to move the idea (0: the top)."""
+    direction: str | None = None
+    """The direction (pin, close, open)."""
 
 
 @attrs.define(kw_only=True)
@@ -855,6 +983,72 @@ class SuggestionsRejectResponse:
 
 
 @attrs.define(kw_only=True)
+class IdeasListRequest:
+    """The `overnight/ideas/list` request message."""
+
+    id: int | str
+    method: str
+    jsonrpc: str
+    params: ListIdeasParams = attrs.Factory(ListIdeasParams)
+
+
+@attrs.define(kw_only=True)
+class IdeasListResponse:
+    """The response to a `overnight/ideas/list` request."""
+
+    id: int | str | None
+    result: IdeaQueue
+    jsonrpc: str
+
+
+@attrs.define(kw_only=True)
+class IdeasAddRequest:
+    """The `overnight/ideas/add` request message."""
+
+    id: int | str
+    method: str
+    jsonrpc: str
+    params: AddIdeaParams
+
+
+@attrs.define(kw_only=True)
+class IdeasAddResponse:
+    """The response to a `overnight/ideas/add` request."""
+
+    id: int | str | None
+    result: IdeaQueue
+    jsonrpc: str
+
+
+@attrs.define(kw_only=True)
+class IdeasCurateRequest:
+    """The `overnight/ideas/curate` request message."""
+
+    id: int | str
+    method: str
+    jsonrpc: str
+    params: CurateIdeaParams
+
+
+@attrs.define(kw_only=True)
+class IdeasCurateResponse:
+    """The response to a `overnight/ideas/curate` request."""
+
+    id: int | str | None
+    result: IdeaQueue
+    jsonrpc: str
+
+
+@attrs.define(kw_only=True)
+class IdeasChangedNotification:
+    """The `overnight/ideasChanged` notification message."""
+
+    method: str
+    jsonrpc: str
+    params: IdeaQueue
+
+
+@attrs.define(kw_only=True)
 class LoopStateChangedNotification:
     """The `overnight/loopStateChanged` notification message."""
 
@@ -931,6 +1125,10 @@ OVERNIGHT_EXPERIMENTS_GET: Final = "overnight/experiments/get"
 OVERNIGHT_SUGGESTIONS_LIST: Final = "overnight/suggestions/list"
 OVERNIGHT_SUGGESTIONS_ACCEPT: Final = "overnight/suggestions/accept"
 OVERNIGHT_SUGGESTIONS_REJECT: Final = "overnight/suggestions/reject"
+OVERNIGHT_IDEAS_LIST: Final = "overnight/ideas/list"
+OVERNIGHT_IDEAS_ADD: Final = "overnight/ideas/add"
+OVERNIGHT_IDEAS_CURATE: Final = "overnight/ideas/curate"
+OVERNIGHT_IDEAS_CHANGED: Final = "overnight/ideasChanged"
 OVERNIGHT_LOOP_STATE_CHANGED: Final = "overnight/loopStateChanged"
 OVERNIGHT_EXPERIMENT_STARTED: Final = "overnight/experimentStarted"
 OVERNIGHT_PROGRESS: Final = "overnight/progress"
@@ -1013,6 +1211,26 @@ METHODS: Final[dict[str, MethodInfo]] = {
         name=OVERNIGHT_SUGGESTIONS_REJECT, kind="request", direction="clientToServer",
         params=RejectSuggestionParams, result=RejectSuggestionResult,
         message=SuggestionsRejectRequest, response=SuggestionsRejectResponse,
+    ),
+    OVERNIGHT_IDEAS_LIST: MethodInfo(
+        name=OVERNIGHT_IDEAS_LIST, kind="request", direction="clientToServer",
+        params=ListIdeasParams, result=IdeaQueue,
+        message=IdeasListRequest, response=IdeasListResponse,
+    ),
+    OVERNIGHT_IDEAS_ADD: MethodInfo(
+        name=OVERNIGHT_IDEAS_ADD, kind="request", direction="clientToServer",
+        params=AddIdeaParams, result=IdeaQueue,
+        message=IdeasAddRequest, response=IdeasAddResponse,
+    ),
+    OVERNIGHT_IDEAS_CURATE: MethodInfo(
+        name=OVERNIGHT_IDEAS_CURATE, kind="request", direction="clientToServer",
+        params=CurateIdeaParams, result=IdeaQueue,
+        message=IdeasCurateRequest, response=IdeasCurateResponse,
+    ),
+    OVERNIGHT_IDEAS_CHANGED: MethodInfo(
+        name=OVERNIGHT_IDEAS_CHANGED, kind="notification", direction="serverToClient",
+        params=IdeaQueue, result=None,
+        message=IdeasChangedNotification, response=None,
     ),
     OVERNIGHT_LOOP_STATE_CHANGED: MethodInfo(
         name=OVERNIGHT_LOOP_STATE_CHANGED, kind="notification", direction="serverToClient",
@@ -1107,6 +1325,9 @@ TYPES: Final[dict[str, type[Any]]] = {
     "Clock": Clock,
     "StopWhen": StopWhen,
     "SuggestionState": SuggestionState,
+    "IdeaState": IdeaState,
+    "DirectionState": DirectionState,
+    "IdeaAction": IdeaAction,
     "Review": Review,
     "Position": Position,
     "Range": Range,
@@ -1116,6 +1337,12 @@ TYPES: Final[dict[str, type[Any]]] = {
     "ExperimentSummary": ExperimentSummary,
     "LiveRun": LiveRun,
     "LoopStatus": LoopStatus,
+    "Idea": Idea,
+    "DirectionSummary": DirectionSummary,
+    "IdeaQueue": IdeaQueue,
+    "ListIdeasParams": ListIdeasParams,
+    "AddIdeaParams": AddIdeaParams,
+    "CurateIdeaParams": CurateIdeaParams,
     "RunSummary": RunSummary,
     "ExperimentDetail": ExperimentDetail,
     "Hunk": Hunk,

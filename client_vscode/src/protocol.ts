@@ -43,6 +43,18 @@ export const StopWhenValues: readonly StopWhen[] = ["now", "afterCurrent"];
 export type SuggestionState = "pending" | "accepted" | "rejected" | "expired";
 export const SuggestionStateValues: readonly SuggestionState[] = ["pending", "accepted", "rejected", "expired"];
 
+/** Where a hypothesis stands in the queue (since 1.4). */
+export type IdeaState = "proposed" | "approved" | "vetoed";
+export const IdeaStateValues: readonly IdeaState[] = ["proposed", "approved", "vetoed"];
+
+/** How a direction of the queue is drawn from (since 1.4). */
+export type DirectionState = "open" | "pinned" | "closed";
+export const DirectionStateValues: readonly DirectionState[] = ["open", "pinned", "closed"];
+
+/** What a human does to the queue (since 1.4). */
+export type IdeaAction = "approve" | "veto" | "reopen" | "move" | "pin" | "close" | "open";
+export const IdeaActionValues: readonly IdeaAction[] = ["approve", "veto", "reopen", "move", "pin", "close", "open"];
+
 /** What the user decided on a kept experiment's changes (since 1.3). */
 export type Review = "accepted" | "rejected" | "mixed";
 export const ReviewValues: readonly Review[] = ["accepted", "rejected", "mixed"];
@@ -167,6 +179,81 @@ export interface LoopStatus {
   flags?: string[];
   /** The latest transfer check: the share of the gain that survived at a larger budget and model (since 1.2). */
   transferRatio?: number;
+}
+
+/** One hypothesis in the queue. */
+export interface Idea {
+  /** Its id, unique within the workspace. */
+  id: number;
+  /** The direction it belongs to (e.g. `optimizer`). */
+  direction: string;
+  /** What it means to test. */
+  text: string;
+  /** Who stated it: `agent` or `human`. */
+  source: string;
+  /** Proposed, approved or vetoed. */
+  state: IdeaState;
+  /** A veto's reason; absent when none was given. */
+  reason?: string;
+  /** The experiments that tested it, oldest first. */
+  experimentIds: number[];
+}
+
+/** One direction of the queue and how it has fared. */
+export interface DirectionSummary {
+  /** The direction. */
+  name: string;
+  /** Open, pinned or closed. */
+  state: DirectionState;
+  /** Entries in the queue. */
+  ideas: number;
+  /** Decided experiments that tested its entries. */
+  tries: number;
+  /** How many of them were kept. */
+  keeps: number;
+  /** The total improvement of its keeps, in the metric's units (positive: better). */
+  gain: number;
+  /** True when its last `plateauAfter` tries brought no keep. */
+  plateau: boolean;
+}
+
+/** The session's hypothesis queue: what `overnight ideas` shows. */
+export interface IdeaQueue {
+  /** The session; absent before one opens. */
+  tag?: string;
+  /** What the agent draws: `not-vetoed` or `approved` (the `ideas` setting). */
+  policy: string;
+  /** Tries without a keep that flag a direction as a plateau (0: never). */
+  plateauAfter: number;
+  /** The entries, in queue order (pinned directions are drawn first). */
+  ideas: Idea[];
+  /** Each direction's tries, keeps and gain. */
+  directions: DirectionSummary[];
+}
+
+/** `overnight/ideas/list`. */
+export type ListIdeasParams = Record<string, never>;
+
+/** `overnight/ideas/add`: a human's own idea (approved at once). */
+export interface AddIdeaParams {
+  /** What to try. */
+  text: string;
+  /** Its direction (default `yours`). */
+  direction?: string;
+}
+
+/** `overnight/ideas/curate`: approve, veto, move an idea; pin, close, open a direction. */
+export interface CurateIdeaParams {
+  /** What to do. */
+  action: IdeaAction;
+  /** The idea (approve, veto, reopen, move). */
+  id?: number;
+  /** A veto's reason: the agent sees it. */
+  reason?: string;
+  /** Where to move the idea (0: the top). */
+  index?: number;
+  /** The direction (pin, close, open). */
+  direction?: string;
 }
 
 /** One training run of an experiment (one seed). */
@@ -473,6 +560,14 @@ export const Methods = {
   suggestionsAccept: "overnight/suggestions/accept",
   /** Request: Reject a suggestion (or one hunk); the reason goes to the agent. */
   suggestionsReject: "overnight/suggestions/reject",
+  /** Request: The hypothesis queue of the current session (since 1.4). */
+  ideasList: "overnight/ideas/list",
+  /** Request: Add a human's idea to the end of the queue, approved (since 1.4). Answers the queue as it now stands. */
+  ideasAdd: "overnight/ideas/add",
+  /** Request: Approve, veto, reopen or move an idea; pin, close or open a direction (since 1.4). An unknown id or direction is an `invalidParams` error. Answers the queue as it now stands. */
+  ideasCurate: "overnight/ideas/curate",
+  /** Notification: The queue changed: the agent stated hypotheses, a human curated it, or an experiment that tested an idea was decided (since 1.4). */
+  ideasChanged: "overnight/ideasChanged",
   /** Notification: The loop's status changed (state, counts, best, current). */
   loopStateChanged: "overnight/loopStateChanged",
   /** Notification: An experiment (or baseline) started. */
@@ -504,11 +599,15 @@ export interface Requests {
   "overnight/suggestions/list": { params: ListSuggestionsParams; result: SuggestionList };
   "overnight/suggestions/accept": { params: AcceptSuggestionParams; result: AcceptSuggestionResult };
   "overnight/suggestions/reject": { params: RejectSuggestionParams; result: RejectSuggestionResult };
+  "overnight/ideas/list": { params: ListIdeasParams; result: IdeaQueue };
+  "overnight/ideas/add": { params: AddIdeaParams; result: IdeaQueue };
+  "overnight/ideas/curate": { params: CurateIdeaParams; result: IdeaQueue };
 }
 export type RequestMethod = keyof Requests;
 
 /** Server -> client notifications: params of each. */
 export interface Notifications {
+  "overnight/ideasChanged": IdeaQueue;
   "overnight/loopStateChanged": LoopStatus;
   "overnight/experimentStarted": ExperimentStartedParams;
   "overnight/progress": RunProgress;

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..ideas import Draft, Idea
 from ..journal import Experiment
 from ..workspace import Edit
 
@@ -42,6 +43,11 @@ class Proposal:
     # Set when the agent's answer failed its own validation (after repair turns): the loop records the
     # experiment as invalid with this error, without applying anything.
     invalid: str = ""
+    # The queue entry this proposal tests: its id (from ``Context.ideas``) or the agent's own key for it.
+    idea_id: int | None = None
+    idea_key: str | None = None
+    # Hypotheses the agent states along with the proposal, for the queue (the human curates them).
+    ideas: tuple[Draft, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,11 @@ class Context:
     # About how much better than the incumbent a candidate must measure to be kept (the keep rule's bar with
     # the fewest runs a keep can rest on); 0 before the noise is known.
     bar: float = 0.0
+    # The hypothesis queue the agent may draw from, best first (pinned directions first; None: the loop keeps no
+    # queue, the agent is free), the directions the human pinned, and what the human vetoed, with their reasons.
+    ideas: list[Idea] | None = None
+    pinned: tuple[str, ...] = ()
+    vetoed: list[Idea] = field(default_factory=list)
 
 
 def _nobody_listens(text: str, done: bool) -> None:
@@ -119,6 +130,12 @@ class Agent(ABC):
         the incumbent's (the experiment's parent), with the experiment in its history as running. The next
         ``propose`` may use what was prepared. By default nothing: the agent proposes when asked."""
         return None
+
+    def hypothesize(self, ctx: Context) -> list[Draft]:
+        """The hypotheses the agent means to test next, grouped into directions, before it spends compute: the loop
+        puts new ones in the queue for the human to curate (``ctx.ideas`` holds what may be drawn). By default
+        none: an agent that states its hypotheses with its proposals (``Proposal.ideas``) needs no separate call."""
+        return []
 
     def rebase(self, proposal: Proposal, ctx: Context) -> Proposal | None:
         """The same proposal, made for other files (``ctx.files``: a new incumbent, kept while the proposal was

@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass, field, replace
 
+from ..ideas import Draft
 from .base import Agent, Context, Proposal, ThoughtHook
 from .cost import Usage
 
@@ -54,6 +55,9 @@ class PipelinedAgent(Agent):
     @stop_event.setter
     def stop_event(self, event: threading.Event) -> None:
         self.inner.stop_event = event
+
+    def hypothesize(self, ctx: Context) -> list[Draft]:
+        return self.inner.hypothesize(ctx)
 
     def probe(self) -> bool:
         return self.inner.probe()

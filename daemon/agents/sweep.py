@@ -6,6 +6,11 @@ sizes, neighbouring values for small integers, coarse steps first and finer ones
 ones are exhausted, then pairs. Directions that were kept before are tried first; a full setting
 that was already tried (from any incumbent) is never tried again. It is an honest baseline for LLM
 agents, and it is what runs out of the box without an API key.
+
+Its hypotheses for the queue (ideas.py) are its coordinates: "raising LR", "lowering N_LAYER", grouped into
+directions by the constant's name (optimizer, model size, batch and context, ...). It draws only coordinates the
+queue allows — a vetoed one or a closed direction is never stepped — with pinned directions first and otherwise the
+queue's order. A human's idea it can carry out is one that names a setting: ``LR = 0.002``.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import ast
 import itertools
 import random
+import re
 from dataclasses import dataclass
 
+from ..ideas import Draft, Idea
 from ..workspace import Edit
 from .base import Agent, Context, Proposal
 
@@ -41,6 +48,31 @@ class Move:
     changes: tuple[tuple[str, int | float], ...]
     level: int
     score: float
+    idea_id: int | None = None  # the queue entry it carries out (a human's setting)
+
+
+# Directions of the queue, by what a constant's name says it is (the first that matches).
+_DIRECTIONS = (
+    ("optimizer", ("LR", "LEARNING_RATE", "BETA", "WEIGHT_DECAY", "MOMENTUM", "EPS", "GRAD_CLIP", "WARMUP")),
+    ("model size", ("LAYER", "EMBD", "HEAD", "MLP", "DEPTH", "WIDTH", "DIM", "HIDDEN")),
+    ("batch and context", ("BATCH", "SEQ", "CONTEXT", "BLOCK", "TOKENS")),
+    ("regularization", ("DROPOUT",)),
+)
+# A human's idea the sweep can carry out: a constant and the value to set (``LR = 0.002``, ``LR -> 2e-3``).
+_SETTING = re.compile(r"\b([A-Z][A-Z0-9_]*)\s*(?:=|->|→)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\b")
+
+
+def direction_of(name: str) -> str:
+    parts = set(name.split("_"))
+    for direction, words in _DIRECTIONS:
+        if any(w in parts or (len(w) > 3 and w in name) for w in words):
+            return direction
+    return "other constants"
+
+
+def idea_key(name: str, up: bool) -> str:
+    """The sweep's own name for a coordinate in the queue: one entry per constant and direction of change."""
+    return f"sweep:{name}:{'up' if up else 'down'}"
 
 
 def config_block(source: str) -> list[Constant]:
@@ -121,6 +153,17 @@ class SweepAgent(Agent):
         self.exclude = set(exclude)
         self.seed = seed
 
+    def hypothesize(self, ctx: Context) -> list[Draft]:
+        """Every coordinate it may step, as queue entries, in a seeded order (the human may reorder them)."""
+        path = next(iter(ctx.files))
+        constants = [c for c in config_block(ctx.files[path]) if c.name not in self.exclude]
+        drafts = [Draft(direction=direction_of(c.name), key=idea_key(c.name, up),
+                        text=f"{'raising' if up else 'lowering'} {c.name} (now {format_value(c.value)}) improves the "
+                             "metric within the fixed budget")
+                  for c in constants if not isinstance(c.value, bool) for up in (True, False)]
+        random.Random(self.seed).shuffle(drafts)
+        return drafts
+
     def propose(self, ctx: Context) -> Proposal | None:
         path = next(iter(ctx.files))
         source = ctx.files[path]
@@ -133,7 +176,10 @@ class SweepAgent(Agent):
             if isinstance(exp.meta.get("config"), dict):
                 tried.add(_key({k: v for k, v in exp.meta["config"].items() if k in current}))
         scores = self._direction_scores(ctx)
-        move = self._next_move(current, tried, scores, len(ctx.history))
+        if ctx.ideas is None:
+            move = self._next_move(current, tried, scores, len(ctx.history))
+        else:
+            move = self._setting_move(current, tried, ctx.ideas) or self._queued_move(current, tried, scores, ctx)
         if move is None:
             return None
         changes = dict(move.changes)
@@ -145,6 +191,7 @@ class SweepAgent(Agent):
             ratio = f" (×{new / old:.3g})" if scaled else ""
             parts.append(f"{name} {format_value(old)} → {format_value(new)}{ratio}")
         directions = {name: (1 if new > current[name] else -1) for name, new in move.changes}
+        first, first_up = move.changes[0][0], move.changes[0][1] > current[move.changes[0][0]]
         return Proposal(
             description="; ".join(parts),
             edit=Edit(files=((path, new_source),)),
@@ -156,7 +203,54 @@ class SweepAgent(Agent):
                 + (f"; this direction scored {move.score:+.1f} from past decisions" if move.score else "")
             ),
             meta={"config": {**current, **changes}, "directions": directions, "level": move.level},
+            idea_id=move.idea_id,
+            # A coordinate step tests its queue entry (a pair: the first of its steps).
+            idea_key=idea_key(first, first_up) if move.idea_id is None else None,
         )
+
+    @staticmethod
+    def _setting_move(current: Config, tried: set[tuple[tuple[str, float], ...]], drawable: list[Idea]) -> Move | None:
+        """The first drawable human idea that names a setting of a constant, not tried yet: carried out as said."""
+        for idea in drawable:
+            found = _SETTING.search(idea.text) if idea.source == "human" else None
+            if found is None or found.group(1) not in current:
+                continue
+            old = current[found.group(1)]
+            value: int | float = float(found.group(2))
+            if isinstance(old, int) and float(value).is_integer():
+                value = int(value)
+            if value != old and _key({**current, found.group(1): value}) not in tried:
+                return Move(((found.group(1), value),), 0, 0.0, idea.id)
+        return None
+
+    def _queued_move(self, current: Config, tried: set[tuple[tuple[str, float], ...]],
+                     scores: dict[tuple[str, int], float], ctx: Context) -> Move | None:
+        """The next coordinate step the queue allows: coarse levels first; within a level pinned directions, then
+        the directions past keeps favour, then the queue's order. Pairs only of allowed steps."""
+        assert ctx.ideas is not None
+        order = {i.key: n for n, i in enumerate(ctx.ideas) if i.key}
+        pinned = {i.key for i in ctx.ideas if i.key and i.direction in ctx.pinned}
+
+        def allowed(name: str, new: int | float) -> str | None:
+            key = idea_key(name, new > current[name])
+            return key if key in order else None
+
+        for level in (1, 2, 3):
+            moves = []
+            for name, value in current.items():
+                for new in _steps(value, level):
+                    key = allowed(name, new)
+                    if key is None or _key({**current, name: new}) in tried:
+                        continue
+                    score = scores.get((name, 1 if new > value else -1), 0.0)
+                    moves.append(((key not in pinned, -score, order[key]), Move(((name, new),), level, score)))
+            if moves:
+                return min(moves, key=lambda m: m[0])[1]
+        singles = [(name, new) for name, value in current.items() for new in _steps(value, 1) if allowed(name, new)]
+        for pair in sorted(itertools.combinations(singles, 2), key=lambda p: order[allowed(*p[0]) or ""]):
+            if pair[0][0] != pair[1][0] and _key({**current, **dict(pair)}) not in tried:
+                return Move(tuple(pair), 4, 0.0)
+        return None
 
     @staticmethod
     def _direction_scores(ctx: Context) -> dict[tuple[str, int], float]:

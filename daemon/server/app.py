@@ -13,14 +13,16 @@ import urllib.parse
 from typing import Any
 
 from lsprotocol import types as lsp
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from overnight.protocol import types as t
 from overnight.protocol.wire import make_converter
 
 from .. import __version__
+from ..commands import Curate
 from ..config import Config
+from ..loop import LoopError
 from . import discovery, execute
 from .auth import DaemonProtocol
 from .core import DaemonCore, call_in_thread
@@ -128,6 +130,35 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
         except Exception as exc:
             raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
         return await call_in_thread(core.status)
+
+    @ls.feature(t.OVERNIGHT_IDEAS_LIST)
+    async def list_ideas(ls: LanguageServer, params: t.ListIdeasParams) -> t.IdeaQueue:
+        return await call_in_thread(core.ideas)
+
+    @ls.feature(t.OVERNIGHT_IDEAS_ADD)
+    async def add_idea(ls: LanguageServer, params: t.AddIdeaParams) -> t.IdeaQueue:
+        return await _curate(Curate("add", text=params.text, direction=params.direction or "yours"))
+
+    @ls.feature(t.OVERNIGHT_IDEAS_CURATE)
+    async def curate_idea(ls: LanguageServer, params: t.CurateIdeaParams) -> t.IdeaQueue:
+        action = params.action.value
+        if action in ("approve", "veto", "reopen", "move") and params.id is None:
+            raise JsonRpcInvalidParams(message=f"{action} needs the idea's id")
+        if action == "move" and (params.index is None or params.index < 0):
+            raise JsonRpcInvalidParams(message="move needs an index of 0 or more (0: the top of the queue)")
+        if action in ("pin", "close", "open") and not (params.direction or "").strip():
+            raise JsonRpcInvalidParams(message=f"{action} needs a direction")
+        return await _curate(Curate(action, idea_id=params.id, reason=params.reason or "", direction=params.direction or "",
+                                    index=min(params.index, 2**31) if params.index is not None else None))
+
+    async def _curate(command: Curate) -> t.IdeaQueue:
+        try:
+            return await call_in_thread(lambda: core.curate(command))
+        except LoopError as exc:
+            # An unknown id or direction, an empty text: the client's mistake; no session yet: the loop's state.
+            if core.tag:
+                raise JsonRpcInvalidParams(message=str(exc)) from None
+            raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
 
     @ls.feature(t.OVERNIGHT_SUGGESTIONS_LIST)
     async def list_suggestions(ls: DaemonServer, params: t.ListSuggestionsParams) -> t.SuggestionList:

@@ -16,15 +16,17 @@ import git
 
 from overnight.protocol import types as t
 
+from .. import ideas
 from ..agents import Agent
 from ..annotate import History, Touch, onto_buffer
-from ..commands import DecideHunks
+from ..commands import Curate, DecideHunks
 from ..config import Config
 from ..events import (
     Event,
     ExperimentFinished,
     ExperimentStarted,
     Flagged,
+    IdeasChanged,
     Message,
     PhaseChanged,
     Progress,
@@ -176,6 +178,9 @@ class DaemonCore:
                 self._changed()
             case Rebased():
                 self._changed()
+            case IdeasChanged(tag=tag):
+                if tag == self.tag:
+                    self._broadcast(t.OVERNIGHT_IDEAS_CHANGED, self.ideas())
             case Thought(text=text, done=done, experiment_id=exp_id):
                 self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(experiment_id=exp_id, text=text, done=done))
             case Message() | RunStarted() | RunFinished():
@@ -280,6 +285,14 @@ class DaemonCore:
         reviews = self.journal.reviews(self.tag)
         return t.ExperimentList(total=total, items=[summary(e, reviews.get(e.id)) for e in page])
 
+    def ideas(self) -> t.IdeaQueue:
+        return idea_queue(self.journal, self.tag, self.loop.cfg)
+
+    def curate(self, command: Curate) -> t.IdeaQueue:
+        """A human's change to the queue, carried out by the loop (the journal's one writer); the queue after it."""
+        self.loop.curate(command)
+        return self.ideas()
+
     def get_experiment(self, exp_id: int) -> t.ExperimentDetail | None:
         if not 0 < exp_id < 2**63:  # SQLite's integers are 64-bit: an id outside them names no experiment
             return None
@@ -303,6 +316,20 @@ class DaemonCore:
             decision_reason=exp.decision_reason, decided_by=exp.decided_by, evidence=exp.evidence,
             holdout_bpb=exp.holdout_bpb, ood_bpb=exp.ood_bpb, error=exp.error, runs=runs,
         )
+
+
+def idea_queue(journal: Journal, tag: str | None, cfg: Config) -> t.IdeaQueue:
+    """The session's hypothesis queue, as the protocol (and `overnight ideas`) shows it."""
+    if not tag:
+        return t.IdeaQueue(policy=cfg.ideas, plateau_after=cfg.plateau_after, ideas=[], directions=[])
+    return t.IdeaQueue(
+        tag=tag, policy=cfg.ideas, plateau_after=cfg.plateau_after,
+        ideas=[t.Idea(id=i.id, direction=i.direction, text=i.text, source=i.source, state=t.IdeaState(i.state),
+                      reason=i.reason or None, experiment_ids=list(i.experiment_ids)) for i in ideas.queue(journal, tag)],
+        directions=[t.DirectionSummary(name=d.name, state=t.DirectionState(d.state), ideas=d.ideas, tries=d.tries,
+                                       keeps=d.keeps, gain=d.gain, plateau=d.plateau)
+                    for d in ideas.directions(journal, tag, cfg.plateau_after, cfg.direction)],
+    )
 
 
 async def call_in_thread(fn: Callable[[], Any]) -> Any:
