@@ -505,10 +505,11 @@ def build_parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="the daemon's LSP connection on stdin/stdout, for editors that start "
                                            "language servers as child processes")
     attach.set_defaults(func=cmd_attach)
-    from . import ideas_cli, session_report
+    from . import ideas_cli, session_report, tensorboard_log
 
     ideas_cli.add_parser(sub)
     session_report.add_parser(sub)  # `overnight report [--tag T] [-o report.md]`
+    tensorboard_log.add_parser(sub)  # `overnight tensorboard [--tag T] [--start]`
     budget = sub.add_parser("budget", help="change the training budget: starts a new session with a new baseline")
     budget.add_argument("seconds", type=_finite)
     budget.add_argument("--tag", help="the new session's tag (default: derived from the current one)")

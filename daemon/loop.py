@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import harness, ideas, prune
+from . import harness, ideas, prune, tensorboard_log
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .annotate import History
 from .commands import Ack, Command, Curate, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
@@ -842,9 +842,7 @@ class Loop:
             assert flight.cand is not None
             self._candidates.pop(exp.id, None)
             outcome.status, outcome.error = "pruned", "stopped early: its training loss trailed the incumbent's"
-            measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
-            self.journal.add_run(Run(experiment_id=exp.id, seed=flight.seed, started=flight.started,
-                                     finished=time.time(), log_path=str(flight.request.log_path), **measured))
+            self._record_run(exp, flight.k, flight.seed, flight.started, flight.request.log_path, outcome)
             gaps = ", ".join(f"{p['gap']:+.3f} at {p['fraction']:.0%}" for p in flight.pruned["points"])
             self._finish(exp, "pruned", reason=f"pruned: its training loss trailed the incumbent's ({gaps} nats; margin "
                                                f"{flight.pruned['margin']:g})", evidence=flight.pruned, decided_by="pruner")
@@ -854,9 +852,7 @@ class Loop:
                 self._candidates.pop(exp.id, None)
                 self._interrupted(exp)
             return
-        measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
-        self.journal.add_run(Run(experiment_id=exp.id, seed=flight.seed, started=flight.started, finished=time.time(),
-                                 log_path=str(flight.request.log_path), **measured))
+        self._record_run(exp, flight.k, flight.seed, flight.started, flight.request.log_path, outcome)
         self._emit(RunFinished(experiment_id=exp.id, run=flight.k, outcome=outcome))
         if outcome.data_changed:
             self.stop_requested.set()  # the other runs in flight measure on data that is no longer the session's
@@ -1519,9 +1515,7 @@ class Loop:
                 self._interrupted(exp)
                 return None
             if record:
-                measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
-                self.journal.add_run(Run(experiment_id=exp.id, seed=seed, started=started, finished=time.time(),
-                                         log_path=str(request.log_path), **measured))
+                self._record_run(exp, k, seed, started, request.log_path, outcome)
             self._emit(RunFinished(experiment_id=exp.id, run=k, outcome=outcome))
             if outcome.data_changed:
                 if not exp.is_final:
@@ -1539,6 +1533,20 @@ class Loop:
                                text=f"#{exp.id} run {k + 1} was starved ({outcome.error}): not a measurement; it runs again"))
             if self.ws.dirty():
                 self.ws.reset_to(self.ws.head())
+
+    def _record_run(self, exp: Experiment, k: int, seed: int, started: float, log_path: Path, outcome: RunOutcome) -> None:
+        """A finished run into the journal (and, with ``tensorboard = true``, its curve and scores as event files:
+        run k+1 of the experiment, replaced when the same run is re-done)."""
+        assert self.journal is not None
+        measured = {name: getattr(outcome, name) for name in _RUN_FIELDS}
+        self.journal.add_run(Run(experiment_id=exp.id, seed=seed, started=started, finished=time.time(),
+                                 log_path=str(log_path), **measured))
+        if self.cfg.tensorboard:
+            tensorboard_log.write_run(
+                self.cfg.state_dir, exp.tag, experiment_id=exp.id, run=k + 1, status=outcome.status, curve=outcome.curve,
+                val_bpb=outcome.val_bpb, holdout_bpb=outcome.holdout_bpb, ood_bpb=outcome.ood_bpb,
+                train_bpb=outcome.train_bpb, steps=outcome.steps, tokens_per_s=outcome.tokens_per_s,
+                wall_seconds=outcome.wall_seconds, description=exp.description)
 
     def _on_frame(self, exp_id: int, k: int, frame: dict[str, Any]) -> None:
         """A progress frame, from the run's reader thread: passed on by the owner."""
@@ -1664,6 +1672,9 @@ class Loop:
             self._lines.record(self.journal, exp.tag, self.ws.head(), self.cfg.editable)
         final = self.journal.experiment(exp.id)
         assert final is not None
+        if self.cfg.tensorboard and status == "keep":  # the incumbent over the session, one TensorBoard line
+            kept = [(e.id, e.val_bpb) for e in self.journal.experiments(exp.tag) if e.status == "keep" and e.val_bpb is not None]
+            tensorboard_log.incumbent_line(self.cfg.state_dir, exp.tag, [(i, float(v)) for i, v in kept if v is not None])
         self._emit(ExperimentFinished(experiment=final))
         if final.idea_id is not None:
             self._emit(IdeasChanged(tag=final.tag))  # its direction's tries, keeps and gain moved
