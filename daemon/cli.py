@@ -101,13 +101,11 @@ def _with_executor(cfg: Config, ray: str | None) -> Config:
 # -- commands ---------------------------------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
+def _foreground(cfg: Config, console: Console, *, max_experiments: int | None, tag: str | None,
+                ablate_runs: int | None = None) -> Any:
+    """The loop in this terminal, with its live view; Ctrl-C stops it (twice: at once). Its Summary."""
     from .live import LiveView
 
-    cfg = _with_executor(_config(args).with_overrides(
-        agent=args.agent, budget=args.budget, baseline_runs=args.baseline_runs, clock=args.clock, slots=args.slots,
-        replay_file=str(Path(args.replay_file).resolve()) if args.replay_file else None,
-    ), args.ray)
     agent = make_agent(cfg)
     # The view reads what the session already holds (pooled σ, incumbent, flags, seal) from the loop's journal.
     view = LiveView(console, agent=agent.name, budget=cfg.budget, journal=lambda: loop.journal)
@@ -143,16 +141,66 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     watcher.start()
     try:
         with view:
-            summary = loop.run(max_experiments=args.max_experiments, tag=args.tag)
+            return loop.run(max_experiments=max_experiments, tag=tag, ablate_runs=ablate_runs)
     finally:
         done.set()
         watcher.stop()
         signal.signal(signal.SIGINT, previous)
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    cfg = _with_executor(_config(args).with_overrides(
+        agent=args.agent, budget=args.budget, baseline_runs=args.baseline_runs, clock=args.clock, slots=args.slots,
+        replay_file=str(Path(args.replay_file).resolve()) if args.replay_file else None,
+    ), args.ray)
+    summary = _foreground(cfg, console, max_experiments=args.max_experiments, tag=args.tag)
     best = f"{summary.best:.4f}" if summary.best is not None else "—"
     console.print(
         f"[bold]session {summary.tag}[/]: {summary.experiments} experiments, {summary.kept} kept, best val_bpb {best}. "
         f"See `overnight results` and `overnight plot`."
     )
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
+    from overnight.protocol import types as t
+
+    from . import ablate
+
+    cfg = _config(args)
+    with _journal(cfg) as journal:
+        tag = _tag(journal, args.tag)
+        changes, total, seconds = ablate.cost(journal, tag, args.runs, cfg.budget)
+    if changes == 0:
+        raise CliError(f"session {tag} has no kept change to ablate")
+    cost = f"{changes} kept change(s): at most {total} runs of about {seconds / max(1, total):.0f} s, ~{seconds / 60:.0f} min"
+    console.print(f"ablation of session {tag}, {cost}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CliError("pass --yes to start it (it runs the training script the number of times above)")
+        if input("go on? [y/N] ").strip().lower() not in ("y", "yes"):
+            console.print("not started")
+            return 1
+    if args.tag is None:
+        try:
+            result = _ask(cfg, t.OVERNIGHT_ABLATE, t.AblateParams(runs=args.runs))
+            console.print(f"the daemon takes it: {result.message}. Watch it in the editor or with `overnight status`; "
+                          "`overnight report` shows the result")
+            return 0
+        except NoDaemon:
+            pass
+    summary = _foreground(cfg, console, max_experiments=0, tag=tag, ablate_runs=args.runs)
+    with _journal(cfg) as journal:
+        rows = journal.ablations(summary.tag)
+    if not rows:
+        console.print("the ablation did not finish (see above); run it again to redo it")
+        return 1
+    for row in rows:
+        effect = f"{row['effect']:+.4f}" if isinstance(row["effect"], (int, float)) else "—"
+        verdict = "[yellow]droppable[/]" if row["droppable"] else "[green]needed[/]"
+        console.print(f"#{row['experiment_id']} {escape(row['description'])}: removing it {effect} → {verdict}"
+                      + (f" · commit {row['commit'][:7]}" if row["commit"] else " · left out"))
+    console.print(f"branch {rows[0]['branch']}: one commit per surviving change (review with `git log {rows[0]['branch']}`)")
     return 0
 
 
@@ -505,9 +553,16 @@ def build_parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="the daemon's LSP connection on stdin/stdout, for editors that start "
                                            "language servers as child processes")
     attach.set_defaults(func=cmd_attach)
-    from . import ideas_cli, session_report, tensorboard_log
+    ablate = sub.add_parser("ablate", help="measure what each kept change contributes; the survivors, one commit each, "
+                                           "on overnight/<tag>-final")
+    ablate.add_argument("--tag", help="session (default: the latest)")
+    ablate.add_argument("--runs", type=_whole(2, 20), default=2, help="runs per version (default 2)")
+    ablate.add_argument("--yes", action="store_true", help="start without asking (the cost is printed first)")
+    ablate.set_defaults(func=cmd_ablate)
+    from . import ideas_cli, importer, session_report, tensorboard_log
 
     ideas_cli.add_parser(sub)
+    importer.add_parser(sub)  # `overnight import results.tsv [--branch B] [--tag T]`
     session_report.add_parser(sub)  # `overnight report [--tag T] [-o report.md]`
     tensorboard_log.add_parser(sub)  # `overnight tensorboard [--tag T] [--start]`
     budget = sub.add_parser("budget", help="change the training budget: starts a new session with a new baseline")

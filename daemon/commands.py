@@ -81,7 +81,15 @@ class Curate:
     index: int | None = None
 
 
-Command = Pause | Resume | Stop | Redirect | SetBudget | SyncFiles | DecideHunks | Curate
+@dataclass(frozen=True)
+class Ablate:
+    """Measure what each kept change contributes (ablate.py), once the experiments in flight are decided; the loop
+    pauses after it, with the reviewable branch."""
+
+    runs: int = 2
+
+
+Command = Pause | Resume | Stop | Redirect | SetBudget | SyncFiles | DecideHunks | Curate | Ablate
 
 
 @dataclass(frozen=True)

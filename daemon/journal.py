@@ -373,6 +373,9 @@ class Journal:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._db.in_transaction:  # inside batch(): its one transaction commits or rolls back every write
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -380,6 +383,12 @@ class Journal:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """The writes inside as one transaction: all of them land, or (an exception, a kill) none of them."""
+        with self._tx():
+            yield
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -658,6 +667,26 @@ class Journal:
     def directions(self, tag: str) -> dict[str, str]:
         """Direction name → open | pinned | closed, for the directions the human set (the rest are open)."""
         return {str(r["name"]): str(r["state"]) for r in self._query("SELECT * FROM directions WHERE tag=?", (tag,))}
+
+    def ablations(self, tag: str) -> list[dict[str, Any]]:
+        """The session's latest ablation (``overnight ablate``), one row per kept change: its measured effect (the
+        metric without it minus with it, positive: it helps), in σ, whether it is droppable, and its commit on the
+        final branch (empty: dropped). [] before any ablation."""
+        stored = self.meta(f"ablation:{tag}")
+        if stored is None:
+            return []
+        info = json.loads(stored)
+        rows = []
+        for ablation_id in info.get("ablations", []):
+            ablation = self.experiment(int(ablation_id))
+            ev = ablation.evidence if ablation is not None and ablation.evidence else {}
+            for change_id in ev.get("ablates", []):
+                change = self.experiment(int(change_id))
+                rows.append({"experiment_id": int(change_id), "description": change.description if change else "",
+                             "effect": ev.get("effect"), "sigma": ev.get("sigmas"), "droppable": bool(ev.get("droppable")),
+                             "commit": info.get("commits", {}).get(str(change_id)) or "", "ablation_id": int(ablation_id),
+                             "branch": info.get("branch", "")})
+        return rows
 
     def add_transfer(self, tag: str, **values: Any) -> None:
         cols = ["tag", *values, "created"]

@@ -26,12 +26,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import harness, ideas, prune, tensorboard_log
+from . import ablate, harness, ideas, prune, tensorboard_log
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal
 from .annotate import History
-from .commands import Ack, Command, Curate, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
+from .commands import Ablate, Ack, Command, Curate, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
 from .config import Config
-from .decide import Noise, Rule, judge, pooled_noise, worse_beyond_noise
+from .decide import Noise, Rule, describe, judge, pooled_noise, worse_beyond_noise
 from .evaluator import Evaluator, serve_command
 from .events import (
     Event,
@@ -257,6 +257,8 @@ class Loop:
         # Paused because only approved ideas may be drawn and none is: an approval resumes the loop.
         self._waiting_for_ideas = False
         self._ideas_looked = 0.0
+        # Runs per version of an ablation asked for (overnight ablate): carried out when nothing is in flight.
+        self._ablate_runs: int | None = None
         # The agent's hooks (agents/base.py): its streamed thoughts become events, and the stop flag cuts its waits short.
         agent.on_thought = self._thought
         agent.stop_event = self.stop_requested
@@ -344,6 +346,11 @@ class Loop:
                 return Ack(self.state, "syncing after the experiment in flight")
             case Curate() as c:
                 return self._curate(c)
+            case Ablate(runs=runs):
+                if not 2 <= runs <= 20:
+                    raise LoopError("an ablation needs 2 to 20 runs per version")
+                self._ablate_runs = runs
+                return Ack(self.state, "the ablation runs once the experiments in flight are decided")
             case DecideHunks() as d:
                 if self.journal is None:
                     raise LoopError("no journal is open")
@@ -478,7 +485,11 @@ class Loop:
             self._sync_user_changes()  # the user's edit is synced (and its baseline measured) even while paused
             self._wait_while_paused()
 
-    def run(self, max_experiments: int | None = None, tag: str | None = None) -> Summary:
+    def run(self, max_experiments: int | None = None, tag: str | None = None, ablate_runs: int | None = None) -> Summary:
+        """The loop, until it is stopped or ``max_experiments`` were made; with ``ablate_runs`` the session's kept
+        changes are ablated first (``max_experiments=0``: only that)."""
+        if ablate_runs is not None:
+            self._ablate_runs = ablate_runs
         with self._inline:
             if self._owner is not None:
                 raise LoopError("this loop is running already")
@@ -545,10 +556,13 @@ class Loop:
 
     def _open_session(self, tag: str | None, start: str | None = None) -> Session:
         assert self.journal is not None and self.ws is not None
-        if tag is None:
-            latest = self.journal.latest_session()
+        if tag is None:  # the latest session the loop made (an imported log is not the loop's to go on with)
+            latest = next((s for s in reversed(self.journal.sessions()) if "imported_from" not in s.config), None)
             tag = latest.tag if latest else default_tag()
         session = self.journal.session(check_tag(tag))
+        if session is not None and "imported_from" in session.config:
+            raise LoopError(f"session {tag!r} was imported from {session.config['imported_from']}: its runs are "
+                            "autoresearch's, not the loop's; start a new session with --tag NEW")
         if session is None:
             base = self.ws.open(tag, start)
             config = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self.cfg).items()}
@@ -657,6 +671,14 @@ class Loop:
                 self._drain(0.1)
                 continue
             # Nothing in flight: the session's own steps, one at a time.
+            if self._ablate_runs is not None and not self.stop_requested.is_set():
+                runs, self._ablate_runs = self._ablate_runs, None
+                self._ablate(runs)
+                if max_experiments == 0:
+                    return self._summary("ablation done")
+                if not self.stop_requested.is_set():
+                    self.paused, self.pause_reason = True, "ablation done: review its branch before going on"
+                continue
             if ended.startswith("!"):
                 return self._summary(ended[1:])
             if self.stop_after:
@@ -674,7 +696,8 @@ class Loop:
 
     def _holding(self) -> bool:
         """No new work starts: a pause, a stop after the experiments in flight, a new session, the user's edit."""
-        return bool(self.paused or self.stop_after or self._next_session is not None or self._sync_paths)
+        return bool(self.paused or self.stop_after or self._next_session is not None or self._sync_paths
+                    or self._ablate_runs is not None)
 
     def _free_slot(self) -> int | None:
         busy = {f.slot for f in self._flights.values()}
@@ -1601,6 +1624,110 @@ class Loop:
             return None
         return incumbent, max((r.seed - incumbent.id * 100 for r in runs), default=-1) + 1
 
+    def _ablate(self, runs: int) -> None:
+        """Remove each kept change (or group that must go together) from the final incumbent and measure the code
+        without it beside fresh runs of the incumbent, with the keep rule's statistics; then build the branch of
+        surviving changes, one commit each with its measured effect (ablate.py)."""
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        tag = self.session.tag
+        final = self.journal.incumbent(tag)
+        kept = ablate.kept_changes(self.journal.experiments(tag))
+        if final is None or final.commit_sha is None or not kept:
+            self._emit(Message(level="info", text="ablation: the session has no kept change to ablate"))
+            return
+        try:
+            groups = ablate.plan(self.ws, final.commit_sha, kept)
+        except ablate.AblationError as exc:
+            self._emit(Message(level="error", text=f"ablation: {exc}"))
+            return
+        walls = [r.wall_seconds for r in self.journal.runs(final.id) if r.wall_seconds]
+        total, seconds = ablate.estimate(len(groups), runs, statistics.fmean(walls) if walls else self.cfg.budget)
+        self._emit(Message(level="info", text=f"ablation of {len(kept)} kept change(s) in {len(groups)} group(s): "
+                                              f"{total} runs, about {seconds / 60:.0f} min"))
+        anchor = self._anchor(final)
+        incumbent_k = max((r.seed - final.id * 100 for r in self.journal.runs(final.id)), default=-1) + 1
+        outcomes: list[ablate.Outcome] = []
+        # The incumbent is compared by its fresh runs only: the runs that made it the incumbent are biased low by its
+        # selection (it was kept because they measured well), which would credit every change with that luck.
+        fresh: list[float] = []
+        for group in groups:
+            exp_id = self.journal.start_experiment(
+                tag=tag, kind="ablation", parent_commit=final.commit_sha, description=group.describe()[:500],
+                agent="ablation", meta={"ablates": group.ids, "final": final.id})
+            self._commit_ref(exp_id, final.commit_sha, group.commit)
+            exp = self.journal.experiment(exp_id)
+            assert exp is not None
+            self._emit(ExperimentStarted(experiment=exp, runs_planned=runs))
+            values: list[float] = []
+            failure = None
+            for k in range(runs):
+                # Interleaved: one run of the incumbent beside each run without the group, same conditions.
+                if len(outcomes) == 0:
+                    mine = self._one_run(final, incumbent_k, anchor=anchor)
+                    incumbent_k += 1
+                    if mine is None:
+                        self._ablation_stopped(exp)
+                        return
+                    if mine.status == "ok" and mine.val_bpb is not None:
+                        fresh.append(mine.val_bpb)
+                outcome = self._one_run(exp, k, anchor=anchor)
+                if outcome is None:
+                    self._ablation_stopped(exp)
+                    return
+                if outcome.status == "ok" and outcome.val_bpb is not None:
+                    values.append(outcome.val_bpb)
+                else:
+                    failure = f"{outcome.status}: {outcome.error}"
+                    break
+            outcomes.append(self._ablation_decided(exp, group, fresh, values, failure))
+        try:
+            placed = ablate.build_branch(self.ws, self.session.base_commit, kept, outcomes, final.commit_sha)
+        except ablate.AblationError as exc:
+            self._emit(Message(level="error", text=f"ablation: {exc}"))
+            return
+        branch = f"{branch_name(tag)}-final"
+        last = next((c for c in reversed(list(placed.values())) if c), self.session.base_commit)
+        self.ws.set_ref(f"refs/heads/{branch}", last)
+        self.journal.set_meta(f"ablation:{tag}", json.dumps({
+            "branch": branch, "final": final.id, "head": last, "runs": runs,
+            "commits": {str(k): v for k, v in placed.items()}, "ablations": [o.ablation_id for o in outcomes]}))
+        droppable = [i for o in outcomes if o.droppable for i in o.group.ids]
+        self._emit(Message(level="info", text=f"ablation done: branch {branch} holds {sum(1 for c in placed.values() if c)} "
+                                              f"change(s), one commit each; droppable (within noise): "
+                                              f"{', '.join(f'#{i}' for i in droppable) or 'none'}"))
+
+    def _ablation_decided(self, exp: Experiment, group: ablate.Group, incumbent: list[float], values: list[float],
+                          failure: str | None) -> ablate.Outcome:
+        """One group's verdict: worse without it beyond noise (needed), or not (droppable)."""
+        assert self.journal is not None
+        noise = self._noise()
+        if failure is not None:
+            reason = f"without it the script fails ({failure}): needed"
+            self._finish(exp, "discard", reason=reason, error=failure, decided_by="ablation",
+                         evidence={"ablates": group.ids, "droppable": False})
+            return ablate.Outcome(group, exp.id, None, None, False, reason)
+        if len(incumbent) < 2:
+            reason = "the incumbent's fresh runs failed: not measured"
+            self._finish(exp, "discard", reason=reason, decided_by="ablation",
+                         evidence={"ablates": group.ids, "droppable": False})
+            return ablate.Outcome(group, exp.id, None, None, False, reason)
+        worse, ev = worse_beyond_noise(incumbent, values, noise, self.cfg.direction, self.cfg.alpha)
+        sign = 1.0 if self.cfg.direction == "minimize" else -1.0
+        effect = sign * (ev["candidate_mean"] - ev["incumbent_mean"])
+        sigmas = effect / noise.sigma if noise.sigma > 0 else None
+        reason = (f"removing it makes {self.cfg.metric} worse beyond noise ({describe(ev)}): needed" if worse else
+                  f"removing it changes {self.cfg.metric} within noise ({describe(ev)}): droppable")
+        self._finish(exp, "discard", reason=reason, decided_by="ablation", val_bpb=ev["candidate_mean"],
+                     evidence={**ev, "ablates": group.ids, "droppable": not worse, "effect": effect, "sigmas": sigmas})
+        return ablate.Outcome(group, exp.id, effect, sigmas, not worse, reason)
+
+    def _ablation_stopped(self, exp: Experiment) -> None:
+        """Stopped by the user mid-ablation: the half-measured version is closed (never resumed as a candidate)."""
+        assert self.journal is not None
+        self.journal.delete_runs(exp.id)
+        self._finish(exp, "discard", reason="the ablation was stopped before this version was measured",
+                     decided_by="ablation", evidence={"ablates": exp.meta.get("ablates", []), "droppable": None})
+
     def _transfer_check(self) -> bool:
         """Every ``transfer_every`` keeps: do the session's gains survive at a larger budget and model? The
         incumbent and the baseline's code each run once at ``transfer_budget`` × the budget and ``transfer_scale``
@@ -1683,6 +1810,9 @@ class Loop:
     def _recover(self, exp: Experiment) -> None:
         """An experiment left in flight by a kill or a Ctrl-C: run it again from its commit."""
         assert self.journal is not None and self.ws is not None
+        if exp.kind == "ablation":  # a measurement of the ablation, not a candidate: ablate again to redo it
+            self._ablation_stopped(exp)
+            return
         self.journal.delete_runs(exp.id)
         if exp.commit_sha is None:
             self._finish(exp, "crash", reason="interrupted before its commit was made",

@@ -159,12 +159,14 @@ def rows(journal: Journal, tag: str) -> list[Row]:
         measured = [r for r in runs if r.status == "ok"] or runs
         steps = [r.steps for r in measured if r.steps is not None]
         delta = exp.delta
+        # An imported experiment whose commit git no longer has keeps the short hash its log wrote (importer.py).
+        commit = exp.commit_sha or str(exp.meta.get("short_commit") or "")
         usage = exp.meta.get("usage") if isinstance(exp.meta.get("usage"), dict) else None
         u = Usage.from_dict(usage) if usage else None
         out.append(Row(
             input_tokens=u.prompt_tokens if u else None, cached_tokens=u.cache_read_input_tokens if u else None,
             output_tokens=u.output_tokens if u else None, cost_usd=u.cost_usd if u else None,
-            id=exp.id, kind=exp.kind, commit=(exp.commit_sha or "")[:7], val_bpb=exp.val_bpb, delta=delta,
+            id=exp.id, kind=exp.kind, commit=commit[:7], val_bpb=exp.val_bpb, delta=delta,
             holdout_bpb=exp.holdout_bpb, memory_gb=max(peaks) / 1024 if peaks else None, status=exp.status,
             description=exp.description, runs=len(runs), steps=round(sum(steps) / len(steps)) if steps else None,
             ood_bpb=exp.ood_bpb, transfer_ratio=ratios.get(exp.id), sealed=sealed,

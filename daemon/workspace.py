@@ -348,6 +348,23 @@ class Workspace:
             return None
         return self.head()
 
+    def revert(self, commits: list[str], message: str) -> str | None:
+        """Undo ``commits`` (newest first) on top of the worktree's head as one new commit (left checked out); None,
+        and the worktree as it was, when they do not revert cleanly (a later change rests on one of them)."""
+        head = self.head()
+        try:
+            for commit in commits:
+                self.wt.git.revert("--no-commit", commit)
+            self.wt.git.commit("-m", message, env=_IDENTITY)
+        except git.GitCommandError:
+            try:
+                self.wt.git.revert("--abort")
+            except git.GitCommandError:
+                pass
+            self.reset_to(head)
+            return None
+        return self.head()
+
     def set_ref(self, ref: str, commit: str) -> None:
         self.repo.git.update_ref(ref, commit)
 

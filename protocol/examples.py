@@ -91,6 +91,9 @@ EXAMPLES: list[dict[str, Any]] = [
     {"method": "overnight/status", "params": {}, "result": _STATUS_RUNNING},
     {"method": "overnight/status", "params": {}, "result": _STATUS_REPORTED},
     {"method": "overnight/ideas/list", "params": {}, "result": _IDEAS},
+    {"method": "overnight/ablate", "params": {"runs": 3}, "result": {
+        "changes": 3, "runs": 12, "seconds": 864.0,
+        "message": "ablating 3 kept changes after the experiment in flight: at most 12 runs, about 14 min"}},
     {"method": "overnight/ideas/add", "params": {"text": "try a cosine schedule"}, "result": _IDEAS},
     {"method": "overnight/ideas/add", "params": {"text": "wider MLP", "direction": "model size"}, "result": _IDEAS},
     {"method": "overnight/ideas/curate", "params": {"action": "veto", "id": 5, "reason": "too slow for this budget"},

@@ -117,6 +117,8 @@ ENUMS: tuple[Enum, ...] = (
     Enum("ExperimentKind", "A baseline measures the script as it stands; an experiment tests one proposal.", (
         ("baseline", "The noise floor: the unmodified script, several seeds."),
         ("experiment", "One proposal of the agent."),
+        ("ablation", "The final incumbent without one kept change (or a group that goes together): "
+                     "`overnight ablate` (since 1.4)."),
     )),
     Enum("RunStatus", "How one training run of an experiment ended.", (
         ("ok", "Trained and evaluated."),
@@ -276,6 +278,16 @@ STRUCTS: tuple[Struct, ...] = (
         f("plateauAfter", "integer", "Tries without a keep that flag a direction as a plateau (0: never)."),
         f("ideas", "Idea[]", "The entries, in queue order (pinned directions are drawn first)."),
         f("directions", "DirectionSummary[]", "Each direction's tries, keeps and gain."),
+    )),
+    Struct("AblateParams", "`overnight/ablate`.", (
+        opt("runs", "integer", "Runs of each version without a change, and fresh runs of the incumbent (2 to 20; "
+                               "default 2)."),
+    )),
+    Struct("AblateResult", "What the daemon will do.", (
+        f("changes", "integer", "Kept changes to ablate."),
+        f("runs", "integer", "Training runs it will take at most (each change alone, plus the incumbent's)."),
+        f("seconds", "number", "About how long, from the incumbent's own runs."),
+        f("message", "string", "One line for the user."),
     )),
     Struct("ListIdeasParams", "`overnight/ideas/list`.", ()),
     Struct("AddIdeaParams", "`overnight/ideas/add`: a human's own idea (approved at once).", (
@@ -472,6 +484,10 @@ METHODS: tuple[Method, ...] = (
             "so it is undoable and respects unsaved changes."),
     request("suggestions/reject", "RejectSuggestionParams", "RejectSuggestionResult",
             "Reject a suggestion (or one hunk); the reason goes to the agent."),
+    request("ablate", "AblateParams", "AblateResult",
+            "Ablate the session's kept changes once the experiments in flight are decided (since 1.4): each "
+            "ablation is an experiment of kind `ablation` (notified as usual); then the loop pauses, and "
+            "`overnight/<tag>-final` holds one commit per surviving change. No kept change: `invalidState`."),
     request("ideas/list", "ListIdeasParams", "IdeaQueue", "The hypothesis queue of the current session (since 1.4)."),
     request("ideas/add", "AddIdeaParams", "IdeaQueue",
             "Add a human's idea to the end of the queue, approved (since 1.4). Answers the queue as it now stands."),

@@ -76,6 +76,8 @@ class ExperimentKind(enum.StrEnum):
     """The noise floor: the unmodified script, several seeds."""
     EXPERIMENT = "experiment"
     """One proposal of the agent."""
+    ABLATION = "ablation"
+    """The final incumbent without one kept change (or a group that goes together): `overnight ablate` (since 1.4)."""
 
 
 class RunStatus(enum.StrEnum):
@@ -382,6 +384,28 @@ class IdeaQueue:
     """The entries, in queue order (pinned directions are drawn first)."""
     directions: list[DirectionSummary]
     """Each direction's tries, keeps and gain."""
+
+
+@attrs.define(kw_only=True)
+class AblateParams:
+    """`overnight/ablate`."""
+
+    runs: int | None = None
+    """Runs of each version without a change, and fresh runs of the incumbent (2 to 20; default 2)."""
+
+
+@attrs.define(kw_only=True)
+class AblateResult:
+    """What the daemon will do."""
+
+    changes: int
+    """Kept changes to ablate."""
+    runs: int
+    """Training runs it will take at most (each change alone, plus the incumbent's)."""
+    seconds: float
+    """About how long, from the incumbent's own runs."""
+    message: str
+    """One line for the user."""
 
 
 @attrs.define(kw_only=True)
@@ -983,6 +1007,25 @@ class SuggestionsRejectResponse:
 
 
 @attrs.define(kw_only=True)
+class AblateRequest:
+    """The `overnight/ablate` request message."""
+
+    id: int | str
+    method: str
+    jsonrpc: str
+    params: AblateParams = attrs.Factory(AblateParams)
+
+
+@attrs.define(kw_only=True)
+class AblateResponse:
+    """The response to a `overnight/ablate` request."""
+
+    id: int | str | None
+    result: AblateResult
+    jsonrpc: str
+
+
+@attrs.define(kw_only=True)
 class IdeasListRequest:
     """The `overnight/ideas/list` request message."""
 
@@ -1125,6 +1168,7 @@ OVERNIGHT_EXPERIMENTS_GET: Final = "overnight/experiments/get"
 OVERNIGHT_SUGGESTIONS_LIST: Final = "overnight/suggestions/list"
 OVERNIGHT_SUGGESTIONS_ACCEPT: Final = "overnight/suggestions/accept"
 OVERNIGHT_SUGGESTIONS_REJECT: Final = "overnight/suggestions/reject"
+OVERNIGHT_ABLATE: Final = "overnight/ablate"
 OVERNIGHT_IDEAS_LIST: Final = "overnight/ideas/list"
 OVERNIGHT_IDEAS_ADD: Final = "overnight/ideas/add"
 OVERNIGHT_IDEAS_CURATE: Final = "overnight/ideas/curate"
@@ -1211,6 +1255,11 @@ METHODS: Final[dict[str, MethodInfo]] = {
         name=OVERNIGHT_SUGGESTIONS_REJECT, kind="request", direction="clientToServer",
         params=RejectSuggestionParams, result=RejectSuggestionResult,
         message=SuggestionsRejectRequest, response=SuggestionsRejectResponse,
+    ),
+    OVERNIGHT_ABLATE: MethodInfo(
+        name=OVERNIGHT_ABLATE, kind="request", direction="clientToServer",
+        params=AblateParams, result=AblateResult,
+        message=AblateRequest, response=AblateResponse,
     ),
     OVERNIGHT_IDEAS_LIST: MethodInfo(
         name=OVERNIGHT_IDEAS_LIST, kind="request", direction="clientToServer",
@@ -1340,6 +1389,8 @@ TYPES: Final[dict[str, type[Any]]] = {
     "Idea": Idea,
     "DirectionSummary": DirectionSummary,
     "IdeaQueue": IdeaQueue,
+    "AblateParams": AblateParams,
+    "AblateResult": AblateResult,
     "ListIdeasParams": ListIdeasParams,
     "AddIdeaParams": AddIdeaParams,
     "CurateIdeaParams": CurateIdeaParams,

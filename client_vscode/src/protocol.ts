@@ -20,8 +20,8 @@ export type Status = "running" | "interrupted" | "keep" | "discard" | "crash" | 
 export const StatusValues: readonly Status[] = ["running", "interrupted", "keep", "discard", "crash", "timeout", "invalid", "held", "pruned"];
 
 /** A baseline measures the script as it stands; an experiment tests one proposal. */
-export type ExperimentKind = "baseline" | "experiment";
-export const ExperimentKindValues: readonly ExperimentKind[] = ["baseline", "experiment"];
+export type ExperimentKind = "baseline" | "experiment" | "ablation";
+export const ExperimentKindValues: readonly ExperimentKind[] = ["baseline", "experiment", "ablation"];
 
 /** How one training run of an experiment ended. */
 export type RunStatus = "ok" | "crash" | "timeout" | "starved" | "invalid" | "pruned";
@@ -229,6 +229,24 @@ export interface IdeaQueue {
   ideas: Idea[];
   /** Each direction's tries, keeps and gain. */
   directions: DirectionSummary[];
+}
+
+/** `overnight/ablate`. */
+export interface AblateParams {
+  /** Runs of each version without a change, and fresh runs of the incumbent (2 to 20; default 2). */
+  runs?: number;
+}
+
+/** What the daemon will do. */
+export interface AblateResult {
+  /** Kept changes to ablate. */
+  changes: number;
+  /** Training runs it will take at most (each change alone, plus the incumbent's). */
+  runs: number;
+  /** About how long, from the incumbent's own runs. */
+  seconds: number;
+  /** One line for the user. */
+  message: string;
 }
 
 /** `overnight/ideas/list`. */
@@ -560,6 +578,8 @@ export const Methods = {
   suggestionsAccept: "overnight/suggestions/accept",
   /** Request: Reject a suggestion (or one hunk); the reason goes to the agent. */
   suggestionsReject: "overnight/suggestions/reject",
+  /** Request: Ablate the session's kept changes once the experiments in flight are decided (since 1.4): each ablation is an experiment of kind `ablation` (notified as usual); then the loop pauses, and `overnight/<tag>-final` holds one commit per surviving change. No kept change: `invalidState`. */
+  ablate: "overnight/ablate",
   /** Request: The hypothesis queue of the current session (since 1.4). */
   ideasList: "overnight/ideas/list",
   /** Request: Add a human's idea to the end of the queue, approved (since 1.4). Answers the queue as it now stands. */
@@ -599,6 +619,7 @@ export interface Requests {
   "overnight/suggestions/list": { params: ListSuggestionsParams; result: SuggestionList };
   "overnight/suggestions/accept": { params: AcceptSuggestionParams; result: AcceptSuggestionResult };
   "overnight/suggestions/reject": { params: RejectSuggestionParams; result: RejectSuggestionResult };
+  "overnight/ablate": { params: AblateParams; result: AblateResult };
   "overnight/ideas/list": { params: ListIdeasParams; result: IdeaQueue };
   "overnight/ideas/add": { params: AddIdeaParams; result: IdeaQueue };
   "overnight/ideas/curate": { params: CurateIdeaParams; result: IdeaQueue };

@@ -19,7 +19,7 @@ from pygls.lsp.server import LanguageServer
 from overnight.protocol import types as t
 from overnight.protocol.wire import make_converter
 
-from .. import __version__
+from .. import __version__, ablate
 from ..commands import Curate
 from ..config import Config
 from ..loop import LoopError
@@ -130,6 +130,16 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
         except Exception as exc:
             raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
         return await call_in_thread(core.status)
+
+    @ls.feature(t.OVERNIGHT_ABLATE)
+    async def ablate_kept(ls: LanguageServer, params: t.AblateParams) -> t.AblateResult:
+        runs = params.runs if params.runs is not None else ablate.DEFAULT_RUNS
+        if not 2 <= runs <= 20:
+            raise JsonRpcInvalidParams(message="runs must be from 2 to 20")
+        try:
+            return await call_in_thread(lambda: core.ablate(runs))
+        except LoopError as exc:
+            raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
 
     @ls.feature(t.OVERNIGHT_IDEAS_LIST)
     async def list_ideas(ls: LanguageServer, params: t.ListIdeasParams) -> t.IdeaQueue:

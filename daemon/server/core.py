@@ -16,10 +16,10 @@ import git
 
 from overnight.protocol import types as t
 
-from .. import ideas
+from .. import ablate, ideas
 from ..agents import Agent
 from ..annotate import History, Touch, onto_buffer
-from ..commands import Curate, DecideHunks
+from ..commands import Ablate, Command, Curate, DecideHunks
 from ..config import Config
 from ..events import (
     Event,
@@ -108,16 +108,21 @@ class DaemonCore:
         self._thread = threading.Thread(target=self._run, args=(max_experiments,), name="overnight-loop", daemon=True)
         self._thread.start()
 
-    def resume(self) -> None:
+    def resume(self, first: Command | None = None) -> None:
         """Resume a paused loop; a loop whose session ended (stopped, or out of proposals) starts again,
-        continuing the same session: the daemon outlives its loop."""
+        continuing the same session: the daemon outlives its loop. ``first``: a command the loop takes before
+        anything else (a new loop gets it before its thread starts)."""
         with self._starting:
             if self._thread is not None and not self._thread.is_alive():
                 self.loop = Loop(self.loop.cfg, self.agent, listener=self._on_event, journal=self.journal,
                                  executor=self._executor)
                 self.error = None
+                if first is not None:
+                    self.loop.submit(first)
                 self._start_loop(None)
                 return
+            if first is not None:
+                self.loop.submit(first)
         self.loop.resume()
 
     def decide_hunks(self, command: DecideHunks) -> None:
@@ -284,6 +289,19 @@ class DaemonCore:
         total, page = self.journal.page(self.tag, offset, max(0, min(params.limit, MAX_PAGE)), statuses)
         reviews = self.journal.reviews(self.tag)
         return t.ExperimentList(total=total, items=[summary(e, reviews.get(e.id)) for e in page])
+
+    def ablate(self, runs: int) -> t.AblateResult:
+        """Ablate the session's kept changes after the experiments in flight (the loop runs it, then pauses); a
+        finished loop is started again for it."""
+        if not self.tag:
+            raise LoopError("no session yet: nothing to ablate")
+        changes, total, seconds = ablate.cost(self.journal, self.tag, runs, self.loop.cfg.budget)
+        if changes == 0:
+            raise LoopError(f"session {self.tag} has no kept change to ablate")
+        self.resume(first=Ablate(runs))
+        return t.AblateResult(changes=changes, runs=total, seconds=seconds, message=(
+            f"ablating {changes} kept change(s) after the experiment in flight: at most {total} runs, "
+            f"about {seconds / 60:.0f} min; then the loop pauses and overnight/{self.tag}-final holds the result"))
 
     def ideas(self) -> t.IdeaQueue:
         return idea_queue(self.journal, self.tag, self.loop.cfg)
