@@ -26,7 +26,9 @@ from .server import discovery
 from .workspace import Workspace, WorkspaceError, branch_name, experiment_ref
 
 # The journal's tables, parents before children (foreign keys).
-_TABLES = ("meta", "sessions", "experiments", "runs", "feedback", "flags", "transfers", "hunk_decisions")
+# line_history is left out: a cache the loop rebuilds from git (annotate.py).
+_TABLES = ("meta", "sessions", "experiments", "runs", "feedback", "flags", "transfers", "hunk_decisions", "ideas",
+           "directions")
 
 
 @dataclass

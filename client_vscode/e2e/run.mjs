@@ -68,7 +68,13 @@ function makeWorkspace() {
   // diff editor's title, one rejected.
   const fixed = base.replace(/^LR = 1e-5 /m, "LR = 3e-3 ").replace("# AdamW beta2\n", "# AdamW beta2 (0.99 is the usual choice)\n")
     .replace("# Setup and data\n", "# Setup and data (bytes in, bytes out)\n");
-  const proposals = [{ description: "restore a sane learning rate", reasoning: THOUGHT, files: { "trainer/train.py": fixed } }];
+  // The fix states the hypotheses it means to test next (the queue the user curates in the sidebar).
+  const ideas = [
+    { direction: "optimizer", text: "a sane learning rate (3e-3) trains far faster", key: "lr" },
+    { direction: "optimizer", text: "lower beta2 to 0.95 for the short budget", key: "beta2" },
+    { direction: "model size", text: "a wider MLP (MLP_MULT 4 to 6)", key: "mlp" },
+  ];
+  const proposals = [{ description: "restore a sane learning rate", reasoning: THOUGHT, files: { "trainer/train.py": fixed }, ideas, idea: "lr" }];
   for (let i = 1; i <= 12; i++) proposals.push({ description: `note ${i}`, files: { "trainer/train.py": fixed + `\n# note ${i}\n` } });
   fs.writeFileSync(path.join(WS, "proposals.jsonl"), proposals.map((p) => JSON.stringify(p)).join("\n") + "\n");
   git("add", "-A");
@@ -412,6 +418,35 @@ async function main() {
       await page.locator(".notification-toast", { hasText: "the agent will see it" }).first().waitFor({ timeout: 15000 });
       if (!journalDump().includes("try a wider model next")) throw new Error("the instruction is not in the journal");
     });
+    await step(page, "the idea queue: approve one, veto one with a reason, add one of yours", async () => {
+      await until("the agent's ideas in the sidebar", async () => (await frame.$$("li.idea")).length >= 3, 20000);
+      const idea = (text) => frame.locator("li.idea", { hasText: text }).first();
+      await idea("lower beta2").locator('button[data-cmd="overnight.approveIdea"]').click();
+      await until("beta2 approved", async () => (await idea("lower beta2").getAttribute("class")).includes("idea-approved"), 15000, 200);
+      await idea("a wider MLP").locator('button[data-cmd="overnight.vetoIdea"]').click();
+      await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+      await page.keyboard.type("too slow for this budget");
+      await page.keyboard.press("Enter");
+      await until("the MLP idea vetoed, its reason shown", async () => {
+        const li = idea("a wider MLP");
+        return (await li.getAttribute("class")).includes("idea-vetoed") && (await li.textContent()).includes("too slow for this budget");
+      }, 15000, 200);
+      await frame.click('button[data-cmd="overnight.addIdea"]');
+      await page.waitForSelector(".quick-input-widget input", { state: "visible", timeout: 10000 });
+      await page.keyboard.type("a cosine learning-rate schedule");
+      await page.keyboard.press("Enter");
+      await pickWhenFocused(page, "optimizer");
+      await until("your idea in the queue", async () => (await idea("a cosine learning-rate schedule").textContent()).includes("(yours)"), 15000, 200);
+      const listed = cli("ideas");
+      for (const want of ["too slow", "a cosine learning-rate schedule", "approved", "vetoed"]) {
+        if (!listed.includes(want)) throw new Error(`\`overnight ideas\` lacks ${JSON.stringify(want)}`);
+      }
+      if (!journalDump().includes("too slow for this budget")) throw new Error("the veto's reason is not in the journal");
+      await frame.locator("#ideas").scrollIntoViewIfNeeded();
+      await page.mouse.move(700, 600);
+      await sleep(300);
+      await shot(page, "vscode-ideas");
+    });
     await step(page, "clicking an experiment opens its page: numbers, reasoning, its loss curve against the incumbent's; then its diff", async () => {
       await frame.click('tr.exp[data-exp="2"]');
       await page.locator(".tabs-container .tab", { hasText: "Experiment #2" }).first().waitFor({ timeout: 20000 });
@@ -595,7 +630,8 @@ try {
 console.log(`\n${results.filter((r) => r.ok).length} passed, ${results.filter((r) => !r.ok).length} failed, ${((Date.now() - t0) / 1000).toFixed(0)}s`);
 for (const r of results) console.log(`  ${r.ok ? "PASS" : "FAIL"} ${r.name} (${r.s.toFixed(1)}s)${r.err ? `: ${r.err}` : ""}`);
 if (code === 0 && process.env.E2E_UPDATE_DOCS === "1") {
-  for (const n of ["vscode-sidebar", "vscode-suggestion", "vscode-annotations", "vscode-diff", "vscode-experiment", "vscode-disconnected"]) {
+  for (const n of ["vscode-sidebar", "vscode-suggestion", "vscode-annotations", "vscode-diff", "vscode-experiment", "vscode-ideas",
+    "vscode-disconnected"]) {
     const f = path.join(SHOTS, `${n}.png`);
     if (fs.existsSync(f)) fs.copyFileSync(f, path.join(REPO, "docs", `${n}.png`));
   }

@@ -7,7 +7,7 @@ import { ExperimentDocuments } from "./experiments";
 import { decisionNotice, parseBudget } from "./logic/format";
 import { hunkAtLine } from "./logic/hunks";
 import { type Filter, newFlags, SidebarModel } from "./logic/viewModel";
-import { Commands, type ExperimentSummary, ServerCommands, type Status } from "./protocol";
+import { Commands, type ExperimentSummary, type IdeaQueue, ServerCommands, type Status } from "./protocol";
 import { SidebarProvider, type WebviewMessage } from "./sidebar";
 import { StatusBar } from "./statusBar";
 import { SuggestionController } from "./suggestions";
@@ -19,6 +19,8 @@ const WEBVIEW_COMMANDS: ReadonlySet<string> = new Set([
   "overnight.connect", "overnight.startDaemon", "overnight.pause", "overnight.resume", "overnight.stopAfterCurrent",
   "overnight.redirect", Commands.acceptSuggestion, Commands.rejectSuggestion, Commands.showExperiment,
   "overnight.revealSuggestion", "overnight.showSuggestionDiff",
+  "overnight.addIdea", "overnight.approveIdea", "overnight.vetoIdea", "overnight.moveIdeaToTop", "overnight.pinDirection",
+  "overnight.closeDirection", "overnight.openDirection",
 ]);
 
 /** The extension's own command for each server command the daemon's lenses carry: its richer flow
@@ -140,6 +142,10 @@ export class Controller implements vscode.Disposable {
       // A decision shows in the experiment list (its review mark).
       if (p.state === "accepted" || p.state === "rejected") void this.loadExperiments();
     });
+    c.on("overnight/ideasChanged", (q) => {
+      this.model.ideas = q;
+      this.changed();
+    });
     c.on("overnight/agentThought", (p) => {
       this.model.thought(p);
       this.changed();
@@ -172,7 +178,21 @@ export class Controller implements vscode.Disposable {
   private async loadAll(): Promise<void> {
     await this.guard("status", async () => this.model.setStatus(await this.conn.request("overnight/status", {})));
     this.changed();
-    await Promise.all([this.loadExperiments(), this.loadIncumbent(), this.loadSuggestions()]);
+    await Promise.all([this.loadExperiments(), this.loadIncumbent(), this.loadSuggestions(), this.loadIdeas()]);
+  }
+
+  private async loadIdeas(): Promise<void> {
+    await this.guard("ideas/list", async () => {
+      this.model.ideas = await this.conn.request("overnight/ideas/list", {});
+      this.changed();
+    });
+  }
+
+  /** A change to the queue; the daemon answers with the queue as it now stands (and tells every other client). */
+  private async curate(what: string, fn: () => Promise<IdeaQueue>): Promise<void> {
+    await this.control(what, async () => {
+      this.model.ideas = await fn();
+    });
   }
 
   private async loadExperiments(): Promise<void> {
@@ -267,6 +287,36 @@ export class Controller implements vscode.Disposable {
         void vscode.window.showInformationMessage(`Overnight: the agent will see it (feedback #${r.feedbackId}).`);
       });
     });
+    reg("overnight.addIdea", async () => {
+      const text = await vscode.window.showInputBox({
+        title: "Add an idea to the queue", prompt: "What should the agent try? (The sweep agent carries out settings such as LR = 0.002.)",
+        placeHolder: "e.g. a cosine learning-rate schedule", ignoreFocusOut: true,
+      });
+      if (!text?.trim()) return;
+      const known = [...new Set((this.model.ideas?.directions ?? []).map((d) => d.name))];
+      const direction = known.length
+        ? await vscode.window.showQuickPick([...known, "yours"], { title: "Its direction", placeHolder: "yours" })
+        : "yours";
+      if (direction === undefined) return;
+      await this.curate("add an idea", () => this.conn.request("overnight/ideas/add", { text: text.trim(), direction }));
+    });
+    reg("overnight.approveIdea", (id: number) =>
+      this.curate("approve", () => this.conn.request("overnight/ideas/curate", { action: "approve", id: Number(id) })));
+    reg("overnight.vetoIdea", async (id: number) => {
+      const reason = await vscode.window.showInputBox({
+        title: `Veto idea #${id}`, prompt: "Why not? The agent reads your reason.", placeHolder: "e.g. too slow for this budget",
+        ignoreFocusOut: true,
+      });
+      if (reason === undefined) return;
+      await this.curate("veto", () => this.conn.request("overnight/ideas/curate", { action: "veto", id: Number(id), reason: reason.trim() }));
+    });
+    reg("overnight.moveIdeaToTop", (id: number) =>
+      this.curate("move", () => this.conn.request("overnight/ideas/curate", { action: "move", id: Number(id), index: 0 })));
+    for (const [command, action] of [["overnight.pinDirection", "pin"], ["overnight.closeDirection", "close"],
+      ["overnight.openDirection", "open"]] as const) {
+      reg(command, (direction: string) =>
+        this.curate(action, () => this.conn.request("overnight/ideas/curate", { action, direction: String(direction) })));
+    }
     reg("overnight.setBudget", async () => {
       const current = this.model.status?.budget;
       const input = await vscode.window.showInputBox({

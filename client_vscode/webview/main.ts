@@ -122,6 +122,31 @@ function suggestions(vm: ViewModel): TemplateResult | typeof nothing {
     </div>`)}`;
 }
 
+function ideas(vm: ViewModel): TemplateResult | typeof nothing {
+  const q = vm.ideas;
+  if (vm.connection !== "connected" || !q) return nothing;
+  const add = button("Add…", "overnight.addIdea", [], "secondary");
+  if (q.empty) {
+    return html`<h3>Ideas</h3><div class="muted" id="no-ideas">The agent states what it means to try before its next
+      proposal; approve, veto or add your own here.</div><div class="row">${add}</div>`;
+  }
+  return html`<h3>Ideas ${q.undecided ? html`<span class="count" title="waiting for your decision">${q.undecided}</span>` : nothing}</h3>
+    <div class="muted" id="ideas-policy">${q.policy}</div><div class="row">${add}</div>
+    ${repeat(q.groups, (g) => g.name, (g) => html`<div class="direction direction-${g.state}" data-direction=${g.name}>
+      <div class="direction-head"><strong>${g.name}</strong> <span class="muted">${g.state === "open" ? "" : `${g.state} · `}${g.stats}</span>
+        ${g.plateau ? html`<span class="plateau" title="many tries without a keep">plateau</span>` : nothing}
+        <span class="actions">${g.state === "pinned" || g.state === "closed"
+          ? button(g.state === "pinned" ? "Unpin" : "Reopen", "overnight.openDirection", [g.name], "link")
+          : html`${button("Pin", "overnight.pinDirection", [g.name], "link")}${button("Close", "overnight.closeDirection", [g.name], "link")}`}</span></div>
+      <ul class="ideas">${repeat(g.ideas, (i) => i.id, (i) => html`<li class="idea idea-${i.state}" data-idea=${i.id}>
+        <span class="idea-state" title=${i.state}>${i.state === "approved" ? "✓" : i.state === "vetoed" ? "✗" : "?"}</span>
+        <span class="idea-text"><span class="text">${i.text}</span>${i.source ? html` <span class="mine">(${i.source})</span>` : nothing}${i.reason
+          ? html` <span class="muted">— ${i.reason}</span>` : nothing}${i.tested ? html` <span class="muted">${i.tested}</span>` : nothing}</span>
+        <span class="actions">${i.canApprove ? button(i.approveLabel, "overnight.approveIdea", [i.id], "link") : nothing}${i.canVeto
+          ? button("Veto…", "overnight.vetoIdea", [i.id], "link") : nothing}${button("↑", "overnight.moveIdeaToTop", [i.id], "link icon")}</span>
+      </li>`)}</ul></div>`)}`;
+}
+
 function experiments(vm: ViewModel): TemplateResult {
   const select = (id: number) => post({ type: "select", id });
   return html`<h3>Experiments <span id="exp-total">(${vm.total})</span>
@@ -148,6 +173,7 @@ function view(vm: ViewModel): TemplateResult {
       <div id="chart" class="chart" data-points=${vm.curve.current.length} data-incumbent-points=${vm.curve.incumbent.length}></div></section>
     <section id="agent">${agent(vm)}</section>
     <section id="suggestions">${suggestions(vm)}</section>
+    <section id="ideas">${ideas(vm)}</section>
     <section id="experiments">${experiments(vm)}</section>`;
 }
 

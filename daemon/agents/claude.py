@@ -19,6 +19,7 @@ from typing import Any
 import anthropic
 
 from ..config import Config, ConfigError, load_config
+from ..ideas import Draft
 from ..workspace import Edit
 from . import prompt
 from .base import Agent, AgentError, AgentPaused, Context, Proposal
@@ -212,7 +213,8 @@ class ClaudeAgent(Agent):
     def _proposal(self, checked: Checked, plan: str, usage: Usage, repairs: int) -> Proposal:
         return Proposal(
             description=checked.description, edit=Edit(files=tuple(sorted(checked.files.items()))),
-            hypothesis=checked.hypothesis, reasoning=plan, meta=self._meta(usage, repairs, checked.edits))
+            hypothesis=checked.hypothesis, reasoning=plan, meta=self._meta(usage, repairs, checked.edits),
+            idea_id=checked.idea, ideas=tuple(Draft(direction=d, text=t) for d, t in checked.ideas))
 
     def rebase(self, proposal: Proposal, ctx: Context) -> Proposal | None:
         """The same edits on other files (a new incumbent), or None when they no longer apply or parse."""
@@ -229,7 +231,8 @@ class ClaudeAgent(Agent):
         if not changed:
             return None
         return Proposal(proposal.description, Edit(files=tuple(sorted(changed.items()))), proposal.hypothesis,
-                        proposal.reasoning, {**proposal.meta, "pipelined": "rebased"})
+                        proposal.reasoning, {**proposal.meta, "pipelined": "rebased"}, idea_id=proposal.idea_id,
+                        ideas=proposal.ideas)
 
     # -- one request, retried ---------------------------------------------------------------------
 

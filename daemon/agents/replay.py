@@ -5,7 +5,9 @@ The file is JSON Lines; each line is one proposal::
     {"description": "halve the LR", "patch": "--- a/trainer/train.py\\n+++ ...", "hypothesis": "..."}
     {"description": "...", "files": {"trainer/train.py": "<whole new content>"}}
 
-A proposal's optional "reasoning" is recorded with it and sent to clients as the agent's thought.
+A proposal's optional "reasoning" is recorded with it and sent to clients as the agent's thought. Its optional
+"ideas" (``[{"direction": "optimizer", "text": "...", "key": "..."}]``) are the hypotheses it states for the queue, and
+"idea" names (by key) the one it tests.
 
 Position is derived from the journal (how many replayed experiments the session already has), so
 a resumed session continues where it stopped.
@@ -17,8 +19,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..ideas import Draft
 from ..workspace import Edit
 from .base import Agent, AgentError, Context, Proposal
+
+
+def _drafts(raw: Any, where: str) -> tuple[Draft, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("direction"), str) and isinstance(d.get("text"), str)
+            and isinstance(d.get("key", ""), str) for d in raw):
+        raise AgentError(f"{where}: \"ideas\" must be a list of {{\"direction\", \"text\", \"key\"?}} objects")
+    return tuple(Draft(direction=d["direction"], text=d["text"], key=d.get("key") or None) for d in raw)
 
 
 def _proposal(entry: Any, where: str) -> Proposal:
@@ -37,12 +50,17 @@ def _proposal(entry: Any, where: str) -> Proposal:
     ):
         raise AgentError(f"{where}: \"files\" must map paths to file contents")
     edit = Edit(patch=patch) if patch is not None else Edit(files=tuple((files or {}).items()))
+    idea = entry.get("idea")
+    if idea is not None and not isinstance(idea, str):
+        raise AgentError(f"{where}: \"idea\" must be the key of one of the ideas")
     return Proposal(
         description=description.strip(),
         edit=edit,
         hypothesis=str(entry.get("hypothesis", "")),
         reasoning=str(entry.get("reasoning", "")),
         meta={"replay_index": None},
+        ideas=_drafts(entry.get("ideas"), where),
+        idea_key=idea,
     )
 
 
@@ -81,4 +99,5 @@ class ReplayAgent(Agent):
         p = self.proposals[done]
         if p.reasoning:  # a replayed proposal's recorded reasoning is what the agent thought
             self.on_thought(p.reasoning, True)
-        return Proposal(p.description, p.edit, p.hypothesis, p.reasoning, {"replay_index": done})
+        return Proposal(p.description, p.edit, p.hypothesis, p.reasoning, {"replay_index": done}, ideas=p.ideas,
+                        idea_key=p.idea_key)

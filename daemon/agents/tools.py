@@ -1,7 +1,8 @@
 """The agent's tools and the validation of what it sends back through them.
 
-Two tools: ``edit`` (one exact search/replace in one editable file; several calls per answer are
-fine) and ``propose`` (the description and hypothesis; it ends the answer). An answer is taken
+Three tools: ``edit`` (one exact search/replace in one editable file; several calls per answer are
+fine), ``hypothesize`` (a hypothesis for the queue the human curates, grouped into a direction; any number, up to
+a few) and ``propose`` (the description, the hypothesis and the queue idea it tests; it ends the answer). An answer is taken
 whole or not at all: every edit must apply exactly once, in order, only to editable files, and the
 result must parse. The errors are written for the model, which gets them in a repair turn.
 """
@@ -41,12 +42,32 @@ PROPOSE_TOOL: dict[str, Any] = {
         "properties": {
             "description": {"type": "string", "description": "one line, under 100 characters"},
             "hypothesis": {"type": "string", "description": "why this should lower val_bpb within the fixed budget"},
+            "idea": {"type": "integer", "description": "the id of the queue idea this experiment tests, if it tests one"},
         },
         "required": ["description", "hypothesis"],
     },
 }
 
-TOOLS = (EDIT_TOOL, PROPOSE_TOOL)
+HYPOTHESIZE_TOOL: dict[str, Any] = {
+    "name": "hypothesize",
+    "description": (
+        "State a hypothesis you mean to test in a later experiment, for the idea queue the human curates (they "
+        "approve or veto it before compute is spent on it). Group it into a short direction such as `optimizer`, "
+        "`attention`, `data order`. Optional; at most three per answer; never one already in the queue."
+    ),
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "direction": {"type": "string", "description": "a short lower-case name grouping related ideas"},
+            "text": {"type": "string", "description": "one line: what to change and what it should do"},
+        },
+        "required": ["direction", "text"],
+    },
+}
+
+TOOLS = (EDIT_TOOL, HYPOTHESIZE_TOOL, PROPOSE_TOOL)
+# Hypotheses one answer may state: the queue is the human's to read, not a dump.
+MAX_HYPOTHESES = 3
 
 
 @dataclass(frozen=True)
@@ -74,6 +95,8 @@ class Checked:
     edits: tuple[SearchReplace, ...]
     description: str
     hypothesis: str
+    ideas: tuple[tuple[str, str], ...] = ()  # (direction, text) stated with hypothesize
+    idea: int | None = None  # the queue idea the proposal tests
 
 
 @dataclass(frozen=True)
@@ -137,8 +160,10 @@ def check_answer(files: dict[str, str], calls: list[ToolCall]) -> Checked | Reje
     """Validate one answer's tool calls against the files it was written for."""
     results = {c.id: "ok" for c in calls}
     edits: list[SearchReplace] = []
+    ideas: list[tuple[str, str]] = []
     problems: list[str] = []
     propose: ToolCall | None = None
+    idea: int | None = None
     for call in calls:
         if call.name == "edit":
             try:
@@ -146,13 +171,24 @@ def check_answer(files: dict[str, str], calls: list[ToolCall]) -> Checked | Reje
             except EditError as exc:
                 results[call.id] = str(exc)
                 problems.append(str(exc))
+        elif call.name == "hypothesize":
+            raw_h = call.input if isinstance(call.input, dict) else {}
+            direction, text = str(raw_h.get("direction") or "").strip(), str(raw_h.get("text") or "").strip()
+            if not direction or not text:
+                results[call.id] = "hypothesize needs a non-empty direction and text"
+                problems.append(results[call.id])
+            elif len(ideas) >= MAX_HYPOTHESES:
+                results[call.id] = f"at most {MAX_HYPOTHESES} hypothesize calls per answer"
+                problems.append(results[call.id])
+            else:
+                ideas.append((direction[:60], " ".join(text.split())[:300]))
         elif call.name == "propose":
             if propose is not None:
                 results[call.id] = "propose was called more than once: call it once, last"
                 problems.append(results[call.id])
             propose = call
         else:
-            results[call.id] = f"unknown tool {call.name!r}: use edit and propose"
+            results[call.id] = f"unknown tool {call.name!r}: use edit, hypothesize and propose"
             problems.append(results[call.id])
     description = hypothesis = ""
     if propose is None:
@@ -161,6 +197,12 @@ def check_answer(files: dict[str, str], calls: list[ToolCall]) -> Checked | Reje
         raw = propose.input if isinstance(propose.input, dict) else {}
         description = str(raw.get("description") or "").strip().splitlines()[0] if str(raw.get("description") or "").strip() else ""
         hypothesis = str(raw.get("hypothesis") or "").strip()
+        raw_idea = raw.get("idea")
+        if raw_idea is not None and (isinstance(raw_idea, bool) or not isinstance(raw_idea, int)):
+            results[propose.id] = "propose's idea must be the integer id of a queue idea (or left out)"
+            problems.append(results[propose.id])
+        elif raw_idea is not None:
+            idea = raw_idea
         if not description:
             results[propose.id] = "propose needs a non-empty one-line description"
             problems.append(results[propose.id])
@@ -184,4 +226,4 @@ def check_answer(files: dict[str, str], calls: list[ToolCall]) -> Checked | Reje
     changed = {rel: text for rel, text in new_files.items() if text != files[rel]}
     if not changed:
         return Rejected({c.id: "the edits change nothing" for c in calls}, "the edits leave the files unchanged")
-    return Checked(changed, tuple(edits), description[:200], hypothesis)
+    return Checked(changed, tuple(edits), description[:200], hypothesis, tuple(ideas), idea)

@@ -30,3 +30,4 @@ def test_a_source_that_differs_from_the_sessions_hash_is_refused(tmp_path: Path)
 
 def test_a_session_without_frozen_files_pins_an_empty_copy(tmp_path: Path) -> None:
     assert list(harness.pin(tmp_path, "t", {}, {}).iterdir()) == []
+

@@ -1,10 +1,11 @@
 // The sidebar's state, fed by the daemon's replies and notifications, and the plain view model the
 // webview draws. Pure: the extension feeds it, the webview renders `view()`.
 import type {
-  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, LiveRun, LoopStatus, Phase, Review, RunProgress,
-  RunStatus, RunSummary, Status, Suggestion,
+  AgentThought, ExperimentDetail, ExperimentStartedParams, ExperimentSummary, IdeaQueue, LiveRun, LoopStatus, Phase, Review,
+  RunProgress, RunStatus, RunSummary, Status, Suggestion,
 } from "../protocol";
 import { appendPoint, downsample, fromRunCurve, type Point } from "./curve";
+import { ideasView, type IdeasView } from "./ideas";
 import {
   bpb, budgetFraction, type CheckMark, checkMarks, delta, duration, evidenceLines, experimentLabel, labelledDescription, PHASE_LABEL, STATE_ICON,
   reportedText, STATE_LABEL, STATUS_ICON, STATUS_TITLE, transferText, UNSEALED_TEXT,
@@ -92,6 +93,8 @@ export interface ViewModel {
   more: boolean;
   /** The agent's reasoning as it streams (the newest part), or its last finished thought. */
   agent?: { text: string; streaming: boolean };
+  /** The hypothesis queue: absent until the daemon answered. */
+  ideas?: IdeasView;
   detail?: DetailView;
 }
 
@@ -171,6 +174,7 @@ export class SidebarModel {
   private incumbentCurve: Point[] = [];
   private thoughtText = "";
   private thoughtDone = true;
+  ideas?: IdeaQueue;
 
   setConnection(c: Connection, message = ""): void {
     this.connection = c;
@@ -317,6 +321,7 @@ export class SidebarModel {
         hunks: x.hunks.length,
       })),
       more: this.experiments.length < this.total,
+      ideas: ideasView(this.ideas),
       flags: [],
     };
     const thought = this.thoughtText.trim();
