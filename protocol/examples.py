@@ -91,6 +91,9 @@ EXAMPLES: list[dict[str, Any]] = [
     {"method": "overnight/status", "params": {}, "result": _STATUS_RUNNING},
     {"method": "overnight/status", "params": {}, "result": _STATUS_REPORTED},
     {"method": "overnight/ideas/list", "params": {}, "result": _IDEAS},
+    {"method": "overnight/ablate", "params": {"dryRun": True}, "result": {
+        "changes": 3, "runs": 8, "seconds": 576.0,
+        "message": "an ablation of 3 kept changes would take at most 8 runs, about 10 min"}},
     {"method": "overnight/ablate", "params": {"runs": 3}, "result": {
         "changes": 3, "runs": 12, "seconds": 864.0,
         "message": "ablating 3 kept changes after the experiment in flight: at most 12 runs, about 14 min"}},

@@ -282,6 +282,7 @@ STRUCTS: tuple[Struct, ...] = (
     Struct("AblateParams", "`overnight/ablate`.", (
         opt("runs", "integer", "Runs of each version without a change, and fresh runs of the incumbent (2 to 20; "
                                "default 2)."),
+        opt("dryRun", "boolean", "Only say what it would cost; start nothing (default false)."),
     )),
     Struct("AblateResult", "What the daemon will do.", (
         f("changes", "integer", "Kept changes to ablate."),

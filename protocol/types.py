@@ -392,6 +392,8 @@ class AblateParams:
 
     runs: int | None = None
     """Runs of each version without a change, and fresh runs of the incumbent (2 to 20; default 2)."""
+    dry_run: bool | None = None
+    """Only say what it would cost; start nothing (default false)."""
 
 
 @attrs.define(kw_only=True)

@@ -317,6 +317,18 @@ export class Controller implements vscode.Disposable {
       reg(command, (direction: string) =>
         this.curate(action, () => this.conn.request("overnight/ideas/curate", { action, direction: String(direction) })));
     }
+    reg("overnight.ablate", async () => {
+      await this.control("ablate", async () => {
+        // The cost first (a dry run), then the user's go: an ablation runs the training script many times.
+        const cost = await this.conn.request("overnight/ablate", { dryRun: true });
+        const go = await vscode.window.showWarningMessage(
+          `Ablate the session's kept changes? ${cost.message}. Each is removed from the final code and measured; the loop ` +
+          "pauses afterwards, and overnight/<tag>-final holds the changes that carry the gain.", { modal: true }, "Ablate");
+        if (go !== "Ablate") return;
+        const r = await this.conn.request("overnight/ablate", {});
+        void vscode.window.showInformationMessage(`Overnight: ${r.message}`);
+      });
+    });
     reg("overnight.setBudget", async () => {
       const current = this.model.status?.budget;
       const input = await vscode.window.showInputBox({

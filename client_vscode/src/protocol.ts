@@ -235,6 +235,8 @@ export interface IdeaQueue {
 export interface AblateParams {
   /** Runs of each version without a change, and fresh runs of the incumbent (2 to 20; default 2). */
   runs?: number;
+  /** Only say what it would cost; start nothing (default false). */
+  dryRun?: boolean;
 }
 
 /** What the daemon will do. */

@@ -137,7 +137,7 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
         if not 2 <= runs <= 20:
             raise JsonRpcInvalidParams(message="runs must be from 2 to 20")
         try:
-            return await call_in_thread(lambda: core.ablate(runs))
+            return await call_in_thread(lambda: core.ablate(runs, dry_run=bool(params.dry_run)))
         except LoopError as exc:
             raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
 

@@ -290,7 +290,7 @@ class DaemonCore:
         reviews = self.journal.reviews(self.tag)
         return t.ExperimentList(total=total, items=[summary(e, reviews.get(e.id)) for e in page])
 
-    def ablate(self, runs: int) -> t.AblateResult:
+    def ablate(self, runs: int, dry_run: bool = False) -> t.AblateResult:
         """Ablate the session's kept changes after the experiments in flight (the loop runs it, then pauses); a
         finished loop is started again for it."""
         if not self.tag:
@@ -298,6 +298,9 @@ class DaemonCore:
         changes, total, seconds = ablate.cost(self.journal, self.tag, runs, self.loop.cfg.budget)
         if changes == 0:
             raise LoopError(f"session {self.tag} has no kept change to ablate")
+        if dry_run:
+            return t.AblateResult(changes=changes, runs=total, seconds=seconds, message=(
+                f"an ablation of {changes} kept change(s) would take at most {total} runs, about {seconds / 60:.0f} min"))
         self.resume(first=Ablate(runs))
         return t.AblateResult(changes=changes, runs=total, seconds=seconds, message=(
             f"ablating {changes} kept change(s) after the experiment in flight: at most {total} runs, "
