@@ -145,7 +145,8 @@ def _foreground(cfg: Config, console: Console, *, max_experiments: int | None, t
     finally:
         done.set()
         watcher.stop()
-        signal.signal(signal.SIGINT, previous)
+        if interrupts[0] == 0:  # after a Ctrl-C we are on our way out: a second one still exits 130 at once
+            signal.signal(signal.SIGINT, previous)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -201,6 +202,26 @@ def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
         console.print(f"#{row['experiment_id']} {escape(row['description'])}: removing it {effect} → {verdict}"
                       + (f" · commit {row['commit'][:7]}" if row["commit"] else " · left out"))
     console.print(f"branch {rows[0]['branch']}: one commit per surviving change (review with `git log {rows[0]['branch']}`)")
+    return 0
+
+
+def cmd_memory(args: argparse.Namespace, console: Console) -> int:
+    from . import memory
+
+    cfg = _config(args)
+    with _journal(cfg) as journal:
+        tag = _tag(journal, args.tag)
+    where = memory.path(cfg.state_dir, tag)
+    text = memory.read(cfg.state_dir, tag)
+    if text is None:
+        console.print(f"no research memory for session {tag} yet: the loop writes {where} before each proposal")
+        return 1
+    if args.path:
+        console.print(str(where), highlight=False)
+        return 0
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    console.print(f"[dim]({where}: edit it freely; your changes survive its regeneration and the agent reads them)[/]",
+                  highlight=False)
     return 0
 
 
@@ -559,6 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--runs", type=_whole(2, 20), default=2, help="runs per version (default 2)")
     ablate.add_argument("--yes", action="store_true", help="start without asking (the cost is printed first)")
     ablate.set_defaults(func=cmd_ablate)
+    memory = sub.add_parser("memory", help="the research memory: what the session learned (yours to edit; the agent reads it)")
+    memory.add_argument("--tag", help="session (default: the latest)")
+    memory.add_argument("--path", action="store_true", help="print only the file's path (e.g. for $EDITOR)")
+    memory.set_defaults(func=cmd_memory)
     from . import ideas_cli, importer, session_report, tensorboard_log
 
     ideas_cli.add_parser(sub)

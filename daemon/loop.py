@@ -26,8 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import ablate, harness, ideas, prune, tensorboard_log
-from .agents import Agent, AgentError, AgentPaused, Context, Proposal
+from . import ablate, harness, ideas, memory, prune, tensorboard_log
+from .agents import Agent, AgentError, AgentPaused, Context, Proposal, curves
 from .annotate import History
 from .commands import Ablate, Ack, Command, Curate, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
 from .config import Config
@@ -1175,14 +1175,19 @@ class Loop:
         assert incumbent is not None
         program_path = self.ws.wt_path / self.cfg.program
         noise = self._noise()
+        history = [_for_agent(e) for e in self.journal.experiments(self.session.tag)]
         return Context(
             program=program_path.read_text(encoding="utf-8") if program_path.is_file() else "",
             files=self.ws.editable_files(),
             incumbent=_for_agent(incumbent),
-            history=[_for_agent(e) for e in self.journal.experiments(self.session.tag)],
+            history=history,
             feedback=self.journal.feedback(self.session.tag),
             sigma=noise.sigma,
             bar=self._bar(noise),
+            # What the session learned (regenerated now, the human's edits to its file kept) and how each
+            # experiment trained against its incumbent at equal fractions of the budget.
+            memory=memory.refresh(self.journal, self.cfg.state_dir, self.session.tag),
+            curves=curves.of_experiments(self.journal, history, self.cfg.budget),
         )
 
     def _rule(self) -> Rule:

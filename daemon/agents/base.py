@@ -72,6 +72,11 @@ class Context:
     ideas: list[Idea] | None = None
     pinned: tuple[str, ...] = ()
     vetoed: list[Idea] = field(default_factory=list)
+    # The research memory (memory.refresh): what the session learned so far, with the human's edits; "" when none.
+    memory: str = ""
+    # Experiment id → its first run's training loss at equal fractions of the budget, (0..1, loss) points
+    # (curves.condense): for the experiments in the history and the incumbents they were judged against.
+    curves: dict[int, list[tuple[float, float]]] = field(default_factory=dict)
 
 
 def _nobody_listens(text: str, done: bool) -> None:

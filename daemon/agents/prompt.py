@@ -13,6 +13,7 @@ from typing import Any
 
 from ..journal import Experiment
 from .base import Context
+from .curves import compare_line
 from .tools import TOOLS
 
 RULES = """\
@@ -26,7 +27,11 @@ How to answer:
 was kept, discarded and crashed, and what the human asked for. The human watches this plan in their editor.
 2. Make the change with the `edit` tool (exact search/replace on the editable files, as they are shown; several \
 calls are fine).
-3. Call `propose` once, last, with a one-line description and your hypothesis.
+3. Call `propose` once, last, with a one-line description and your hypothesis. If the experiment tests an idea \
+of the queue, give its id (`idea`); draw only from the queue's drawable ideas, pinned directions first.
+4. Optionally, before your edits, state up to three hypotheses you mean to test later with `hypothesize`, each \
+in a direction (e.g. `optimizer`, `attention`, `data order`): the human approves or vetoes them before compute \
+is spent.
 
 Rules:
 - One focused idea per experiment, so the journal says what worked. No unrelated clean-ups.
@@ -36,7 +41,8 @@ what is different this time.
 signals, but a direction that was kept is worth pushing further.
 - Crashes and timeouts waste a whole budget: keep the script runnable on the device it reports, and keep the \
 model small enough to take many steps within the budget.
-- The human's feedback overrides the research program where they conflict; never re-propose a change they rejected.
+- The human's feedback overrides the research program where they conflict; never re-propose a change they \
+rejected, and never try an idea they vetoed (their reason says why).
 - Edit only the editable files; the harness files are frozen and a change to them is refused.
 """
 
@@ -65,7 +71,7 @@ def build(ctx: Context, *, recent: int = 25) -> Request:
     ]
     files_block = {"type": "text", "text": files_text(ctx), "cache_control": _CACHE}
     user = [files_block, {"type": "text", "text": journal_text(ctx, recent=recent)
-                          + "\n\n" + feedback_text(ctx) + "\n\n" + ASK}]
+                          + "\n\n" + ideas_text(ctx) + feedback_text(ctx) + "\n\n" + ASK}]
     return Request(system=system, tools=[dict(t) for t in TOOLS], messages=[{"role": "user", "content": user}])
 
 
@@ -111,6 +117,36 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+# The research memory's share of the prompt at most, in characters (its file is meant to stay near 60 lines).
+MEMORY_CHARS = 6000
+
+
+def memory_text(ctx: Context) -> str:
+    """The research memory (memory.py), its headings nested under this section's; "" without one."""
+    text = ctx.memory.strip()
+    if not text:
+        return ""
+    if len(text) > MEMORY_CHARS:
+        cut = text.rfind("\n", 0, MEMORY_CHARS)
+        cut = cut if cut > 0 else MEMORY_CHARS
+        text = text[:cut] + f"\n… (cut here: {len(text) - cut} more characters)"
+    text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+    return ("## What we learned (research memory)\nThe loop keeps it from the journal; the human may edit it, and "
+            "what they wrote there is their word.\n\n" + text)
+
+
+def _curve_line(ctx: Context, exp: Experiment) -> str:
+    """How the experiment's first run trained against its incumbent's, at equal fractions of the budget."""
+    if exp.status in ("running", "interrupted") or not ctx.curves.get(exp.id):
+        return ""
+    parent = (exp.evidence or {}).get("incumbent_id")
+    if not isinstance(parent, int):  # a crash or a pruned run: the experiment its code was made from
+        parent = next((e.id for e in reversed(ctx.history) if e.commit_sha == exp.parent_commit and e.id != exp.id
+                       and e.status == "keep"), None)
+    theirs = ctx.curves.get(parent, []) if parent is not None and parent != exp.id else []
+    return compare_line(ctx.curves[exp.id], theirs, f"incumbent #{parent}")
+
+
 def journal_text(ctx: Context, *, recent: int = 25) -> str:
     exps = [e for e in ctx.history if e.kind == "experiment"]
     baseline = next((e for e in ctx.history if e.kind == "baseline" and e.status == "keep"), None)
@@ -133,12 +169,21 @@ def journal_text(ctx: Context, *, recent: int = 25) -> str:
     stand.append(f"{len(exps)} experiments so far" + (": " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
                                                        if counts else "") + ".")
     out.append("## Where we stand\n" + " ".join(stand))
+    memory = memory_text(ctx)
+    if memory:
+        out.append(memory)
     kept = [e for e in exps if e.status == "keep"]
     if kept:
         out.append("## Kept so far (the incumbent builds on all of them)\n" + "\n".join(_line(e) for e in kept))
     tail = exps[-recent:]
     if tail:
-        out.append(f"## Recent experiments (newest last, up to {recent})\n" + "\n".join(_line(e) for e in tail))
+        lines = []
+        for e in tail:
+            lines.append(_line(e))
+            curve = _curve_line(ctx, e)
+            if curve:
+                lines.append(f"    {curve}")
+        out.append(f"## Recent experiments (newest last, up to {recent})\n" + "\n".join(lines))
     older = exps[:-recent] if len(exps) > recent else []
     failed = [e for e in older if e.status in ("crash", "timeout", "invalid")]
     if failed:
@@ -148,6 +193,32 @@ def journal_text(ctx: Context, *, recent: int = 25) -> str:
         out.append("## Older discarded experiments (tried, not better than the noise)\n"
                    + "; ".join(f"#{e.id} {_short(e.description, 80)}" for e in discarded[-150:]))
     return "\n\n".join(out)
+
+
+# Queue entries shown at most: the drawable ones first (best first), then the vetoed.
+QUEUE_SHOWN = 30
+
+
+def ideas_text(ctx: Context) -> str:
+    """The hypothesis queue the human curates: what may be drawn (best first) and what was vetoed, with why; ""
+    when the loop keeps no queue. Ends with a blank line."""
+    if ctx.ideas is None:
+        return ""
+    lines = ["# The idea queue (the human curates it)"]
+    if ctx.pinned:
+        lines.append(f"Pinned directions (draw from them first): {', '.join(ctx.pinned)}.")
+    if ctx.ideas:
+        lines.append("Drawable (best first; give the id to `propose` when you test one):")
+        for i in ctx.ideas[:QUEUE_SHOWN]:
+            tried = f", tested by {' '.join(f'#{e}' for e in i.experiment_ids)}" if i.experiment_ids else ""
+            who = "the human's" if i.source == "human" else i.state
+            lines.append(f"- idea {i.id} [{i.direction}] {_short(i.text, 200)} ({who}{tried})")
+    else:
+        lines.append("Nothing drawable: state hypotheses with `hypothesize` for the human to approve.")
+    for i in ctx.vetoed[:QUEUE_SHOWN]:
+        lines.append(f"- VETOED idea {i.id} [{i.direction}] {_short(i.text, 200)}"
+                     + (f": {_short(i.reason, 300)}" if i.reason else ""))
+    return "\n".join(lines) + "\n\n"
 
 
 def feedback_text(ctx: Context) -> str:

@@ -100,7 +100,7 @@ def test_a_streamed_tool_use_answer_becomes_a_proposal(fake: FakeAnthropic, agen
     assert "".join(t for t, _ in agent.thoughts) == p.reasoning and agent.thoughts[-1] == ("", True)  # type: ignore[attr-defined]
     body = fake.requests[0]
     assert body["stream"] is True and body["system"][-1]["cache_control"] == {"type": "ephemeral"}
-    assert [t["name"] for t in body["tools"]] == ["edit", "propose"]
+    assert [t["name"] for t in body["tools"]] == ["edit", "hypothesize", "propose"]
     usage = Usage.from_dict(p.meta["usage"])
     assert usage.requests == 1 and usage.output_tokens == 50 and usage.cost_usd > 0
     fake.add(GOOD)

@@ -174,10 +174,11 @@ def test_results_as_tsv_json_and_table(session: Session, capsys: pytest.CaptureF
     rows = [line.split("\t") for line in lines[1:]]
     assert len(rows) == 10
     assert rows[1][3] == "keep" and float(rows[1][1]) > 0
-    assert rows[2][1] == "0.000000" and rows[2][3] == "invalid"
+    assert rows[2][1] == "0.000000" and rows[2][3] == "crash"  # refused: a failed run in autoresearch's statuses
     assert main(["-C", str(session.root), "results", "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in data][:2] == ["keep", "keep"]
+    assert data[2]["status"] == "invalid"  # the journal's own status, in JSON and the table
     assert main(["-C", str(session.root), "results"]) == 0
     table = capsys.readouterr().out
     assert "restore a sane" in table and "invalid" in table and "timeout" in table
