@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .journal import Experiment, Journal
-from .workspace import Workspace
+from .workspace import Scratch
 
 # Runs of each ablated version (and fresh runs of the incumbent beside them) unless the user says otherwise.
 DEFAULT_RUNS = 2
@@ -55,28 +55,26 @@ def kept_changes(experiments: list[Experiment]) -> list[Experiment]:
     return [e for e in experiments if e.kind == "experiment" and e.status == "keep" and e.commit_sha]
 
 
-def plan(ws: Workspace, final: str, kept: list[Experiment]) -> list[Group]:
-    """Groups of kept changes, each with a commit on top of ``final`` that removes it. A change that does not revert
-    alone is grouped with the later changes until the group reverts cleanly. The worktree ends at ``final``."""
+def plan(scratch: Scratch, final: str, kept: list[Experiment]) -> list[Group]:
+    """Groups of kept changes, each with a commit on top of ``final`` that removes it (made in a scratch worktree:
+    the session branch never moves). A change that does not revert alone is grouped with the later changes until
+    the group reverts cleanly."""
     groups: list[Group] = []
     todo = list(kept)
-    try:
-        while todo:
-            members = [todo.pop(0)]
-            while True:
-                ws.reset_to(final)
-                commits = [str(e.commit_sha) for e in reversed(members)]
-                message = "ablation: " + Group(tuple(members), "").describe()
-                commit = ws.revert(commits, message[:2000])
-                if commit is not None:
-                    groups.append(Group(tuple(members), commit))
-                    break
-                if not todo:  # even all together they do not revert: they are measured as one
-                    raise AblationError(f"the changes {', '.join(f'#{e.id}' for e in members)} cannot be undone "
-                                        "from the final code (a later edit rests on them)")
-                members.append(todo.pop(0))
-    finally:
-        ws.reset_to(final)
+    while todo:
+        members = [todo.pop(0)]
+        while True:
+            scratch.reset_to(final)
+            commits = [str(e.commit_sha) for e in reversed(members)]
+            message = "ablation: " + Group(tuple(members), "").describe()
+            commit = scratch.revert(commits, message[:2000])
+            if commit is not None:
+                groups.append(Group(tuple(members), commit))
+                break
+            if not todo:  # even all together they do not revert
+                raise AblationError(f"the changes {', '.join(f'#{e.id}' for e in members)} cannot be undone "
+                                    "from the final code (a later edit rests on them)")
+            members.append(todo.pop(0))
     return groups
 
 
@@ -86,7 +84,7 @@ class AblationError(RuntimeError):
 
 def cost(journal: Journal, tag: str, runs: int, budget: float) -> tuple[int, int, float]:
     """(kept changes, runs at most, seconds) an ablation of the session would take: every change alone (groups only
-    lower it), the incumbent's fresh runs, each run as long as the incumbent's own took."""
+    lower it) beside fresh runs of the incumbent, each run as long as the incumbent's own took."""
     kept = kept_changes(journal.experiments(tag))
     incumbent = journal.incumbent(tag)
     walls = [r.wall_seconds for r in journal.runs(incumbent.id) if r.wall_seconds] if incumbent else []
@@ -95,40 +93,46 @@ def cost(journal: Journal, tag: str, runs: int, budget: float) -> tuple[int, int
 
 
 def estimate(groups: int, runs: int, seconds_per_run: float) -> tuple[int, float]:
-    """(runs, seconds) the ablation costs: each group's runs and as many fresh runs of the incumbent."""
-    total = groups * runs + runs
+    """(runs, seconds) the ablation costs: each group's runs, each beside a fresh run of the incumbent."""
+    total = 2 * groups * runs
     return total, total * seconds_per_run
 
 
-def build_branch(ws: Workspace, base: str, kept: list[Experiment], outcomes: list[Outcome], final: str) -> dict[int, Any]:
-    """Replay the surviving changes from the session's start onto a new line of commits, one per change, each
-    message with its measured effect; a dropped change is replayed only where a surviving one does not apply without
-    it. Returns change id → its commit on the new line (None: dropped). The worktree ends at ``final``."""
+def chain(experiments: list[Experiment], base: str) -> list[Experiment]:
+    """What the session branch is made of, oldest first: the kept proposals and the user's own edits the loop
+    synced (a baseline whose commit is not the session's start). The final branch replays all of them."""
+    return [e for e in experiments if e.status == "keep" and e.commit_sha and e.commit_sha != base
+            and e.kind in ("experiment", "baseline") and (e.kind == "experiment" or e.parent_commit != e.commit_sha)]
+
+
+def build_branch(scratch: Scratch, base: str, steps: list[Experiment], outcomes: list[Outcome]) -> dict[int, Any]:
+    """Replay the session from its start in a scratch worktree: the user's synced edits always, each surviving
+    change as one commit whose message holds its measured effect, a dropped change only where a surviving one does
+    not apply without it. Returns experiment id → its commit on the new line (None: dropped); the new line's head
+    is ``scratch.head()``."""
     by_change = {e.id: o for o in outcomes for e in o.group.changes}
     placed: dict[int, Any] = {}
-    try:
-        ws.reset_to(base)
-        dropped_waiting: list[Experiment] = []
-        for change in kept:
-            outcome = by_change.get(change.id)
-            if outcome is None or outcome.droppable:
-                dropped_waiting.append(change)
-                placed[change.id] = None
-                continue
-            commit = ws.cherry_pick(str(change.commit_sha), _message(change, outcome))
-            if commit is None:  # it rests on dropped changes: they come back, saying why
-                for earlier in dropped_waiting:
-                    placed[earlier.id] = ws.cherry_pick(str(earlier.commit_sha), _message(
-                        earlier, by_change.get(earlier.id), needed_by=change.id))
-                dropped_waiting = []
-                commit = ws.cherry_pick(str(change.commit_sha), _message(change, outcome))
-                if commit is None:
-                    raise AblationError(f"#{change.id} does not apply onto the session's start with the changes "
-                                        "before it: the final branch cannot be built")
-            placed[change.id] = commit
-        return placed
-    finally:
-        ws.reset_to(final)
+    scratch.reset_to(base)
+    dropped_waiting: list[Experiment] = []
+    for step in steps:
+        outcome = by_change.get(step.id)
+        if step.kind == "experiment" and (outcome is None or outcome.droppable):
+            dropped_waiting.append(step)
+            placed[step.id] = None
+            continue
+        message = _message(step, outcome) if step.kind == "experiment" else f"your edit, synced by the loop (#{step.id})"
+        commit = scratch.cherry_pick(str(step.commit_sha), message)
+        if commit is None:  # it rests on dropped changes: they come back, saying why
+            for earlier in dropped_waiting:
+                placed[earlier.id] = scratch.cherry_pick(str(earlier.commit_sha), _message(
+                    earlier, by_change.get(earlier.id), needed_by=step.id))
+            dropped_waiting = []
+            commit = scratch.cherry_pick(str(step.commit_sha), message)
+            if commit is None:
+                raise AblationError(f"#{step.id} does not apply onto the session's start with the changes "
+                                    "before it: the final branch cannot be built")
+        placed[step.id] = commit
+    return placed
 
 
 def _message(change: Experiment, outcome: Outcome | None, needed_by: int | None = None) -> str:

@@ -190,9 +190,12 @@ def cmd_ablate(args: argparse.Namespace, console: Console) -> int:
             return 0
         except NoDaemon:
             pass
+    with _journal(cfg) as journal:
+        before = journal.meta(f"ablation:{tag}")
     summary = _foreground(cfg, console, max_experiments=0, tag=tag, ablate_runs=args.runs)
     with _journal(cfg) as journal:
-        rows = journal.ablations(summary.tag)
+        done = journal.meta(f"ablation:{summary.tag}") != before  # a new result, not an earlier ablation's
+        rows = journal.ablations(summary.tag) if done else []
     if not rows:
         console.print("the ablation did not finish (see above); run it again to redo it")
         return 1
@@ -213,6 +216,8 @@ def cmd_memory(args: argparse.Namespace, console: Console) -> int:
         tag = _tag(journal, args.tag)
     where = memory.path(cfg.state_dir, tag)
     text = memory.read(cfg.state_dir, tag)
+    if text is None and where.exists():
+        raise CliError(f"{where} cannot be read as UTF-8 text: the loop leaves it alone until you fix it")
     if text is None:
         console.print(f"no research memory for session {tag} yet: the loop writes {where} before each proposal")
         return 1

@@ -69,17 +69,21 @@ def commands(args: argparse.Namespace) -> list[Curate]:
 
 
 def cmd_ideas(args: argparse.Namespace, console: Console) -> int:
-    from .cli import _config
+    from .cli import CliError, _ask, _config
     from .server.client import NoDaemon
 
     cfg = _config(args)
     wanted = commands(args)
     try:
-        queue = _through_daemon(cfg, wanted) if args.tag is None else None
+        served: t.IdeaQueue | None = _ask(cfg, t.OVERNIGHT_IDEAS_LIST, t.ListIdeasParams())
     except NoDaemon:
-        queue = None
-    if queue is None:
-        queue = _direct(cfg, args.tag, wanted)
+        served = None
+    if served is not None and args.tag not in (None, served.tag):
+        # The daemon owns the journal while it runs: another session's queue is changed through it or not at all.
+        if wanted:
+            raise CliError(f"the daemon serves session {served.tag}: stop it (overnight shutdown) to curate {args.tag}")
+        served = None  # a listing only reads
+    queue = _through_daemon(cfg, wanted) if served is not None else _direct(cfg, args.tag, wanted)
     for c in wanted:
         console.print(_done(c))
     console.print(render(queue))

@@ -331,7 +331,9 @@ def write(journal: Journal, p: Plan) -> Session:
                 assert row.val_bpb is not None  # parse_tsv: only a crash has no value
                 incumbent = (exp_id, r.sha or row.commit, row.val_bpb)
                 head = r.sha or head
-    _write_refs(p, refs, head)
+        # Inside the transaction: refs that cannot be written roll the journal back. (A kill between the refs and
+        # the commit leaves refs without a session: a later import under that tag is refused, naming them.)
+        _write_refs(p, refs, head)
     return session
 
 

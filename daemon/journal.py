@@ -659,6 +659,20 @@ class Journal:
             order.insert(max(0, min(index, len(order))), idea_id)
             db.executemany("UPDATE ideas SET position=? WHERE id=?", [(float(i + 1), i_id) for i, i_id in enumerate(order)])
 
+    def copy_ideas(self, old: str, new: str) -> None:
+        """A session's queue and directions into a new session (a new budget): their states, reasons and order, not
+        which experiments tested them. Entries the new session has already (by key) are left as they are."""
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM ideas WHERE tag=? ORDER BY position, id", (old,)).fetchall()
+            for r in rows:
+                if r["key"] is not None and db.execute("SELECT 1 FROM ideas WHERE tag=? AND key=?", (new, r["key"])).fetchone():
+                    continue
+                db.execute("INSERT INTO ideas(tag, direction, text, key, source, state, reason, position, created, decided)"
+                           " VALUES (?,?,?,?,?,?,?,?,?,?)", (new, r["direction"], r["text"], r["key"], r["source"], r["state"],
+                                                             r["reason"], r["position"], r["created"], r["decided"]))
+            db.execute("INSERT OR IGNORE INTO directions(tag, name, state) SELECT ?, name, state FROM directions WHERE tag=?",
+                       (new, old))
+
     def set_direction(self, tag: str, name: str, state: str) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO directions(tag, name, state) VALUES (?,?,?) ON CONFLICT(tag, name) DO UPDATE SET"

@@ -70,7 +70,7 @@ from .sandbox import Sandbox, SandboxUnavailable, detect
 from .supervise import machine_busy_cores, usable_cores
 from .threeway import merge
 from .trees import Tree, Trees
-from .workspace import InvalidProposal, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref, git_errors
+from .workspace import InvalidProposal, Scratch, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref, git_errors
 
 # A run starved this many times in a row ends its experiment as a timeout: either the machine stays too busy to
 # give it its budget, or the code computes more per step than its calibration showed (and only looks starved).
@@ -101,6 +101,10 @@ _RUN_FIELDS = tuple(
 # Settings that change what the metric means: a session is only resumed with the same ones.
 _MEASUREMENT_KEYS = ("budget", "clock", "run", "evaluate", "workdir", "measure", "metric", "direction", "editable",
                      "frozen", "threads", "sandbox", "network", "readable")
+# What a session recorded before these keys existed measured by: the harness, with no readable folders.
+_BEFORE_KEYS: dict[str, Any] = {"measure": "harness", "metric": "val_bpb", "readable": ()}
+# Proposals in a row that the idea queue refuses before the loop pauses for the human.
+_MAX_REFUSALS = 3
 # Between two looks at a busy machine.
 _MACHINE_POLL_S = 5.0
 # The agent failing this many times in a row (not an invalid proposal: an exception) stops the loop.
@@ -257,6 +261,8 @@ class Loop:
         # Paused because only approved ideas may be drawn and none is: an approval resumes the loop.
         self._waiting_for_ideas = False
         self._ideas_looked = 0.0
+        # Proposals the queue did not let run, in a row (an agent that insists pauses the loop).
+        self._refusals = 0
         # Runs per version of an ablation asked for (overnight ablate): carried out when nothing is in flight.
         self._ablate_runs: int | None = None
         # The agent's hooks (agents/base.py): its streamed thoughts become events, and the stop flag cuts its waits short.
@@ -309,6 +315,7 @@ class Loop:
         match command:
             case Pause(reason=reason):
                 self.paused, self.pause_reason = True, reason
+                self._waiting_for_ideas = False  # the user's own pause: only the user resumes it
                 if reason and self.journal is not None and self.session is not None:
                     self.journal.add_feedback(self.session.tag, "pause", reason)
                 if in_flight:
@@ -594,7 +601,8 @@ class Loop:
         """A resumed session must measure the same way, or its old results mean nothing next to new ones."""
         differ = []
         for key in _MEASUREMENT_KEYS:
-            before, now = session.config.get(key), getattr(self.cfg, key)
+            # A session from before a key existed measured as that key's old meaning: the harness, nothing readable.
+            before, now = session.config.get(key, _BEFORE_KEYS.get(key)), getattr(self.cfg, key)
             if isinstance(before, list):
                 before = tuple(before)
             if before is not None and before != now:
@@ -756,9 +764,11 @@ class Loop:
                 self._wait_while_paused()
         if self.stop_requested.is_set():
             return "held"
-        if self._withdrawn_meanwhile(proposal):
-            return "held"  # drawn before the human vetoed it (or closed its direction): the agent is asked again
-        self._experiment(proposal, prefetch=prefetch, idea_id=self._link_idea(proposal, [i.id for i in ctx.ideas or []]))
+        idea_id, refused = self._admit(proposal)
+        if refused:
+            return self._refuse(proposal, refused)
+        self._refusals = 0
+        self._experiment(proposal, prefetch=prefetch, idea_id=idea_id)
         return "started"
 
     def _drawn_context(self) -> Context | None:
@@ -770,40 +780,56 @@ class Loop:
         drafts = self._await(partial(self.agent.hypothesize, ctx))
         if drafts and ideas.add_drafts(self.journal, tag, drafts, self.cfg.ideas):
             self._emit(IdeasChanged(tag=tag))
+        ctx = self._with_queue(ctx)
         queue = ideas.queue(self.journal, tag)
-        pinned = tuple(name for name, state in self.journal.directions(tag).items() if state == "pinned")
-        ctx = dataclasses.replace(ctx, ideas=ideas.drawable(self.journal, tag, self.cfg.ideas), pinned=pinned,
-                                  vetoed=[i for i in queue if i.state == "vetoed"])
         if self.cfg.ideas == "approved" and not ctx.ideas and queue:
             self._waiting_for_ideas, self.paused = True, True
             self.pause_reason = (f"waiting for you to approve an idea ({len(queue)} in the queue): the sidebar's queue, "
                                  "or `overnight ideas` and `overnight ideas approve ID`")
             return None
+        self._waiting_for_ideas = False
         return ctx
 
-    def _link_idea(self, proposal: Proposal, ctx_ideas: list[int]) -> int | None:
-        """The queue entry a proposal tests: its id if the agent named a drawable one, else the entry with its key;
-        the hypotheses it stated along with it join the queue."""
+    def _with_queue(self, ctx: Context) -> Context:
+        """``ctx`` with the hypothesis queue: what may be drawn (best first), the pinned directions, the vetoed."""
+        assert self.journal is not None and self.session is not None
+        tag = self.session.tag
+        pinned = tuple(name for name, state in self.journal.directions(tag).items() if state == "pinned")
+        return dataclasses.replace(ctx, ideas=ideas.drawable(self.journal, tag, self.cfg.ideas), pinned=pinned,
+                                   vetoed=[i for i in ideas.queue(self.journal, tag) if i.state == "vetoed"])
+
+    def _admit(self, proposal: Proposal) -> tuple[int | None, str]:
+        """The queue entry a proposal tests (the hypotheses it states join the queue first), and why the queue does
+        not let it run ("" when it does): an idea vetoed or closed meanwhile (the proposal waited through a pause,
+        or was prepared before), or — when only approved ideas may be drawn — no approved idea at all."""
         assert self.journal is not None and self.session is not None
         tag = self.session.tag
         if proposal.ideas and ideas.add_drafts(self.journal, tag, list(proposal.ideas), self.cfg.ideas):
             self._emit(IdeasChanged(tag=tag))
-        if proposal.idea_id is not None and proposal.idea_id in ctx_ideas:
-            return proposal.idea_id
-        if proposal.idea_key is not None:
-            return next((i.id for i in ideas.queue(self.journal, tag) if i.key == proposal.idea_key), None)
-        return None
-
-    def _withdrawn_meanwhile(self, proposal: Proposal) -> bool:
-        """Whether the queue entry a proposal tests left the drawable ones while the proposal waited (a pause)."""
-        assert self.journal is not None and self.session is not None
-        if proposal.idea_id is None and proposal.idea_key is None:
-            return False
-        queue = ideas.queue(self.journal, self.session.tag)
-        entry = next((i for i in queue if i.id == proposal.idea_id or (i.key and i.key == proposal.idea_key)), None)
+        queue = ideas.queue(self.journal, tag)
+        entry = next((i for i in queue if (proposal.idea_id is not None and i.id == proposal.idea_id)
+                      or (proposal.idea_id is None and proposal.idea_key and i.key == proposal.idea_key)), None)
         if entry is None:
-            return False
-        return entry.id not in {i.id for i in ideas.drawable(self.journal, self.session.tag, self.cfg.ideas)}
+            if self.cfg.ideas == "approved":
+                return None, "it tests no approved idea of the queue (ideas = \"approved\")"
+            return None, ""  # the agent may try what it has not listed; the human vetoes by idea
+        if entry.id not in {i.id for i in ideas.drawable(self.journal, tag, self.cfg.ideas)}:
+            why = "vetoed" if entry.state == "vetoed" else (
+                "not approved" if entry.state != "approved" else f"in the closed direction {entry.direction!r}")
+            return None, f"its idea #{entry.id} is {why}"
+        return entry.id, ""
+
+    def _refuse(self, proposal: Proposal, why: str) -> str:
+        """A proposal the queue does not allow is not run; the agent is asked again, and after three in a row the
+        loop pauses for the human (an agent that keeps proposing it would otherwise spin)."""
+        self._refusals += 1
+        self._emit(Message(level="warning", text=f"not run: {proposal.description} ({why})"))
+        if self._refusals >= _MAX_REFUSALS:
+            self._refusals = 0
+            self._waiting_for_ideas = self.cfg.ideas == "approved"  # an approval resumes it; else the human does
+            self.paused, self.pause_reason = True, (f"the agent keeps proposing what the idea queue does not allow "
+                                                    f"({why}): approve ideas, or redirect it, then resume")
+        return "held"
 
     def _plateaus(self, exp: Experiment) -> None:
         """A direction whose tries since its last keep reached plateau_after is flagged, once per plateau."""
@@ -1029,6 +1055,8 @@ class Loop:
         texts = self.journal.user_base(old_tag)
         if texts:
             self.journal.set_user_base(new_tag, texts)
+        # The human's curation carries over too: a veto, a closed direction, their own ideas hold in the new session.
+        self.journal.copy_ideas(old_tag, new_tag)
 
     def _notice_offline_edits(self) -> None:
         """The user may have edited their files while no loop ran: sync with them before going on."""
@@ -1110,7 +1138,7 @@ class Loop:
         pipeline inherits a prefetch that does nothing.)"""
         assert self.ws is not None
         files = {rel: self.ws.wt.git.show(f"{parent}:{rel}", strip_newline_in_stdout=False) for rel in self.cfg.editable}
-        self.agent.prefetch(dataclasses.replace(self._context(), files=files))
+        self.agent.prefetch(dataclasses.replace(self._with_queue(self._context()), files=files))
 
     def _summary(self, stopped: str) -> Summary:
         assert self.journal is not None and self.session is not None
@@ -1640,11 +1668,18 @@ class Loop:
         if final is None or final.commit_sha is None or not kept:
             self._emit(Message(level="info", text="ablation: the session has no kept change to ablate"))
             return
-        try:
-            groups = ablate.plan(self.ws, final.commit_sha, kept)
-        except ablate.AblationError as exc:
-            self._emit(Message(level="error", text=f"ablation: {exc}"))
+        branch = f"{branch_name(tag)}-final"
+        if self.journal.session(f"{tag}-final") is not None:
+            self._emit(Message(level="error", text=f"ablation: {branch} is session {tag}-final's branch: rename that session"))
             return
+        # Its commits are made in a scratch worktree: the session branch (and the editor's view of it) never moves.
+        with Scratch.open(self.ws.repo, self.cfg.state_dir / "ablation-worktree", final.commit_sha) as scratch:
+            try:
+                groups = ablate.plan(scratch, final.commit_sha, kept)
+            except ablate.AblationError as exc:
+                self._emit(Message(level="error", text=f"ablation: {exc}"))
+                return
+
         walls = [r.wall_seconds for r in self.journal.runs(final.id) if r.wall_seconds]
         total, seconds = ablate.estimate(len(groups), runs, statistics.fmean(walls) if walls else self.cfg.budget)
         self._emit(Message(level="info", text=f"ablation of {len(kept)} kept change(s) in {len(groups)} group(s): "
@@ -1652,9 +1687,9 @@ class Loop:
         anchor = self._anchor(final)
         incumbent_k = max((r.seed - final.id * 100 for r in self.journal.runs(final.id)), default=-1) + 1
         outcomes: list[ablate.Outcome] = []
-        # The incumbent is compared by its fresh runs only: the runs that made it the incumbent are biased low by its
-        # selection (it was kept because they measured well), which would credit every change with that luck.
-        fresh: list[float] = []
+        # Each group is compared with fresh runs of the incumbent made beside its own (interleaved: the same
+        # conditions, no drift between them); never with the runs that made it the incumbent, which its selection
+        # biased low (it was kept because they measured well) and which would credit every change with that luck.
         for group in groups:
             exp_id = self.journal.start_experiment(
                 tag=tag, kind="ablation", parent_commit=final.commit_sha, description=group.describe()[:500],
@@ -1664,17 +1699,16 @@ class Loop:
             assert exp is not None
             self._emit(ExperimentStarted(experiment=exp, runs_planned=runs))
             values: list[float] = []
+            fresh: list[float] = []
             failure = None
             for k in range(runs):
-                # Interleaved: one run of the incumbent beside each run without the group, same conditions.
-                if len(outcomes) == 0:
-                    mine = self._one_run(final, incumbent_k, anchor=anchor)
-                    incumbent_k += 1
-                    if mine is None:
-                        self._ablation_stopped(exp)
-                        return
-                    if mine.status == "ok" and mine.val_bpb is not None:
-                        fresh.append(mine.val_bpb)
+                mine = self._one_run(final, incumbent_k, anchor=anchor)
+                incumbent_k += 1
+                if mine is None:
+                    self._ablation_stopped(exp)
+                    return
+                if mine.status == "ok" and mine.val_bpb is not None:
+                    fresh.append(mine.val_bpb)
                 outcome = self._one_run(exp, k, anchor=anchor)
                 if outcome is None:
                     self._ablation_stopped(exp)
@@ -1685,13 +1719,15 @@ class Loop:
                     failure = f"{outcome.status}: {outcome.error}"
                     break
             outcomes.append(self._ablation_decided(exp, group, fresh, values, failure))
-        try:
-            placed = ablate.build_branch(self.ws, self.session.base_commit, kept, outcomes, final.commit_sha)
-        except ablate.AblationError as exc:
-            self._emit(Message(level="error", text=f"ablation: {exc}"))
-            return
-        branch = f"{branch_name(tag)}-final"
-        last = next((c for c in reversed(list(placed.values())) if c), self.session.base_commit)
+        with Scratch.open(self.ws.repo, self.cfg.state_dir / "ablation-worktree", self.session.base_commit) as scratch:
+            try:
+                placed = ablate.build_branch(scratch, self.session.base_commit,
+                                             ablate.chain(self.journal.experiments(tag), self.session.base_commit),
+                                             outcomes)
+            except ablate.AblationError as exc:
+                self._emit(Message(level="error", text=f"ablation: {exc}"))
+                return
+            last = scratch.head()
         self.ws.set_ref(f"refs/heads/{branch}", last)
         self.journal.set_meta(f"ablation:{tag}", json.dumps({
             "branch": branch, "final": final.id, "head": last, "runs": runs,

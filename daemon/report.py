@@ -185,7 +185,7 @@ def to_tsv(table: list[Row]) -> str:
     lines = ["\t".join(TSV_COLUMNS)]
     for r in table:
         status = _TSV_STATUS.get(r.status)
-        if status is None:
+        if status is None or r.kind == "ablation":  # an ablation measures the final code, not a proposal
             continue
         # autoresearch writes 0.000000 for a run without a metric (a crash).
         val = f"{r.val_bpb:.6f}" if r.val_bpb is not None else "0.000000"

@@ -348,9 +348,58 @@ class Workspace:
             return None
         return self.head()
 
+    def set_ref(self, ref: str, commit: str) -> None:
+        self.repo.git.update_ref(ref, commit)
+
+    def diff(self, parent: str, commit: str) -> str:
+        return str(self.wt.git.diff(parent, commit))
+
+    def changed_frozen(self, expected: dict[str, str]) -> list[str]:
+        """Frozen files whose content differs from the session's recorded hashes."""
+        current = self.frozen_hashes()
+        return [rel for rel, digest in expected.items() if current.get(rel) != digest]
+
+
+class Scratch:
+    """A detached worktree of the repository, for commits the session branch must never stand on (the ablation's):
+    whatever happens in it — a kill included — the session branch and the user's files do not move. Its commits
+    are kept by the refs the caller sets; ``Scratch.open`` clears what an earlier kill left."""
+
+    def __init__(self, repo: git.Repo, path: Path) -> None:
+        self.repo, self.path = repo, path
+        self.wt = git.Repo(path)
+
+    @classmethod
+    def open(cls, repo: git.Repo, path: Path, commit: str) -> Scratch:
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        repo.git.worktree("prune")
+        repo.git.worktree("add", "--detach", "--force", str(path), commit)
+        return cls(repo, path)
+
+    def close(self) -> None:
+        try:
+            self.repo.git.worktree("remove", "--force", str(self.path))
+        except git.GitCommandError:
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.repo.git.worktree("prune")
+
+    def __enter__(self) -> Scratch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def head(self) -> str:
+        return self.wt.head.commit.hexsha
+
+    def reset_to(self, commit: str) -> None:
+        self.wt.git.reset("--hard", commit)
+        self.wt.git.clean("-fd")
+
     def revert(self, commits: list[str], message: str) -> str | None:
-        """Undo ``commits`` (newest first) on top of the worktree's head as one new commit (left checked out); None,
-        and the worktree as it was, when they do not revert cleanly (a later change rests on one of them)."""
+        """Undo ``commits`` (newest first) on top of the head as one new commit; None, and the head as it was, when
+        they do not revert cleanly (a later change rests on one of them)."""
         head = self.head()
         try:
             for commit in commits:
@@ -365,16 +414,21 @@ class Workspace:
             return None
         return self.head()
 
-    def set_ref(self, ref: str, commit: str) -> None:
-        self.repo.git.update_ref(ref, commit)
-
-    def diff(self, parent: str, commit: str) -> str:
-        return str(self.wt.git.diff(parent, commit))
-
-    def changed_frozen(self, expected: dict[str, str]) -> list[str]:
-        """Frozen files whose content differs from the session's recorded hashes."""
-        current = self.frozen_hashes()
-        return [rel for rel, digest in expected.items() if current.get(rel) != digest]
+    def cherry_pick(self, commit: str, message: str) -> str | None:
+        """``commit``'s change on top of the head as a new commit; None, and the head as it was, when it does not
+        apply cleanly."""
+        head = self.head()
+        try:
+            self.wt.git.cherry_pick("--no-commit", commit)
+            self.wt.git.commit("-m", message, env=_IDENTITY)
+        except git.GitCommandError:
+            try:
+                self.wt.git.cherry_pick("--abort")
+            except git.GitCommandError:
+                pass
+            self.reset_to(head)
+            return None
+        return self.head()
 
 
 def _git_message(exc: git.GitCommandError) -> str:

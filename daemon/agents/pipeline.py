@@ -90,6 +90,8 @@ class PipelinedAgent(Agent):
             return self.inner.propose(ctx)
         if len(ctx.feedback) != len(pending.ctx.feedback):
             why = "the human's feedback changed while it was prepared"
+        elif _queue(ctx) != _queue(pending.ctx):
+            why = "the human changed the idea queue while it was prepared"
         elif ctx.files == pending.ctx.files:
             self.stats["used"] += 1
             return replace(prepared, meta={**prepared.meta, "pipelined": "prefetched"})
@@ -106,3 +108,8 @@ class PipelinedAgent(Agent):
             return fresh
         spent = Usage.from_dict(fresh.meta.get("usage")) + Usage.from_dict(prepared.meta["usage"])
         return replace(fresh, meta={**fresh.meta, "usage": spent.as_dict(), "pipelined": "reasked"})
+
+
+def _queue(ctx: Context) -> tuple[object, ...]:
+    """What of the idea queue a proposal was prepared against: the drawable ideas, the pins and the vetoes."""
+    return (tuple((i.id, i.state) for i in ctx.ideas or []), ctx.pinned, tuple(i.id for i in ctx.vetoed))

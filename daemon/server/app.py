@@ -32,6 +32,9 @@ from .progress import ExperimentProgress
 from .suggestions import NotFound, Reservations, SuggestionFeature, relative
 
 log = logging.getLogger("overnight.daemon")
+# A command the loop's thread did not take in time (it is in a step that does not take commands, e.g. the data
+# preparation): it may still be carried out; the client is told to look again.
+_BUSY = "the loop is busy and did not take the command in time; look again (overnight/ideas/list, status) before retrying"
 
 # One JSON-RPC message larger than this is refused (the connection is closed): no client needs it.
 # Before the token is proven the limit is framing.PRE_AUTH_BYTES.
@@ -140,6 +143,8 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
             return await call_in_thread(lambda: core.ablate(runs, dry_run=bool(params.dry_run)))
         except LoopError as exc:
             raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
+        except TimeoutError:
+            raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=_BUSY) from None
 
     @ls.feature(t.OVERNIGHT_IDEAS_LIST)
     async def list_ideas(ls: LanguageServer, params: t.ListIdeasParams) -> t.IdeaQueue:
@@ -164,6 +169,8 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
     async def _curate(command: Curate) -> t.IdeaQueue:
         try:
             return await call_in_thread(lambda: core.curate(command))
+        except TimeoutError:  # the loop's thread is in a step that does not take commands (the data preparation)
+            raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=_BUSY) from None
         except LoopError as exc:
             # An unknown id or direction, an empty text: the client's mistake; no session yet: the loop's state.
             if core.tag:

@@ -295,6 +295,8 @@ class DaemonCore:
         finished loop is started again for it."""
         if not self.tag:
             raise LoopError("no session yet: nothing to ablate")
+        if self.loop.state == "stopping":  # a loop on its way out would never carry it out
+            raise LoopError("the loop is stopping: ask for the ablation once it has stopped")
         changes, total, seconds = ablate.cost(self.journal, self.tag, runs, self.loop.cfg.budget)
         if changes == 0:
             raise LoopError(f"session {self.tag} has no kept change to ablate")

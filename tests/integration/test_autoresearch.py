@@ -158,3 +158,32 @@ def test_a_missing_readable_folder_stops_the_loop_before_any_run(folder: Path) -
                           capture_output=True, text=True, timeout=100)
     assert proc.returncode != 0
     assert "readable folder ~/.cache/not-there does not exist" in proc.stdout + proc.stderr
+
+
+@pytest.mark.timeout(180)
+def test_a_session_from_before_reported_mode_never_resumes_in_it(tmp_path: Path) -> None:
+    """A session recorded before `measure` existed measured with the harness: switching the workspace to reported
+    mode must not continue it as if its numbers compared."""
+    import json
+
+    from overnight.daemon.agents.replay import ReplayAgent
+    from overnight.daemon.loop import Loop, LoopError
+
+    from ..conftest import write_config as write
+    from .test_loop_decisions import FakeExecutor
+
+    root = tmp_path / "ws"
+    assert main(["init", str(root)]) == 0
+    write(root, agent="replay", replay_file="proposals.jsonl")
+    commit_all(root)
+    (root / "proposals.jsonl").write_text("")
+    Loop(load_config(root), ReplayAgent([]), executor=FakeExecutor()).run()
+    db = sqlite3.connect(root / ".overnight" / "journal.db")
+    tag, config = db.execute("SELECT tag, config FROM sessions").fetchone()
+    old = {k: v for k, v in json.loads(config).items() if k not in ("measure", "readable")}  # as an older version wrote it
+    db.execute("UPDATE sessions SET config=? WHERE tag=?", (json.dumps(old), tag))
+    db.commit()
+    db.close()
+    write(root, agent="replay", replay_file="proposals.jsonl", measure="reported")
+    with pytest.raises(LoopError, match="measure was 'harness', now 'reported'"):
+        Loop(load_config(root), ReplayAgent([]), executor=FakeExecutor()).run(tag=tag)

@@ -194,3 +194,72 @@ def test_the_cli_curates_without_a_daemon(tmp_path: Path, capsys: pytest.Capture
         queue = ideas.queue(j, tag)
         assert next(i for i in queue if i.id == target.id).reason == "too slow"
         assert queue[-1].text == "LR = 0.002" and queue[-1].source == "human" and queue[-1].state == "approved"
+
+
+@pytest.mark.timeout(180)
+def test_with_approved_ideas_only_an_unlinked_proposal_never_runs_and_an_insistent_agent_pauses_the_loop(
+        tmp_path: Path) -> None:
+    from .test_loop_decisions import RecordingAgent, _workspace
+
+    root = _workspace(tmp_path / "ws", [(f"unlisted {i}", "val=2.9") for i in range(5)], ideas="approved")
+    loop = Loop(load_config(root), RecordingAgent(root / "proposals.jsonl"), executor=FakeExecutor())
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    _until("the loop to pause", lambda: loop.state == "paused", 120)
+    assert "does not allow" in loop.state_message and "no approved idea" in loop.state_message
+    loop.stop()
+    thread.join(timeout=60)
+    with Journal(root / ".overnight" / "journal.db") as j:
+        assert [e.kind for e in j.experiments()] == ["baseline"]  # nothing unapproved was trained
+
+
+def test_a_new_session_keeps_the_humans_curation(tmp_path: Path) -> None:
+    from overnight.daemon.journal import Session
+
+    j = Journal(tmp_path / "j.db")
+    for tag in ("old", "new"):
+        j.create_session(Session(tag, f"overnight/{tag}", "0" * 40, {}, {}, 0.0))
+    vetoed = j.add_idea("old", direction="model size", text="deeper", source="agent", state="proposed", key="k-depth")
+    assert vetoed is not None
+    j.decide_idea(vetoed, "vetoed", "too slow")
+    j.add_idea("old", direction="yours", text="cosine schedule", source="human", state="approved")
+    j.set_direction("old", "model size", "closed")
+    j.add_idea("new", direction="model size", text="deeper", source="agent", state="proposed", key="k-depth")
+    j.copy_ideas("old", "new")
+    new = {i.text: i for i in ideas.queue(j, "new")}
+    # The entry the new session had already (its key) stays as it is; the human's idea and the closed direction carry.
+    assert new["deeper"].state == "proposed" and new["cosine schedule"].state == "approved"
+    assert j.directions("new") == {"model size": "closed"}
+    assert [i.text for i in ideas.drawable(j, "new", "not-vetoed")] == ["cosine schedule"]
+    j.close()
+
+
+def test_a_prepared_proposal_is_dropped_when_the_queue_changed() -> None:
+    from overnight.daemon.agents.base import Agent, Context, Proposal
+    from overnight.daemon.agents.pipeline import PipelinedAgent
+    from overnight.daemon.ideas import Idea
+    from overnight.daemon.workspace import Edit
+
+    from ..fakes.context import context
+
+    class Counting(Agent):
+        name = "counting"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked = 0
+
+        def propose(self, ctx: Context) -> Proposal | None:
+            self.asked += 1
+            return Proposal(f"p{self.asked}", Edit(files=(("trainer/train.py", "x = 1\n"),)))
+
+    inner = Counting()
+    agent = PipelinedAgent(inner)
+    open_idea = Idea(1, "optimizer", "raise LR", "k", "agent", "proposed", "")
+    agent.prefetch(context(ideas=[open_idea]))
+    same = agent.propose(context(ideas=[open_idea]))
+    assert same is not None and same.description == "p1"  # unchanged queue: the prepared one is used
+    agent.prefetch(context(ideas=[open_idea]))
+    vetoed = Idea(1, "optimizer", "raise LR", "k", "agent", "vetoed", "no")
+    fresh = agent.propose(context(ideas=[], vetoed=[vetoed]))
+    assert fresh is not None and fresh.description == "p3" and inner.asked == 3  # asked afresh
