@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=4)
     parser.add_argument("--budget", type=float, default=10.0)
-    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    parser.add_argument("--clock", choices=("steps", "cpu", "wall"), default="steps")
     args = parser.parse_args()
     result = run(args.experiments, args.budget, args.clock)
     m = result["per_run_mean"]

@@ -20,22 +20,58 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
 
 log = logging.getLogger(__name__)
 
 _EVENTS = "events.out.tfevents.*"
 # The writers here live for one call and close() flushes; this only bounds how stale a file gets meanwhile.
 _FLUSH_SECS = 10
-# What a failed write may raise: the filesystem (OSError), a tag that is not a plain name (ValueError), and a
-# torch without the tensorboard package (ImportError). None of them may reach the loop.
+# What a failed write may raise: the filesystem (OSError), a tag that is not a plain name (ValueError), and
+# a missing tensorboard package (ImportError). None of them may reach the loop.
 _WRITE_ERRORS = (OSError, ValueError, ImportError)
+
+
+class _Writer:
+    """Scalars and text as TensorBoard events, written with the ``tensorboard`` package's own event-file writer.
+
+    Not ``torch.utils.tensorboard.SummaryWriter``: that imports torch, which would cost the long-lived daemon
+    ~1.2 s and ~200 MB the first time a run is recorded (the daemon never imports torch otherwise)."""
+
+    def __init__(self, folder: Path) -> None:
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        self._file = EventFileWriter(str(folder), flush_secs=_FLUSH_SECS)
+
+    def _add(self, summary: Any, step: int, walltime: float | None) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        self._file.add_event(Event(summary=summary, step=step, wall_time=time.time() if walltime is None else walltime))
+
+    def add_scalar(self, tag: str, value: float, global_step: int, walltime: float | None = None) -> None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        self._add(Summary(value=[Summary.Value(tag=tag, simple_value=value)]), global_step, walltime)
+
+    def add_text(self, tag: str, text: str, global_step: int) -> None:
+        """As SummaryWriter.add_text writes it (tag ``<tag>/text_summary``), so TensorBoard's text tab shows it."""
+        from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+        from tensorboard.compat.proto.tensor_pb2 import TensorProto
+        from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+        from tensorboard.plugins.text.plugin_data_pb2 import TextPluginData
+
+        metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+            plugin_name="text", content=TextPluginData(version=0).SerializeToString()))
+        tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
+                             tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+        self._add(Summary(value=[Summary.Value(tag=f"{tag}/text_summary", metadata=metadata, tensor=tensor)]),
+                  global_step, None)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 # -- layout -----------------------------------------------------------------------------------------
@@ -71,19 +107,16 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def _fresh_writer(folder: Path) -> SummaryWriter:
+def _fresh_writer(folder: Path) -> _Writer:
     """A writer on an emptied folder: a run recorded again (a resumed loop, a starved run re-done) replaces
     its old events instead of adding a second copy of every point to the chart."""
-    # torch.utils.tensorboard imports torch: only pay for it when something is written, not on every CLI start.
-    from torch.utils.tensorboard import SummaryWriter
-
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob(_EVENTS):
         old.unlink()
-    return SummaryWriter(log_dir=str(folder), flush_secs=_FLUSH_SECS)
+    return _Writer(folder)
 
 
-def _write_curve(writer: SummaryWriter, curve: Sequence[tuple[int, float, float]]) -> None:
+def _write_curve(writer: _Writer, curve: Sequence[tuple[int, float, float]]) -> None:
     """``train/loss`` by step. Wall times are laid out so TensorBoard's "relative" axis reads as training seconds."""
     finite_elapsed = [float(p[1]) for p in curve if math.isfinite(p[1])]
     anchor = time.time() - (finite_elapsed[-1] if finite_elapsed else 0.0)
@@ -94,7 +127,7 @@ def _write_curve(writer: SummaryWriter, curve: Sequence[tuple[int, float, float]
         writer.add_scalar("train/loss", float(loss), global_step=int(step), walltime=walltime)
 
 
-def _write_scalars(writer: SummaryWriter, step: int, values: dict[str, float | None]) -> None:
+def _write_scalars(writer: _Writer, step: int, values: dict[str, float | None]) -> None:
     for name, value in values.items():
         if _finite(value):
             assert value is not None

@@ -204,3 +204,16 @@ def test_start_runs_tensorboard_and_returns_its_exit_code(tmp_path: Path, monkey
     code, _ = _cli(tmp_path, "--start")
     assert code == 3
     assert started == [tb.command(tmp_path / ".overnight", None)]
+
+
+def test_writing_never_imports_torch_into_the_daemon(tmp_path: Path) -> None:
+    """The daemon never imports torch (it would cost it ~200 MB and a second or more); recording a run must not."""
+    code = ("import sys; from overnight.daemon import tensorboard_log as tb; "
+            f"tb.write_run(__import__('pathlib').Path({str(tmp_path)!r}), 's1', experiment_id=1, run=1, status='ok', "
+            "curve=[(1, 0.5, 3.0)], val_bpb=1.0, holdout_bpb=None, ood_bpb=None, train_bpb=None, steps=1, "
+            "tokens_per_s=None, wall_seconds=None, description='d'); "
+            "tb.incumbent_line(__import__('pathlib').Path(" + repr(str(tmp_path)) + "), 's1', [(1, 1.0)]); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    assert _points(_read(tmp_path / "tb" / "s1" / "exp0001" / "run1"), "eval/val_bpb") == [(1, pytest.approx(1.0))]
