@@ -28,11 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import psutil
 
 from .evaluator import Evaluator
 from .sandbox import Sandbox, copy_out, remove_tree
-from .supervise import Sample, StopSignal, TreeWatch, tree_pids
+from .supervise import Sample, StopSignal, TreeWatch, machine_busy_seconds, tree_pids
 
 Frame = dict[str, Any]
 
@@ -290,7 +289,7 @@ class _Supervisor:
         self.limits = limits
         self.stop = stop
         self.started = time.monotonic()
-        self._machine_start = _machine_busy_seconds()
+        self._machine_start = machine_busy_seconds()
         self.last = Sample(0.0, 0.0, 0.0, 0)
         # (wall, cpu + delay) a hang window ago: a tree that neither ran nor waited is not doing anything.
         self._history: list[tuple[float, float]] = []
@@ -332,12 +331,7 @@ class _Supervisor:
         """How many cores other processes kept busy, on average, since this run started (the machine's busy CPU
         time less this tree's)."""
         wall = max(1e-3, time.monotonic() - self.started)
-        return max(0.0, (_machine_busy_seconds() - self._machine_start - self.last.cpu) / wall)
-
-
-def _machine_busy_seconds() -> float:
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+        return max(0.0, (machine_busy_seconds() - self._machine_start - self.last.cpu) / wall)
 
 
 def _supervise_training(proc: subprocess.Popen[bytes], req: RunRequest, reader: _FrameReader,

@@ -67,7 +67,7 @@ from .journal import Experiment, Journal, Run, Session
 from .lock import WorkspaceLock
 from .noise import session_noise
 from .sandbox import Sandbox, SandboxUnavailable, detect
-from .supervise import machine_busy_cores, usable_cores
+from .supervise import Neighbours, usable_cores
 from .threeway import merge
 from .trees import Tree, Trees
 from .workspace import InvalidProposal, Scratch, Workspace, WorkspaceError, branch_name, check_tag, experiment_ref, git_errors
@@ -243,6 +243,7 @@ class Loop:
         # The scheduler's state: runs in flight by slot, and the candidates still being measured.
         self._flights: dict[int, _Flight] = {}
         self._need_quiet = False  # a run was starved by the load: the next waits for a quiet machine
+        self._neighbours = Neighbours()  # foreign load since the last look: a look costs no wait between runs
         self._candidates: dict[int, _Candidate] = {}
         # Whether early stopping may act (prune.py), recomputed as candidates are decided.
         self._prune_trust = prune.Trust(False, "no history yet")
@@ -1526,7 +1527,7 @@ class Loop:
                 return
             if self._need_quiet:
                 need = max(need, usable_cores() - _QUIET_OTHERS)
-            free = usable_cores() - machine_busy_cores(0.5)
+            free = usable_cores() - self._neighbours.cores()
             if free >= need:
                 self._need_quiet = False
                 if waiting:

@@ -13,6 +13,7 @@ first is the machine's fault and is not a measurement, the second is the run's.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -142,10 +143,34 @@ class TreeWatch:
         return Sample(cpu=self._cpu, delay=self._delay, rss_mb=rss, procs=len(cpu_now))
 
 
-def machine_busy_cores(interval: float = 1.0) -> float:
-    """How many cores other processes keep busy right now (measured over ``interval`` seconds)."""
-    percent = float(psutil.cpu_percent(interval=interval))
-    return percent / 100.0 * (psutil.cpu_count() or 1)
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores, since boot)."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
+class Neighbours:
+    """How many cores processes outside this one's tree keep busy, on average since the last reading.
+
+    The window is the time since the previous reading — for the loop, the whole previous run — so a reading
+    costs no wait of its own (a fresh sample cost every run half a second). This process and its descendants
+    (the session's runs and its warm evaluator) are subtracted: the machine's own work is not a neighbour.
+    A reading sooner than ``min_window`` after the last waits for the rest of it."""
+
+    def __init__(self, min_window: float = 0.5, root: int | None = None) -> None:
+        self.min_window = min_window
+        self._own = TreeWatch(os.getpid() if root is None else root)
+        self._at, self._busy, self._used = time.monotonic(), machine_busy_seconds(), self._own.sample().cpu
+
+    def cores(self) -> float:
+        wait = self.min_window - (time.monotonic() - self._at)
+        if wait > 0:
+            time.sleep(wait)
+        at, busy, used = time.monotonic(), machine_busy_seconds(), self._own.sample().cpu
+        others = (busy - self._busy) - (used - self._used)
+        window = max(1e-3, at - self._at)
+        self._at, self._busy, self._used = at, busy, used
+        return max(0.0, others / window)
 
 
 def usable_cores() -> int:

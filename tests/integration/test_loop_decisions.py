@@ -6,8 +6,11 @@ and exactly."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -229,6 +232,14 @@ def test_a_transfer_check_runs_every_n_keeps(tmp_path: Path) -> None:
     assert main(["-C", str(root), "results"]) == 0
 
 
+def foreign_hog() -> int:
+    """A process spinning on a core that is not a descendant of this one, as a neighbour's is (the loop does not
+    count its own children as neighbours): started in the background by a shell that exits at once."""
+    out = subprocess.run(["sh", "-c", f"{shlex.quote(sys.executable)} -c 'while True: pass' >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)
+
+
 def test_the_loop_waits_while_the_machine_is_busy(tmp_path: Path) -> None:
     """Runs wait, saying so, while other processes leave too little CPU; the wait ends when the machine has room
     (here: the share asked for drops to what is free) and a stop cuts it short."""
@@ -236,7 +247,7 @@ def test_the_loop_waits_while_the_machine_is_busy(tmp_path: Path) -> None:
     import time
 
     root = _workspace(tmp_path / "ws", [], machine_share=1.0)
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(3)]
+    hogs = [foreign_hog() for _ in range(3)]
     events: list[Event] = []
     executor = FakeExecutor()
     loop = Loop(load_config(root), RecordingAgent(root / "proposals.jsonl"), listener=events.append, executor=executor)
@@ -257,8 +268,7 @@ def test_the_loop_waits_while_the_machine_is_busy(tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         for hog in hogs:
-            hog.kill()
-            hog.wait()
+            os.kill(hog, signal.SIGKILL)
     thread.join(timeout=120)
     assert not thread.is_alive()
     assert len(executor.requests) == 2  # the baseline ran once the machine had room
