@@ -301,3 +301,10 @@ def test_in_place_ops_and_eval_dropout_are_saved_as_a_functional_graph(tmp_path:
     assert not any("dropout" in op or op.split(".")[1].endswith("_") for op in meta["ops"]), meta["ops"]
     x = torch.randint(0, 256, (2, 16))
     assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_a_graph_that_is_already_functional_is_saved_as_exported(honest: tuple[dict[str, bytes], Bigram]) -> None:
+    """Decomposing costs every run ~0.5 s: only a graph the evaluation would refuse as exported is decomposed."""
+    members, _ = honest
+    doc = json.loads(members["program.json"])
+    assert doc["verifiers"] == ["TRAINING"]  # as torch.export gave it; the loader checks it like any other
