@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,6 +124,10 @@ class RunRequest:
     reported_metric: str | None = None
     # Host folders the run may read (reported mode), as the config names them.
     readable: tuple[str, ...] = ()
+    # What the harness scores the model on (gauges.py: a candidate's runs first on val only), and where the model
+    # file is kept for a later scoring of the gauges (None: it goes with the run's folder).
+    splits: str = "val,holdout,ood"
+    keep_model: Path | None = None
 
 
 @dataclass
@@ -614,17 +619,17 @@ def _summarise(frames: list[Frame], verdict: _Verdict, sup: _Supervisor, wall: f
 # -- evaluation ---------------------------------------------------------------------------------------
 
 
-_SPLITS = "val,holdout,ood"
-
-
 def _evaluate(req: RunRequest, out: RunOutcome, stop: StopSignal | None) -> None:
     problem = req.harness.check()
     if problem:
         out.status, out.error = "invalid", problem
         return
     model = req.run_dir / "model.ovm"
+    if req.keep_model is not None:
+        req.keep_model.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model, req.keep_model)
     if req.evaluator is not None:
-        answer = req.evaluator.evaluate(model, _SPLITS, req.threads, stop)
+        answer = req.evaluator.evaluate(model, req.splits, req.threads, stop)
         out.eval_seconds = answer.seconds
         with req.log_path.open("a", encoding="utf-8") as log:
             log.write(f"\n--- evaluation by the session's pinned harness (warm; its log: {req.evaluator.log_path}) ---\n"
@@ -642,7 +647,7 @@ def _evaluate_cold(req: RunRequest, out: RunOutcome, stop: StopSignal | None) ->
     """One evaluation process for this model alone (a harness without a warm form)."""
     model = req.run_dir / "model.ovm"
     launch = req.sandbox.evaluation(
-        command=[*resolve_command(req.harness.evaluate), "--splits", _SPLITS],
+        command=[*resolve_command(req.harness.evaluate), "--splits", req.splits],
         harness_dir=req.harness.directory, workdir=req.harness.workdir, model_file=model,
         data_dir=req.data.directory, env={"OVERNIGHT_THREADS": str(req.threads), "OMP_WAIT_POLICY": "PASSIVE"},
     )

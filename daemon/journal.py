@@ -591,6 +591,12 @@ class Journal:
     def runs(self, exp_id: int) -> list[Run]:
         return [_run(r) for r in self._query("SELECT * FROM runs WHERE experiment_id=? ORDER BY id", (exp_id,))]
 
+    def set_run_gauges(self, exp_id: int, seed: int, holdout_bpb: float | None, ood_bpb: float | None) -> None:
+        """The gauges of a run scored after it was recorded (gauges.py: only when its candidate would be kept)."""
+        with self._tx() as db:
+            db.execute("UPDATE runs SET holdout_bpb=?, ood_bpb=? WHERE experiment_id=? AND seed=? AND status='ok'",
+                       (holdout_bpb, ood_bpb, exp_id, seed))
+
     def delete_runs(self, exp_id: int) -> None:
         """Drop the runs of an experiment that is about to be re-run from scratch after an interruption."""
         with self._tx() as db:

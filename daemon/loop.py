@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import ablate, harness, ideas, memory, prune, tensorboard_log
+from . import ablate, gauges, harness, ideas, memory, prune, tensorboard_log
 from .agents import Agent, AgentError, AgentPaused, Context, Proposal, curves
 from .annotate import History
 from .commands import Ablate, Ack, Command, Curate, DecideHunks, Pause, Redirect, Resume, SetBudget, Stop, SyncFiles
@@ -142,6 +142,7 @@ class _Candidate:
     outcomes: list[RunOutcome] = field(default_factory=list)
     running: bool = False
     starved: int = 0  # starved runs in a row (the same run, started again)
+    lazy: set[int] = field(default_factory=set)  # its runs scored on val only, their models kept (gauges.py)
 
 
 class _Either:
@@ -624,6 +625,7 @@ class Loop:
         self._prepare_data()
         self.environment = harness.environment_fingerprint()
         self.evaluator = self._open_evaluator()
+        gauges.discard(self._runs_dir(session.tag))  # models a killed loop kept: their candidates run again
         self.trees = Trees(self.cfg.root, self.cfg.state_dir / "trees" / session.tag,
                            [self.cfg.workdir, *self.cfg.editable, *self.cfg.frozen, self.cfg.program])
         self._lines = History(self.ws.repo, max_versions=64)
@@ -863,7 +865,8 @@ class Loop:
             if k == 0:
                 self.journal.mark_attempt(exp.id)
         seed = exp.id * 100 + k
-        request = self._request(exp, k, seed, anchor=self._anchor(exp), slot=slot)
+        request = self._request(exp, k, seed, anchor=self._anchor(exp), slot=slot,
+                                lazy=cand is not None and self._lazy_gauges(slot))
         watched = cand is not None and k == 0 and self._prune_trust.enabled
         flight = _Flight(slot=slot, exp_id=exp.id, k=k, seed=seed, cand=cand, started=time.time(), request=request,
                          stop=_Either(self.stop_requested), watch=[] if watched else None)
@@ -945,6 +948,8 @@ class Loop:
             return
         cand.values.append(outcome.val_bpb)
         cand.outcomes.append(outcome)
+        if flight.request.keep_model is not None:
+            cand.lazy.add(len(cand.outcomes) - 1)
         parent = self.journal.experiment(cand.parent_id)
         assert parent is not None
         verdict = judge(self._incumbent_runs(parent), cand.values, self._noise(), self._rule(), self.cfg.direction)
@@ -952,7 +957,66 @@ class Loop:
             self._emit(Message(level="info", text=f"#{exp.id} {verdict.reason}: running it again on another seed"))
             return
         self._candidates.pop(exp.id, None)
-        self._decide(exp, parent, cand, verdict.decision, verdict.reason, {**verdict.evidence, "incumbent_id": parent.id})
+        evidence = {**verdict.evidence, "incumbent_id": parent.id}
+        if verdict.decision == "keep" and self._needs_gauges(exp, parent, cand):
+            self._gauge(flight, exp, parent, cand, verdict.reason, evidence)
+            return
+        self._decide(exp, parent, cand, verdict.decision, verdict.reason, evidence)
+
+    def _needs_gauges(self, exp: Experiment, parent: Experiment, cand: _Candidate) -> bool:
+        """A would-be keep, judged against the incumbent, with runs scored on val only (gauges.py)."""
+        assert self.journal is not None and self.session is not None
+        incumbent = self.journal.incumbent(self.session.tag)
+        return (incumbent is not None and incumbent.id == parent.id
+                and any(cand.outcomes[k].holdout_bpb is None for k in cand.lazy))
+
+    def _gauge(self, flight: _Flight, exp: Experiment, parent: Experiment, cand: _Candidate, reason: str,
+               evidence: dict[str, Any]) -> None:
+        """Score a would-be keep's gauges on its runs' kept models, in the slot it ran in (which stays taken, so
+        nothing trains beside the scoring), then decide it (``_gauged``)."""
+        evaluator = self._evaluator(flight.slot)
+        assert evaluator is not None
+        self._flights[flight.slot] = flight
+        self._phase("evaluating", exp.id, len(cand.outcomes) - 1)
+        threads = self._threads()
+        models = [(k, gauges.kept_model(self._log_path(exp.id, k))) for k in sorted(cand.lazy)
+                  if cand.outcomes[k].holdout_bpb is None]
+
+        def work() -> None:
+            scored: dict[int, gauges.Gauges] = {}
+            try:
+                for k, model in models:
+                    scored[k] = gauges.score(evaluator, model, threads, flight.stop)
+                    if scored[k].interrupted:
+                        break
+            except Exception as exc:  # a bug in the scoring is this keep's missing gauges, never a dead loop
+                scored = {k: gauges.Gauges(None, None, f"the gauges could not be scored: {exc!r}") for k, _ in models}
+            self._inbox.put(_Item(call=partial(self._gauged, flight, exp, parent, cand, reason, evidence, scored)))
+
+        threading.Thread(target=work, daemon=True, name=f"overnight-gauges-{flight.slot}").start()
+
+    def _gauged(self, flight: _Flight, exp: Experiment, parent: Experiment, cand: _Candidate, reason: str,
+                evidence: dict[str, Any], scored: dict[int, gauges.Gauges]) -> None:
+        assert self.journal is not None
+        self._flights.pop(flight.slot, None)
+        self.phase = ""
+        if any(g.interrupted for g in scored.values()):
+            self._interrupted(exp)
+            return
+        for k, g in scored.items():
+            outcome = cand.outcomes[k]
+            outcome.holdout_bpb, outcome.ood_bpb = g.holdout_bpb, g.ood_bpb
+            self.journal.set_run_gauges(exp.id, exp.id * 100 + k, g.holdout_bpb, g.ood_bpb)
+        failed = {str(k + 1): g.error for k, g in scored.items() if g.error}
+        if failed:
+            evidence["gauges_failed"] = failed
+        if not any(o.holdout_bpb is not None for o in cand.outcomes):
+            # Refuse rather than keep blind: the holdout is what tells a real gain from a fitted validation split.
+            self._decide(exp, parent, cand, "held", f"{reason}, but its holdout could not be scored "
+                                                    f"({next(iter(failed.values()), 'no model file')}): held for you",
+                         evidence)
+            return
+        self._decide(exp, parent, cand, "keep", reason, evidence)
 
     def _decide(self, exp: Experiment, parent: Experiment, cand: _Candidate, status: str, reason: str,
                 evidence: dict[str, Any]) -> None:
@@ -1413,7 +1477,10 @@ class Loop:
 
     def _log_path(self, exp_id: int, k: int) -> Path:
         assert self.session is not None
-        return self.cfg.state_dir / "runs" / self.session.tag / f"{exp_id}-{k}.log"
+        return self._runs_dir(self.session.tag) / f"{exp_id}-{k}.log"
+
+    def _runs_dir(self, tag: str) -> Path:
+        return self.cfg.state_dir / "runs" / tag
 
     def _after_run(self, tree: Tree) -> str | None:
         """After the training process and before any evaluation: its copy of the experiment's files, the worktree,
@@ -1448,7 +1515,8 @@ class Loop:
         return _first_calibration(self.journal.runs(parent.id)) if parent is not None else None
 
     def _request(self, exp: Experiment, k: int, seed: int, budget: float | None = None, scale: float = 1.0,
-                 log_name: str | None = None, anchor: tuple[int, float] | None = None, slot: int = 0) -> RunRequest:
+                 log_name: str | None = None, anchor: tuple[int, float] | None = None, slot: int = 0,
+                 lazy: bool = False) -> RunRequest:
         assert self.ws is not None and self.session is not None and self.sandbox is not None
         assert self.data is not None and self.harness_dir is not None
         assert self.trees is not None and exp.commit_sha is not None
@@ -1470,7 +1538,14 @@ class Loop:
             load_starves=self.cfg.machine_share > 0 and self.cfg.slots == 1,
             devices=self._devices(slot),
             reported_metric=self.cfg.metric if self.cfg.measure == "reported" else None, readable=self.cfg.readable,
+            # A candidate's run: val now, the gauges from its kept model only if a keep needs them (gauges.py).
+            splits=gauges.FIRST if lazy else gauges.EVERYTHING, keep_model=gauges.kept_model(log_path) if lazy else None,
         )
+
+    def _lazy_gauges(self, slot: int) -> bool:
+        """Whether a candidate's runs leave the gauges for later: the model stays on this machine, and a warm
+        evaluator can score it again (a Ray worker's does not come back)."""
+        return self.cfg.executor.kind == "local" and self.cfg.measure == "harness" and self._evaluator(slot) is not None
 
     def _open_evaluator(self) -> Evaluator | None:
         """The session's warm harness (one sandboxed evaluator for all its runs), when the harness has a warm form."""
@@ -1634,6 +1709,7 @@ class Loop:
         assert self.journal is not None and self.ws is not None
         if exp.is_final:
             return
+        gauges.discard(self._runs_dir(exp.tag), exp.id)  # re-run from scratch on the next start
         self.journal.stopped_by_user(exp.id)
         self._emit(Message(level="info", text=f"#{exp.id} interrupted; it re-runs on the next start"))
 
@@ -1837,6 +1913,7 @@ class Loop:
                 if found is not None and found.commit_sha:
                     keep.add(found.commit_sha)
             self.trees.keep_only(keep)
+        gauges.discard(self._runs_dir(exp.tag), exp.id)  # its kept models: decided, nothing will score them now
         if self._lines is not None and self.ws is not None:  # after a keep has moved the branch
             self._lines.record(self.journal, exp.tag, self.ws.head(), self.cfg.editable)
         final = self.journal.experiment(exp.id)
