@@ -97,7 +97,7 @@ local ok, err = pcall(function()
     return table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), "\n"):find(want, 1, true) ~= nil
   end, 50)
   out.modified = vim.api.nvim_buf_get_option(buf, "modified")
-  vim.wait(3000, function()
+  vim.wait(20000, function()  -- the server says it after the edit lands: a loaded CI machine needs more than 3 s
     for _, m in ipairs(messages) do
       if m:find("accepted") then
         return true
