@@ -168,14 +168,18 @@ class History:
         missing = [exp for exp in relevant(experiments, rel) if exp.id not in ledger.covered]
         if not missing:
             return ledger
-        lines = {line: list(ids) for line, ids in ledger.lines.items()}
         covered = set(ledger.covered)
         self.prefetch([head, *(rev for exp in missing for rev in (exp.parent_commit, exp.commit_sha) if rev)], rel)
         head_lines = self.version(head, rel)
         if head_lines is None:
             return ledger  # the file is not on the branch (or git failed): nothing to attach history to
-        # Most experiments start from one of a few incumbents: align each source version to the head once.
-        to_head_by_rev: dict[str, dict[int, int]] = {}
+        # The new marks are gathered in the frame of one version at a time, in the order the experiments were
+        # made, and moved from version to version as the branch moved (each kept commit to the next): a line
+        # two keeps edited in turn is followed through both edits, which aligning each version straight onto
+        # the head would lose once a later change moved it (a replaced run of a different length). The
+        # ledger advanced decision by decision composes the same alignments, so the two agree.
+        frame = Ledger(head)
+        frame_lines = head_lines
         for exp in missing:
             assert exp.commit_sha is not None
             before, after = self.version(exp.parent_commit, rel), self.version(exp.commit_sha, rel)
@@ -190,12 +194,16 @@ class History:
                 source, source_rev, changed = after, exp.commit_sha, new
             else:
                 source, source_rev, changed = before, exp.parent_commit, old
-            if source_rev not in to_head_by_rev:
-                to_head_by_rev[source_rev] = align(source, head_lines)
-            to_head = to_head_by_rev[source_rev]
-            for line in sorted(changed):
-                if line in to_head:
-                    lines.setdefault(to_head[line], []).append(exp.id)
+            if source_rev != frame.head:
+                frame = frame.remapped(source_rev, align(frame_lines, source)) if frame.lines else Ledger(source_rev)
+                frame_lines = source
+            for line in changed:
+                frame.lines.setdefault(line, []).append(exp.id)
+        if frame.head != head and frame.lines:
+            frame = frame.remapped(head, align(frame_lines, head_lines))
+        lines = {line: list(ids) for line, ids in ledger.lines.items()}
+        for line, ids in frame.lines.items():
+            lines.setdefault(line, []).extend(ids)
         for ids in lines.values():
             ids.sort(reverse=True)
         return Ledger(head, lines, covered)
