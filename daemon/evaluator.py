@@ -50,7 +50,8 @@ def serve_command(evaluate: tuple[str, ...]) -> tuple[str, ...] | None:
 
 
 class Evaluator:
-    """One warm evaluator process; ``evaluate`` is called by one thread at a time (the loop's)."""
+    """One warm evaluator process, scoring one model at a time: a second ``evaluate`` (a run that landed while the
+    last one's model, or a keep's gauges, are still being scored) waits for the first."""
 
     def __init__(self, *, sandbox: Sandbox, command: tuple[str, ...], harness_dir: Path, workdir: str, data_dir: Path,
                  folder: Path, log_path: Path, memory_limit_gb: float, eval_cpu: float, hang_window: float) -> None:
@@ -69,6 +70,7 @@ class Evaluator:
         self._log: IO[bytes] | None = None
         self._next_id = 0
         self.started = 0  # how many evaluator processes were started (the first, and one after each kill)
+        self._one_at_a_time = threading.Lock()
 
     # -- the process --------------------------------------------------------------------------------
 
@@ -135,6 +137,12 @@ class Evaluator:
 
     def evaluate(self, model: Path, splits: str, threads: int, stop: StopSignal | None = None) -> Answer:
         """Move ``model`` (a file the daemon owns) into the evaluator's folder and have it scored."""
+        started = time.monotonic()
+        with self._one_at_a_time:
+            answer = self._evaluate(model, splits, threads, stop)
+        return Answer(answer.code, answer.result, answer.error, time.monotonic() - started)
+
+    def _evaluate(self, model: Path, splits: str, threads: int, stop: StopSignal | None) -> Answer:
         started = time.monotonic()
         proc = self._proc if self._proc is not None and self._proc.poll() is None else self._start()
         self._next_id += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -168,6 +169,7 @@ class _Either:
 class _Flight:
     """A run in flight in one slot: a candidate's, or the incumbent's re-run (``cand`` None)."""
 
+    key: int  # unique among the flights: a slot may hold a run training and another's model being scored
     slot: int
     exp_id: int
     k: int
@@ -180,6 +182,8 @@ class _Flight:
     # was stopped early when it was.
     watch: list[tuple[int, float, float]] | None = None
     pruned: dict[str, Any] | None = None
+    # Its training ended and its model is being scored: the slot may train the next run meanwhile (_overlaps).
+    evaluating: bool = False
 
 
 @dataclass
@@ -241,8 +245,9 @@ class Loop:
         self.evaluator: Evaluator | None = None
         self.trees: Trees | None = None
         self._lines: History | None = None  # the per-line history the loop persists as it decides (annotate.py)
-        # The scheduler's state: runs in flight by slot, and the candidates still being measured.
+        # The scheduler's state: runs in flight (by their key), and the candidates still being measured.
         self._flights: dict[int, _Flight] = {}
+        self._flight_keys = itertools.count()
         self._need_quiet = False  # a run was starved by the load: the next waits for a quiet machine
         self._neighbours = Neighbours()  # foreign load since the last look: a look costs no wait between runs
         self._candidates: dict[int, _Candidate] = {}
@@ -711,8 +716,18 @@ class Loop:
                     or self._ablate_runs is not None)
 
     def _free_slot(self) -> int | None:
-        busy = {f.slot for f in self._flights.values()}
+        """A slot with nothing training in it (and, unless evaluations overlap training, nothing being scored)."""
+        overlap = self._overlaps()
+        busy = {f.slot for f in self._flights.values() if not (overlap and f.evaluating)}
         return next((i for i in range(self.cfg.slots) if i not in busy), None)
+
+    def _overlaps(self) -> bool:
+        """Whether a slot trains its next run while the last one's model is scored (config ``overlap``): the runs'
+        and the evaluations' threads fit the cores together; the models are scored by this machine's warm
+        evaluators, one model at a time each (a Ray worker scores its own run); not on a GPU, where the evaluation
+        shares the device; and not right after a run starved by the load, which runs again alone."""
+        return (self.cfg.overlap and self.cfg.executor.kind == "local" and not self.gpu and self.evaluator is not None
+                and not self._need_quiet and (self.cfg.slots + 1) * self._threads() <= usable_cores())
 
     def _waiting(self) -> list[_Candidate]:
         return [c for c in self._candidates.values() if not c.running]
@@ -868,9 +883,10 @@ class Loop:
         request = self._request(exp, k, seed, anchor=self._anchor(exp), slot=slot,
                                 lazy=cand is not None and self._lazy_gauges(slot))
         watched = cand is not None and k == 0 and self._prune_trust.enabled
-        flight = _Flight(slot=slot, exp_id=exp.id, k=k, seed=seed, cand=cand, started=time.time(), request=request,
-                         stop=_Either(self.stop_requested), watch=[] if watched else None)
-        self._flights[slot] = flight
+        flight = _Flight(key=next(self._flight_keys), slot=slot, exp_id=exp.id, k=k, seed=seed, cand=cand,
+                         started=time.time(), request=request, stop=_Either(self.stop_requested),
+                         watch=[] if watched else None)
+        self._flights[flight.key] = flight
         if self.state not in ("pausing", "stopping"):  # what the user asked for stays what they see
             self._emit(StateChanged(state="running", message=f"#{exp.id} {exp.description}"))
         self._emit(RunStarted(experiment_id=exp.id, run=k, seed=seed, budget=request.budget, clock=self.clock))
@@ -888,7 +904,7 @@ class Loop:
     def _landed(self, flight: _Flight, outcome: RunOutcome) -> None:
         """A run ended: record it and, for a candidate, let the rule decide whether it needs another."""
         assert self.journal is not None and self.ws is not None
-        self._flights.pop(flight.slot, None)
+        self._flights.pop(flight.key, None)
         exp = self.journal.experiment(flight.exp_id)
         assert exp is not None
         if outcome.status == "interrupted" and flight.pruned is not None and not self.stop_requested.is_set():
@@ -972,11 +988,12 @@ class Loop:
 
     def _gauge(self, flight: _Flight, exp: Experiment, parent: Experiment, cand: _Candidate, reason: str,
                evidence: dict[str, Any]) -> None:
-        """Score a would-be keep's gauges on its runs' kept models, in the slot it ran in (which stays taken, so
-        nothing trains beside the scoring), then decide it (``_gauged``)."""
+        """Score a would-be keep's gauges on its runs' kept models, by the evaluator of the slot it ran in (the
+        slot trains beside the scoring only where evaluations overlap training), then decide it (``_gauged``)."""
         evaluator = self._evaluator(flight.slot)
         assert evaluator is not None
-        self._flights[flight.slot] = flight
+        flight.evaluating = True
+        self._flights[flight.key] = flight
         self._phase("evaluating", exp.id, len(cand.outcomes) - 1)
         threads = self._threads()
         models = [(k, gauges.kept_model(self._log_path(exp.id, k))) for k in sorted(cand.lazy)
@@ -998,7 +1015,7 @@ class Loop:
     def _gauged(self, flight: _Flight, exp: Experiment, parent: Experiment, cand: _Candidate, reason: str,
                 evidence: dict[str, Any], scored: dict[int, gauges.Gauges]) -> None:
         assert self.journal is not None
-        self._flights.pop(flight.slot, None)
+        self._flights.pop(flight.key, None)
         self.phase = ""
         if any(g.interrupted for g in scored.values()):
             self._interrupted(exp)
@@ -1701,7 +1718,13 @@ class Loop:
             flight.stop.own.set()  # the executor stops it; _landed records why
 
     def _on_phase(self, exp_id: int, k: int, phase: str) -> None:
-        self._post(partial(self._phase, phase, exp_id, k))
+        self._post(partial(self._run_phase, exp_id, k, phase))
+
+    def _run_phase(self, exp_id: int, k: int, phase: str) -> None:
+        flight = next((f for f in self._flights.values() if f.exp_id == exp_id and f.k == k), None)
+        if flight is not None and phase == "evaluating":
+            flight.evaluating = True  # its slot may start the next run (_free_slot)
+        self._phase(phase, exp_id, k)
 
     def _interrupted(self, exp: Experiment) -> None:
         """Not a result: the journal keeps the experiment in flight and the next start re-runs it. (A decided

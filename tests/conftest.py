@@ -42,6 +42,8 @@ def write_config(root: Path, **values: object) -> None:
     for key, value in {**FAST, **values}.items():
         if isinstance(value, str):
             lines.append(f'{key} = "{value}"')
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
         elif isinstance(value, (list, tuple)):
             lines.append(f"{key} = [{', '.join(repr(v) for v in value)}]".replace("'", '"'))
         else:

@@ -392,3 +392,51 @@ def test_the_loop_persists_each_lines_history_as_it_decides(held: Any) -> None:
     assert ledger is not None and ledger.head == head
     assert ledger.covered == {e.id for e in relevant(exps, TRAIN)} and len(ledger.covered) >= 3
     assert History.touches(ledger, exps) == History(repo).lines(head, TRAIN, exps) != {}
+
+
+class EvaluatingExecutor(FakeExecutor):
+    """A fake whose runs say when their training ends and then take ``scoring`` seconds to be scored, recording
+    (experiment, run, started, scoring began, ended) for each."""
+
+    def __init__(self, scoring: float) -> None:
+        super().__init__()
+        self.scoring = scoring
+        self.spans: list[tuple[int, int, float, float, float]] = []
+
+    def __call__(self, req: RunRequest, on_frame: Callable[[dict[str, Any]], None] = lambda f: None,
+                 stop: threading.Event | None = None, on_phase: Callable[[str], None] = lambda p: None) -> RunOutcome:
+        import time
+        started = time.monotonic()
+        time.sleep(0.05)  # training
+        on_phase("evaluating")
+        scoring = time.monotonic()
+        time.sleep(self.scoring)
+        outcome = super().__call__(req, on_frame, stop, lambda p: None)
+        self.spans.append((req.seed // 100, req.seed % 100, started, scoring, time.monotonic()))
+        return outcome
+
+
+def _overlapped(spans: list[tuple[int, int, float, float, float]]) -> list[tuple[int, int]]:
+    """The runs that started while another run's model was being scored."""
+    return [(exp, k) for exp, k, started, _, _ in spans
+            if any(scoring <= started < ended for e, j, _, scoring, ended in spans if (e, j) != (exp, k))]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="overlap needs a core for the run and one for the scoring")
+def test_the_next_run_trains_while_the_last_ones_model_is_scored_and_decides_the_same(tmp_path: Path) -> None:
+    proposals = [("a gain", "val=2.8 holdout=2.85"), ("a null change", "val=3.0"), ("a loss", "val=3.2"),
+                 ("another null change", "val=3.0")]
+    decided: dict[bool, dict[str, str]] = {}
+    for overlap in (False, True):
+        root = _workspace(tmp_path / f"ws-{overlap}", proposals, overlap=overlap, baseline_runs=2, rerun_every=2)
+        executor = EvaluatingExecutor(scoring=0.3)
+        _run(root, executor)
+        decided[overlap] = {desc: exp.status for desc, (exp, _) in _exps(root).items()}
+        candidates = [s for s in executor.spans if s[0] > 1]  # the baseline's runs are not scheduled: never overlap
+        if overlap:
+            assert len(_overlapped(candidates)) >= 3, candidates
+        else:
+            assert _overlapped(executor.spans) == []
+    # Here every verdict is far from the bar, so the order runs land in cannot change one.
+    assert decided[True] == decided[False]
+    assert decided[True]["a gain"] == "keep" and decided[True]["a loss"] == "discard"
