@@ -96,7 +96,7 @@ def main() -> None:
         f"| training loop, wall (budget: {m['budget_s']:.2f} s on the {args.clock} clock) | {m['train_wall_s']:.2f} |",
         f"| start-up: interpreter, torch import, data check, model build | {m['startup_s']:.2f} |",
         f"| after training: model export, process exit | {m['export_s']:.2f} |",
-        f"| harness evaluation process (val + holdout) | {m['eval_s']:.2f} |",
+        f"| harness evaluation: val and the train slice (a would-be keep's gauges too) | {m['eval_s']:.2f} |",
         f"| the loop itself: propose, validate, git, journal | {m['loop_s']:.3f} |",
         "",
         f"Median loop-only time per experiment: {result['loop_s_per_experiment_median']:.3f} s.",

@@ -1,11 +1,13 @@
 """Candidates decided per hour with 1 and 2 local slots (and on a local Ray cluster), on one replayed proposal set.
 
-    python bench/throughput.py [--budget 20] [--slots 1,2] [--ray] [--proposals 8]
+    python bench/throughput.py [--budget 20] [--slots 1,2] [--overlap off,on] [--ray] [--proposals 8]
 
 Each configuration runs the real loop (sealed runs, the warm harness, one thread per run) from a fresh workspace
 on the same replayed proposals (learning-rate and schedule variants of the default train.py), so the decisions can
-be compared: how many agree with the sequential loop's (``slots = 1``), and how many candidates each decides per
-wall-clock hour against the ideal 3600 / budget. Prints a table with the load average and writes
+be compared: how many agree with the first configuration's (the sequential loop: ``slots = 1``, ``overlap`` off),
+and how many candidates each decides per wall-clock hour against the ideal 3600 / budget. ``--overlap off,on`` runs
+every slot count both ways (``overlap``: a slot trains its next run while the last run's model is scored).
+Prints a table with the load average and writes
 bench/results/throughput.md and throughput.json.
 """
 
@@ -40,7 +42,7 @@ def _proposals(train: str, n: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _session(slots: int, budget: float, n: int, ray_address: str | None) -> dict[str, Any]:
+def _session(slots: int, budget: float, n: int, ray_address: str | None, overlap: bool = False) -> dict[str, Any]:
     from overnight.daemon.agents.replay import ReplayAgent
     from overnight.daemon.cli import main as overnight
     from overnight.daemon.config import load_config
@@ -53,7 +55,8 @@ def _session(slots: int, budget: float, n: int, ray_address: str | None) -> dict
         extra = f'\n[executor]\nkind = "ray"\naddress = "{ray_address}"\n' if ray_address else ""
         (root / "overnight.toml").write_text(
             f"budget = {budget}\nthreads = 1\nslots = {slots}\nbaseline_runs = 3\nagent = \"replay\"\n"
-            f"replay_file = \"proposals.jsonl\"\ntransfer_every = 0\nmachine_share = 0.0\n{extra}")
+            f"replay_file = \"proposals.jsonl\"\ntransfer_every = 0\nmachine_share = 0.0\n"
+            f"overlap = {'true' if overlap else 'false'}\n{extra}")
         (root / "proposals.jsonl").write_text(_proposals((root / "trainer" / "train.py").read_text(), n))
         subprocess.run(["git", "-C", str(root), "add", "-A"], check=True)
         subprocess.run(["git", "-C", str(root), "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "bench"],
@@ -70,7 +73,8 @@ def _session(slots: int, budget: float, n: int, ray_address: str | None) -> dict
     # What a run costs besides its training loop: start-up, export, evaluation (measured from outside).
     fixed = [(r.wall_seconds or 0.0) - (r.train_wall_seconds or 0.0) + (r.eval_seconds or 0.0)
              for r in all_runs if r.status == "ok" and r.train_wall_seconds]
-    return {"slots": slots, "ray": bool(ray_address), "wall_s": wall, "decided": len(exps), "runs": len(all_runs),
+    return {"slots": slots, "overlap": overlap, "ray": bool(ray_address), "wall_s": wall, "decided": len(exps),
+            "runs": len(all_runs),
             "per_hour": len(exps) / wall * 3600, "runs_per_hour": len(all_runs) / wall * 3600,
             "fixed_s": sum(fixed) / len(fixed) if fixed else None, "decisions": decisions, "load_before": load_before,
             "load_after": os.getloadavg()}
@@ -95,12 +99,20 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=20.0)
     ap.add_argument("--slots", default="1,2")
     ap.add_argument("--proposals", type=int, default=8)
+    ap.add_argument("--overlap", default="off", help="off, on, or off,on: each slot count each way")
     ap.add_argument("--ray", action="store_true", help="also on a local Ray cluster (2 CPUs, 2 slots)")
     args = ap.parse_args()
+    from overnight.daemon.supervise import usable_cores
+
     results = []
     for slots in (int(s) for s in args.slots.split(",")):
-        print(f"slots {slots} ...", flush=True)
-        results.append(_session(slots, args.budget, args.proposals, None))
+        for overlap in (o.strip() == "on" for o in args.overlap.split(",")):
+            if overlap and (slots + 1) > usable_cores():  # the loop would not overlap: the same session again
+                print(f"slots {slots}, overlap on: skipped ({usable_cores()} cores hold no evaluation beside "
+                      f"{slots} one-thread runs)", flush=True)
+                continue
+            print(f"slots {slots}, overlap {'on' if overlap else 'off'} ...", flush=True)
+            results.append(_session(slots, args.budget, args.proposals, None, overlap))
     if args.ray:
         cluster = _ray_cluster()
         if cluster is None:
@@ -117,21 +129,26 @@ def main() -> int:
     reference = results[0]["decisions"]
     ideal = 3600 / args.budget
     lines = ["# Throughput: candidates decided per hour", "",
-             f"`python bench/throughput.py --budget {args.budget:g} --slots {args.slots} --proposals {args.proposals}"
+             f"`python bench/throughput.py --budget {args.budget:g} --slots {args.slots} --overlap {args.overlap} "
+             f"--proposals {args.proposals}"
              f"{' --ray' if args.ray else ''}` on {platform.machine()}, {os.cpu_count()} CPUs, python "
              f"{platform.python_version()} ({time.strftime('%Y-%m-%d')}). One thread per run; the ideal is "
              f"3600 / budget = {ideal:.0f} runs an hour per slot.", "",
-             "| executor | slots | wall s | candidates | runs | runs / hour (ideal per slot) | decided / hour | vs 1 slot "
-             "| agrees with 1 slot | fixed cost per run | load |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| executor | slots | overlap | wall s | candidates | runs | runs / hour (ideal per slot) | wall per run "
+             "| decided / hour | vs first | agrees with first | fixed cost per run | load |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         agree = sum(r["decisions"].get(k) == v for k, v in reference.items()) / max(1, len(reference))
         r["agreement"] = agree
         r["speedup"] = r["per_hour"] / results[0]["per_hour"]
         fixed = (f"{r['fixed_s']:.1f} s ({r['fixed_s'] / args.budget:.0%}; {r['fixed_s'] / 60:.0%} of 60 s)"
                  if r["fixed_s"] else "—")
-        lines.append(f"| {'ray' if r['ray'] else 'local'} | {r['slots']} | {r['wall_s']:.0f} | {r['decided']} | {r['runs']} | "
-                     f"{r['runs_per_hour']:.0f} ({ideal:.0f}) | {r['per_hour']:.1f} | {r['speedup']:.2f}× | {agree:.0%} | "
+        # Wall per run per slot: what a run costs the slot in wall-clock time, evaluation overlap included.
+        per_run = r["wall_s"] * r["slots"] / max(1, r["runs"])
+        lines.append(f"| {'ray' if r['ray'] else 'local'} | {r['slots']} | {'on' if r.get('overlap') else 'off'} | "
+                     f"{r['wall_s']:.0f} | {r['decided']} | {r['runs']} | "
+                     f"{r['runs_per_hour']:.0f} ({ideal:.0f}) | {per_run:.1f} s | {r['per_hour']:.1f} | "
+                     f"{r['speedup']:.2f}× | {agree:.0%} | "
                      f"{fixed} | {r['load_before'][0]:.2f}→{r['load_after'][0]:.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)

@@ -13,6 +13,7 @@ outside, and an evaluator that overruns, hangs or dies is killed and started aga
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import subprocess
@@ -39,6 +40,11 @@ class Answer:
     result: dict[str, Any] | None
     error: str | None = None
     seconds: float = 0.0
+
+
+def finite(value: object) -> float | None:
+    """A number the harness (or a run's frame) gave, when it is a finite one; None for anything else."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def serve_command(evaluate: tuple[str, ...]) -> tuple[str, ...] | None:

@@ -14,7 +14,6 @@ session's pinned copy of the harness, in a second sandbox that never sees anythi
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ from typing import Any
 
 import msgpack
 
-from .evaluator import Evaluator
+from .evaluator import Evaluator, finite
 from .sandbox import Sandbox, copy_out, remove_tree
 from .supervise import Sample, StopSignal, TreeWatch, machine_busy_seconds, tree_pids
 
@@ -237,10 +236,6 @@ def _tail(path: Path) -> str:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
-
-
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def _int(value: Any) -> int | None:
@@ -561,7 +556,7 @@ def _reported(text: str, name: str) -> float | None:
     """The last ``name: number`` (or ``name = number``) line of a run's output, if finite."""
     pattern = re.compile(rf"^\s*{re.escape(name)}\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$", re.M)
     found = pattern.findall(text)
-    return _finite(float(found[-1])) if found else None
+    return finite(float(found[-1])) if found else None
 
 
 def _manifest_unchanged(data: DataPin) -> bool:
@@ -587,19 +582,19 @@ def _summarise(frames: list[Frame], verdict: _Verdict, sup: _Supervisor, wall: f
             out.device = str(frame.get("device", ""))[:32] or None
         elif kind == "calibrated":
             out.steps_planned = _int(frame.get("steps"))
-            out.step_seconds = _finite(frame.get("step_seconds"))
+            out.step_seconds = finite(frame.get("step_seconds"))
         elif kind == "progress":
-            step, elapsed, loss = _int(frame.get("step")), _finite(frame.get("elapsed")), _finite(frame.get("train_loss"))
+            step, elapsed, loss = _int(frame.get("step")), finite(frame.get("elapsed")), finite(frame.get("train_loss"))
             if step is not None and elapsed is not None and loss is not None:
                 out.curve.append((step, elapsed, loss))
-            out.tokens_per_s = _finite(frame.get("tokens_per_s")) or out.tokens_per_s
+            out.tokens_per_s = finite(frame.get("tokens_per_s")) or out.tokens_per_s
         elif kind == "end":
             out.steps = _int(frame.get("steps"))
             out.steps_planned = _int(frame.get("steps_planned")) or out.steps_planned
             out.tokens = _int(frame.get("tokens"))
-            out.train_seconds = _finite(frame.get("elapsed"))
-            out.train_wall_seconds = _finite(frame.get("wall"))
-            reported = _finite(frame.get("peak_mem_mb"))
+            out.train_seconds = finite(frame.get("elapsed"))
+            out.train_wall_seconds = finite(frame.get("wall"))
+            reported = finite(frame.get("peak_mem_mb"))
             if reported is not None and out.device == "cuda":
                 out.peak_mem_mb = reported  # GPU memory is only visible from inside the process
         elif kind == "error":
@@ -695,10 +690,10 @@ def _judge(out: RunOutcome, code: int | None, result: dict[str, Any] | None, fai
     if result is None:
         out.status, out.error = "crash", "evaluation printed no result"
         return
-    out.val_bpb = _finite(result.get("val_bpb"))
-    out.holdout_bpb = _finite(result.get("holdout_bpb"))
-    out.ood_bpb = _finite(result.get("ood_bpb"))
-    out.train_bpb = _finite(result.get("train_bpb"))
+    out.val_bpb = finite(result.get("val_bpb"))
+    out.holdout_bpb = finite(result.get("holdout_bpb"))
+    out.ood_bpb = finite(result.get("ood_bpb"))
+    out.train_bpb = finite(result.get("train_bpb"))
     checks, flags = result.get("checks"), result.get("flags")
     out.checks = checks if isinstance(checks, dict) else {}
     out.flags = [str(f)[:300] for f in flags] if isinstance(flags, list) else []

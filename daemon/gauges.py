@@ -16,7 +16,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .evaluator import Evaluator
+from .evaluator import Evaluator, finite
 from .supervise import StopSignal
 
 # What a candidate's run is scored on at first, and what its gauges add when a keep needs them.
@@ -51,7 +51,7 @@ def score(evaluator: Evaluator, model: Path, threads: int, stop: StopSignal | No
     if answer.code != 0 or answer.result is None:
         return Gauges(None, None, answer.error or f"the harness answered code {answer.code}",
                       interrupted=answer.error == "stopped by the user")
-    return Gauges(_finite(answer.result.get("holdout_bpb")), _finite(answer.result.get("ood_bpb")))
+    return Gauges(finite(answer.result.get("holdout_bpb")), finite(answer.result.get("ood_bpb")))
 
 
 def discard(runs_dir: Path, experiment_id: int | None = None) -> None:
@@ -59,9 +59,3 @@ def discard(runs_dir: Path, experiment_id: int | None = None) -> None:
     pattern = "*.ovm" if experiment_id is None else f"{experiment_id}-*.ovm"
     for path in runs_dir.glob(pattern):
         path.unlink(missing_ok=True)
-
-
-def _finite(value: object) -> float | None:
-    import math
-
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None

@@ -665,13 +665,18 @@ class Loop:
             while (slot := self._free_slot()) is not None and not self.stop_requested.is_set():
                 if self._start_next(slot):
                     continue
+                if not self._holding() and self._transfer_due() is not None:
+                    # Due after a keep, also the session's last: it runs alone, so no new run starts until those in
+                    # flight land (overlapping, one always is).
+                    if self._flights:
+                        break
+                    self._transfer_check()
+                    continue
                 if self._holding() or ended:
                     break
                 if max_experiments is not None and created >= max_experiments:
                     ended = f"reached --max-experiments {max_experiments}"
                     break
-                if not self._flights and self._transfer_check():  # alone, between candidates
-                    continue
                 result = self._propose(prefetch=max_experiments is None or created + 1 < max_experiments)
                 if result == "started":
                     created, failures = created + 1, 0
@@ -1869,20 +1874,31 @@ class Loop:
         self._finish(exp, "discard", reason="the ablation was stopped before this version was measured",
                      decided_by="ablation", evidence={"ablates": exp.meta.get("ablates", []), "droppable": None})
 
-    def _transfer_check(self) -> bool:
-        """Every ``transfer_every`` keeps: do the session's gains survive at a larger budget and model? The
-        incumbent and the baseline's code each run once at ``transfer_budget`` × the budget and ``transfer_scale``
-        (OVERNIGHT_SCALE, which a training script may use to widen and deepen its model)."""
-        assert self.journal is not None and self.ws is not None and self.session is not None
+    def _transfer_due(self) -> tuple[Experiment, Experiment] | None:
+        """(incumbent, baseline) when a transfer check is due: the ``transfer_every``-th keep is the incumbent and
+        has not been checked."""
+        assert self.journal is not None and self.session is not None
         if self.cfg.transfer_every <= 0 or self.cfg.measure == "reported":
-            return False  # a script that keeps its own time and size cannot be run larger
+            return None  # a script that keeps its own time and size cannot be run larger
         tag = self.session.tag
         kept = [e for e in self.journal.experiments(tag) if e.kind == "experiment" and e.status == "keep"]
         incumbent, baseline = self.journal.incumbent(tag), self.journal.baseline(tag)
         if (not kept or incumbent is None or incumbent.id != kept[-1].id or len(kept) % self.cfg.transfer_every
                 or baseline is None or baseline.commit_sha is None or incumbent.commit_sha is None
                 or any(t["incumbent_id"] == incumbent.id for t in self.journal.transfers(tag))):
+            return None
+        return incumbent, baseline
+
+    def _transfer_check(self) -> bool:
+        """Every ``transfer_every`` keeps: do the session's gains survive at a larger budget and model? The
+        incumbent and the baseline's code each run once at ``transfer_budget`` × the budget and ``transfer_scale``
+        (OVERNIGHT_SCALE, which a training script may use to widen and deepen its model)."""
+        assert self.journal is not None and self.ws is not None and self.session is not None
+        due = self._transfer_due()
+        if due is None:
             return False
+        incumbent, baseline = due
+        tag = self.session.tag
         budget, scale = self.cfg.budget * self.cfg.transfer_budget, self.cfg.transfer_scale
         self._emit(StateChanged(state="running",
                                 message=f"transfer check: baseline vs #{incumbent.id} at {budget:g} s, model scale {scale:g}"))

@@ -213,10 +213,13 @@ def test_every_run_was_waited_for_and_phased(held: Any) -> None:
     assert "training" in phases
 
 
-def test_a_transfer_check_runs_every_n_keeps(tmp_path: Path) -> None:
-    root = _workspace(tmp_path / "ws", [("a real gain", "val=2.9 holdout=2.95")], transfer_every=1,
+@pytest.mark.parametrize("scored_apart", [False, True], ids=["sequential", "overlapping"])
+def test_a_transfer_check_runs_every_n_keeps(tmp_path: Path, scored_apart: bool) -> None:
+    # Overlapping, a run is always in flight (the next trains while the last is scored): the check still runs.
+    root = _workspace(tmp_path / "ws", [("a real gain", "val=2.9 holdout=2.95"), ("a null change", "val=3.0"),
+                                        ("another null change", "val=3.0")], transfer_every=1,
                       transfer_budget=4.0, transfer_scale=2.0)
-    executor = FakeExecutor()
+    executor = EvaluatingExecutor(scoring=0.2) if scored_apart else FakeExecutor()
     events: list[Event] = []
     _run(root, executor, events)
     scaled = [r for r in executor.requests if r.budget == 8.0]
