@@ -136,9 +136,10 @@ class Config:
     # incumbent's re-runs) share the slots. On a CPU, slots x threads should not exceed the cores; with GPUs, one
     # slot per GPU.
     slots: int = 1
-    # Score a run's model while the slot trains the next run, when the cores hold both ((slots + 1) x threads <=
-    # cores; not on a GPU): the evaluation's seconds leave the wall time of a run. The next proposal is then made
-    # before the last one is decided (a winner made meanwhile is re-measured on what was kept).
+    # Start a slot's next run once the last one's training loop ended, while that model is exported and scored,
+    # when the cores hold both ((slots + 1) x threads <= cores; the steps clock; not on a GPU): the export's and the
+    # evaluation's seconds leave the wall time of a run. The next proposal is then made before the last one is
+    # decided (a winner made meanwhile is re-measured on what was kept).
     overlap: bool = True
     # "bwrap": every run sealed in a bubblewrap sandbox (no network, no secrets, no validation bytes, a
     # read-only filesystem). "none": unsealed, only when set explicitly; such sessions are marked.

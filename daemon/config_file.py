@@ -40,7 +40,7 @@ _KEYS: tuple[tuple[str, str], ...] = (
     ("max_runs", "runs a candidate near the bar gets at most; a keep needs two or more"),
     ("rerun_every", "the incumbent runs again every this many candidates (drift, σ); 0: off"),
     ("slots", "runs at once (CPU: slots x threads <= cores; GPUs: one slot per GPU)"),
-    ("overlap", "score a run's model while the next trains, where the cores hold both (CPU only)"),
+    ("overlap", "start the next run while the last is exported and scored, where the cores hold both (CPU, steps clock)"),
     ("prune", "stop a candidate early when its loss clearly trails (once history trusts it)"),
     ("min_sigma", "σ never counts as smaller than this"),
     ("transfer_every", "every this many keeps: incumbent vs baseline at a larger budget/model; 0: off"),

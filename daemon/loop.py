@@ -182,8 +182,9 @@ class _Flight:
     # was stopped early when it was.
     watch: list[tuple[int, float, float]] | None = None
     pruned: dict[str, Any] | None = None
-    # Its training ended and its model is being scored: the slot may train the next run meanwhile (_overlaps).
-    evaluating: bool = False
+    # Its training loop ended (the model is being exported, then scored): the slot may start the next run meanwhile
+    # (_overlaps), whose start-up and training then run beside this one's export and scoring.
+    trained: bool = False
 
 
 @dataclass
@@ -721,17 +722,20 @@ class Loop:
                     or self._ablate_runs is not None)
 
     def _free_slot(self) -> int | None:
-        """A slot with nothing training in it (and, unless evaluations overlap training, nothing being scored)."""
+        """A slot with nothing training in it (and, unless runs overlap, nothing being exported or scored)."""
         overlap = self._overlaps()
-        busy = {f.slot for f in self._flights.values() if not (overlap and f.evaluating)}
+        busy = {f.slot for f in self._flights.values() if not (overlap and f.trained)}
         return next((i for i in range(self.cfg.slots) if i not in busy), None)
 
     def _overlaps(self) -> bool:
-        """Whether a slot trains its next run while the last one's model is scored (config ``overlap``): the runs'
-        and the evaluations' threads fit the cores together; the models are scored by this machine's warm
-        evaluators, one model at a time each (a Ray worker scores its own run); not on a GPU, where the evaluation
-        shares the device; and not right after a run starved by the load, which runs again alone."""
-        return (self.cfg.overlap and self.cfg.executor.kind == "local" and not self.gpu and self.evaluator is not None
+        """Whether a slot starts its next run once the last one's training loop ended, while that model is exported
+        and scored (config ``overlap``): where the runs' and the evaluations' threads fit the cores together; the
+        models are scored by this machine's warm evaluators, one model at a time each (a Ray worker scores its own
+        run); not on a GPU, where the evaluation shares the device; and not right after a run starved by the load,
+        which runs again alone. Only on the steps clock, which keeps this from deciding anything: a run trains its
+        anchored step count however busy the other core is (on the cpu or wall clock it would train fewer steps)."""
+        return (self.cfg.overlap and self.clock == "steps" and self.cfg.executor.kind == "local" and not self.gpu
+                and self.evaluator is not None
                 and not self._need_quiet and (self.cfg.slots + 1) * self._threads() <= usable_cores())
 
     def _waiting(self) -> list[_Candidate]:
@@ -997,7 +1001,7 @@ class Loop:
         slot trains beside the scoring only where evaluations overlap training), then decide it (``_gauged``)."""
         evaluator = self._evaluator(flight.slot)
         assert evaluator is not None
-        flight.evaluating = True
+        flight.trained = True
         self._flights[flight.key] = flight
         self._phase("evaluating", exp.id, len(cand.outcomes) - 1)
         threads = self._threads()
@@ -1727,8 +1731,8 @@ class Loop:
 
     def _run_phase(self, exp_id: int, k: int, phase: str) -> None:
         flight = next((f for f in self._flights.values() if f.exp_id == exp_id and f.k == k), None)
-        if flight is not None and phase == "evaluating":
-            flight.evaluating = True  # its slot may start the next run (_free_slot)
+        if flight is not None and phase in ("exporting", "evaluating"):
+            flight.trained = True  # its slot may start the next run (_free_slot)
         self._phase(phase, exp_id, k)
 
     def _interrupted(self, exp: Experiment) -> None:
