@@ -401,10 +401,11 @@ class EvaluatingExecutor(FakeExecutor):
     """A fake whose runs say when their training ends and then take ``scoring`` seconds to be scored, recording
     (experiment, run, started, scoring began, ended) for each."""
 
-    def __init__(self, scoring: float) -> None:
+    def __init__(self, scoring: float, starve_once: int | None = None) -> None:
         super().__init__()
         self.scoring = scoring
         self.spans: list[tuple[int, int, float, float, float]] = []
+        self.starve_once = starve_once  # this experiment's first run is starved by the load, once
 
     def __call__(self, req: RunRequest, on_frame: Callable[[dict[str, Any]], None] = lambda f: None,
                  stop: threading.Event | None = None, on_phase: Callable[[str], None] = lambda p: None) -> RunOutcome:
@@ -414,6 +415,10 @@ class EvaluatingExecutor(FakeExecutor):
         on_phase("evaluating")
         scoring = time.monotonic()
         time.sleep(self.scoring)
+        if req.seed == (self.starve_once or 0) * 100:
+            self.starve_once = None
+            self.spans.append((-1, 0, started, scoring, time.monotonic()))
+            return RunOutcome(status="starved", error="its speed was measured while the machine was busy (fake)")
         outcome = super().__call__(req, on_frame, stop, lambda p: None)
         self.spans.append((req.seed // 100, req.seed % 100, started, scoring, time.monotonic()))
         return outcome
@@ -443,3 +448,15 @@ def test_the_next_run_trains_while_the_last_ones_model_is_scored_and_decides_the
     # Here every verdict is far from the bar, so the order runs land in cannot change one.
     assert decided[True] == decided[False]
     assert decided[True]["a gain"] == "keep" and decided[True]["a loss"] == "discard"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="overlap needs a core for the run and one for the scoring")
+def test_a_run_starved_by_the_load_runs_again_alone(tmp_path: Path) -> None:
+    root = _workspace(tmp_path / "ws", [("a null change", "val=3.0"), ("another", "val=3.0"), ("a third", "val=3.0")],
+                      baseline_runs=2)
+    executor = EvaluatingExecutor(scoring=0.3, starve_once=3)
+    _run(root, executor)
+    # Its measured run (the starved attempt is recorded as -1) started while nothing else was being scored...
+    assert any(s[:2] == (3, 0) for s in executor.spans) and (3, 0) not in _overlapped(executor.spans)
+    # ... while the others overlapped as usual.
+    assert _overlapped([s for s in executor.spans if s[0] > 1 and s[:2] != (3, 0)])
