@@ -1,6 +1,6 @@
 """Candidates decided per hour with 1 and 2 local slots (and on a local Ray cluster), on one replayed proposal set.
 
-    python bench/throughput.py [--budget 20] [--slots 1,2] [--overlap off,on] [--ray] [--proposals 8]
+    python bench/throughput.py [--budget 20] [--slots 1,2] [--overlap off,on] [--ray] [--proposals 8] [--out NAME]
 
 Each configuration runs the real loop (sealed runs, the warm harness, one thread per run) from a fresh workspace
 on the same replayed proposals (learning-rate and schedule variants of the default train.py), so the decisions can
@@ -100,6 +100,7 @@ def main() -> int:
     ap.add_argument("--slots", default="1,2")
     ap.add_argument("--proposals", type=int, default=8)
     ap.add_argument("--overlap", default="off", help="off, on, or off,on: each slot count each way")
+    ap.add_argument("--out", default="throughput", help="results file name under bench/results (.md and .json)")
     ap.add_argument("--ray", action="store_true", help="also on a local Ray cluster (2 CPUs, 2 slots)")
     args = ap.parse_args()
     from overnight.daemon.supervise import usable_cores
@@ -130,7 +131,7 @@ def main() -> int:
     ideal = 3600 / args.budget
     lines = ["# Throughput: candidates decided per hour", "",
              f"`python bench/throughput.py --budget {args.budget:g} --slots {args.slots} --overlap {args.overlap} "
-             f"--proposals {args.proposals}"
+             f"--proposals {args.proposals}{'' if args.out == 'throughput' else ' --out ' + args.out}"
              f"{' --ray' if args.ray else ''}` on {platform.machine()}, {os.cpu_count()} CPUs, python "
              f"{platform.python_version()} ({time.strftime('%Y-%m-%d')}). One thread per run; the ideal is "
              f"3600 / budget = {ideal:.0f} runs an hour per slot.", "",
@@ -153,8 +154,8 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "throughput.md").write_text(text)
-    (RESULTS / "throughput.json").write_text(json.dumps({"budget": args.budget, "results": results}, indent=2) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(text)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps({"budget": args.budget, "results": results}, indent=2) + "\n")
     return 0
 
 

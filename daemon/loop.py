@@ -185,6 +185,7 @@ class _Flight:
     # Its training loop ended (the model is being exported, then scored): the slot may start the next run meanwhile
     # (_overlaps), whose start-up and training then run beside this one's export and scoring.
     trained: bool = False
+    planned: int | None = None  # the step count its calibration fixed (its "calibrated" frame)
 
 
 @dataclass
@@ -250,6 +251,7 @@ class Loop:
         self._flights: dict[int, _Flight] = {}
         self._flight_keys = itertools.count()
         self._need_quiet = False  # a run was starved by the load: the next waits for a quiet machine
+        self._startup_s = 2.0  # the last run's start-up (process start to its training loop), in wall seconds
         self._neighbours = Neighbours()  # foreign load since the last look: a look costs no wait between runs
         self._candidates: dict[int, _Candidate] = {}
         # Whether early stopping may act (prune.py), recomputed as candidates are decided.
@@ -932,6 +934,8 @@ class Loop:
             return
         self._record_run(exp, flight.k, flight.seed, flight.started, flight.request.log_path, outcome)
         self._emit(RunFinished(experiment_id=exp.id, run=flight.k, outcome=outcome))
+        if outcome.startup_seconds is not None and 0 < outcome.startup_seconds < 60:
+            self._startup_s = outcome.startup_seconds
         if outcome.data_changed:
             self.stop_requested.set()  # the other runs in flight measure on data that is no longer the session's
             self._candidates.pop(exp.id, None)
@@ -1713,6 +1717,8 @@ class Loop:
     def _progress(self, exp_id: int, k: int, frame: dict[str, Any]) -> None:
         self._emit(Progress(experiment_id=exp_id, run=k, frame=frame))
         flight = next((f for f in self._flights.values() if f.exp_id == exp_id and f.k == k), None)
+        if flight is not None:
+            self._nearly_trained(flight, frame)
         if flight is None or flight.watch is None or flight.pruned is not None or frame.get("type") != "progress":
             return
         step, elapsed, loss = frame.get("step"), frame.get("elapsed"), frame.get("train_loss")
@@ -1725,6 +1731,22 @@ class Loop:
         if evidence is not None:
             flight.pruned = {**evidence, "trust": self._prune_trust.evidence}
             flight.stop.own.set()  # the executor stops it; _landed records why
+
+    def _nearly_trained(self, flight: _Flight, frame: dict[str, Any]) -> None:
+        """Overlapping, a slot's next run starts a start-up's length before this one's training loop ends (its step
+        count fixed, its pace so far): the next run's interpreter and imports then take no wall time of their own
+        either. Its frames come from the code under test, so a lie can only start the next run early, beside it:
+        on the steps clock that costs speed, never a number."""
+        if frame.get("type") == "calibrated" and isinstance(frame.get("steps"), int) and frame["steps"] > 0:
+            flight.planned = frame["steps"]
+            return
+        step, wall = frame.get("step"), frame.get("wall")
+        if (flight.trained or flight.planned is None or frame.get("type") != "progress" or not isinstance(step, int)
+                or step <= 0 or not isinstance(wall, (int, float)) or not self._overlaps()):
+            return
+        remaining = (flight.planned - step) * float(wall) / step
+        if remaining <= self._startup_s:
+            flight.trained = True
 
     def _on_phase(self, exp_id: int, k: int, phase: str) -> None:
         self._post(partial(self._run_phase, exp_id, k, phase))

@@ -401,9 +401,11 @@ class EvaluatingExecutor(FakeExecutor):
     """A fake whose runs say when their training ends and then take ``scoring`` seconds to be scored, recording
     (experiment, run, started, scoring began, ended) for each."""
 
-    def __init__(self, scoring: float, starve_once: int | None = None) -> None:
+    def __init__(self, scoring: float, starve_once: int | None = None, paced: bool = False) -> None:
         super().__init__()
         self.scoring = scoring
+        # Frames as a run sends them: its calibrated step count, then its progress (100 steps of a 0.05 s pace).
+        self.paced = paced
         self.spans: list[tuple[int, int, float, float, float]] = []
         self.starve_once = starve_once  # this experiment's first run is starved by the load, once
 
@@ -411,7 +413,14 @@ class EvaluatingExecutor(FakeExecutor):
                  stop: threading.Event | None = None, on_phase: Callable[[str], None] = lambda p: None) -> RunOutcome:
         import time
         started = time.monotonic()
-        time.sleep(0.05)  # training
+        if self.paced:
+            on_frame({"type": "calibrated", "steps": 100, "step_seconds": 0.05, "anchored": True})
+            for step in range(10, 101, 10):
+                time.sleep(0.03)
+                on_frame({"type": "progress", "step": step, "elapsed": step * 0.05, "wall": step * 0.05,
+                          "train_loss": 3.0, "tokens_per_s": 1.0})
+        else:
+            time.sleep(0.05)  # training
         on_phase("evaluating")
         scoring = time.monotonic()
         time.sleep(self.scoring)
@@ -460,3 +469,15 @@ def test_a_run_starved_by_the_load_runs_again_alone(tmp_path: Path) -> None:
     assert any(s[:2] == (3, 0) for s in executor.spans) and (3, 0) not in _overlapped(executor.spans)
     # ... while the others overlapped as usual.
     assert _overlapped([s for s in executor.spans if s[0] > 1 and s[:2] != (3, 0)])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="overlap needs a core for the run and one for the scoring")
+def test_the_next_run_starts_a_start_up_before_the_last_ones_training_ends(tmp_path: Path) -> None:
+    # The paced runs report 100 steps at 0.05 s: 2 s (the start-up assumed before one was measured) remain at step 60.
+    root = _workspace(tmp_path / "ws", [("a null change", "val=3.0"), ("another", "val=3.0"), ("a third", "val=3.0")],
+                      baseline_runs=2)
+    executor = EvaluatingExecutor(scoring=0.2, paced=True)
+    _run(root, executor)
+    spans = [s for s in executor.spans if s[0] > 1]
+    early = [(b[0], b[1]) for b in spans for a in spans if a is not b and a[2] < b[2] < a[3]]
+    assert early, spans  # started while another run was still in its training loop
