@@ -14,11 +14,13 @@ bench/results/throughput.md and throughput.json.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,14 +72,35 @@ def _session(slots: int, budget: float, n: int, ray_address: str | None, overlap
             exps = [e for e in j.experiments() if e.kind == "experiment"]
             all_runs = [r for e in j.experiments() for r in j.runs(e.id)]
             decisions = {e.description: e.status for e in exps}
+            # The scheduled runs (candidates and the incumbent's re-runs; the baseline's runs go one by one before
+            # them), in launch order.
+            scheduled = sorted((r for e in j.experiments() if e.kind != "baseline" for r in j.runs(e.id)),
+                               key=lambda r: r.started)
     # What a run costs besides its training loop: start-up, export, evaluation (measured from outside).
     fixed = [(r.wall_seconds or 0.0) - (r.train_wall_seconds or 0.0) + (r.eval_seconds or 0.0)
              for r in all_runs if r.status == "ok" and r.train_wall_seconds]
-    return {"slots": slots, "overlap": overlap, "ray": bool(ray_address), "wall_s": wall, "decided": len(exps),
+    # With one slot, what each scheduled run cost the slot beyond its training loop: launch to the next launch, less
+    # its training loop's wall time. Unlike the session's wall per run, this leaves out the session's start and its
+    # baseline, and does not move with the step count the session calibrated.
+    beyond = sorted(b.started - a.started - a.train_wall_seconds for a, b in itertools.pairwise(scheduled)
+                    if a.train_wall_seconds and a.status == "ok") if slots == 1 else []
+    loops = sorted(r.train_wall_seconds / budget for r in scheduled if r.train_wall_seconds and r.status == "ok")
+    return {"beyond_training_s": beyond, "training_loop_x_budget": loops, "slots": slots, "overlap": overlap,
+            "ray": bool(ray_address), "wall_s": wall, "decided": len(exps),
             "runs": len(all_runs),
             "per_hour": len(exps) / wall * 3600, "runs_per_hour": len(all_runs) / wall * 3600,
             "fixed_s": sum(fixed) / len(fixed) if fixed else None, "decisions": decisions, "load_before": load_before,
             "load_after": os.getloadavg()}
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}×" if values else "—"
+
+
+def _beyond(values: list[float]) -> str:
+    if not values:
+        return "—"
+    return f"{statistics.median(values):.1f} s ({values[0]:.1f}–{values[-1]:.1f}, {len(values)} runs)"
 
 
 def _ray_cluster() -> tuple[str, Path] | None:
@@ -136,8 +159,10 @@ def main() -> int:
              f"{platform.python_version()} ({time.strftime('%Y-%m-%d')}). One thread per run; the ideal is "
              f"3600 / budget = {ideal:.0f} runs an hour per slot.", "",
              "| executor | slots | overlap | wall s | candidates | runs | runs / hour (ideal per slot) | wall per run "
-             "| decided / hour | vs first | agrees with first | fixed cost per run | load |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| training loop ÷ budget (median) | launch to launch, beyond training (median, range) "
+             "| decided / hour | vs first | agrees with first "
+             "| fixed cost per run | load |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         agree = sum(r["decisions"].get(k) == v for k, v in reference.items()) / max(1, len(reference))
         r["agreement"] = agree
@@ -148,7 +173,9 @@ def main() -> int:
         per_run = r["wall_s"] * r["slots"] / max(1, r["runs"])
         lines.append(f"| {'ray' if r['ray'] else 'local'} | {r['slots']} | {'on' if r.get('overlap') else 'off'} | "
                      f"{r['wall_s']:.0f} | {r['decided']} | {r['runs']} | "
-                     f"{r['runs_per_hour']:.0f} ({ideal:.0f}) | {per_run:.1f} s | {r['per_hour']:.1f} | "
+                     f"{r['runs_per_hour']:.0f} ({ideal:.0f}) | {per_run:.1f} s | {_median(r['training_loop_x_budget'])} | "
+                     f"{_beyond(r['beyond_training_s'])} | "
+                     f"{r['per_hour']:.1f} | "
                      f"{r['speedup']:.2f}× | {agree:.0%} | "
                      f"{fixed} | {r['load_before'][0]:.2f}→{r['load_after'][0]:.2f} |")
     text = "\n".join(lines) + "\n"
