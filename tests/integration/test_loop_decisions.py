@@ -218,7 +218,7 @@ def test_a_transfer_check_runs_every_n_keeps(tmp_path: Path, scored_apart: bool)
     # Overlapping, a run is always in flight (the next trains while the last is scored): the check still runs.
     root = _workspace(tmp_path / "ws", [("a real gain", "val=2.9 holdout=2.95"), ("a null change", "val=3.0"),
                                         ("another null change", "val=3.0")], transfer_every=1,
-                      transfer_budget=4.0, transfer_scale=2.0)
+                      transfer_budget=4.0, transfer_scale=2.0, overlap=scored_apart)
     executor = EvaluatingExecutor(scoring=0.2) if scored_apart else FakeExecutor()
     events: list[Event] = []
     _run(root, executor, events)
@@ -462,7 +462,7 @@ def test_the_next_run_trains_while_the_last_ones_model_is_scored_and_decides_the
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="overlap needs a core for the run and one for the scoring")
 def test_a_run_starved_by_the_load_runs_again_alone(tmp_path: Path) -> None:
     root = _workspace(tmp_path / "ws", [("a null change", "val=3.0"), ("another", "val=3.0"), ("a third", "val=3.0")],
-                      baseline_runs=2)
+                      baseline_runs=2, overlap=True)
     executor = EvaluatingExecutor(scoring=0.3, starve_once=3)
     _run(root, executor)
     # Its measured run (the starved attempt is recorded as -1) started while nothing else was being scored...
@@ -475,7 +475,7 @@ def test_a_run_starved_by_the_load_runs_again_alone(tmp_path: Path) -> None:
 def test_the_next_run_starts_a_start_up_before_the_last_ones_training_ends(tmp_path: Path) -> None:
     # The paced runs report 100 steps at 0.05 s: 2 s (the start-up assumed before one was measured) remain at step 60.
     root = _workspace(tmp_path / "ws", [("a null change", "val=3.0"), ("another", "val=3.0"), ("a third", "val=3.0")],
-                      baseline_runs=2)
+                      baseline_runs=2, overlap=True)
     executor = EvaluatingExecutor(scoring=0.2, paced=True)
     _run(root, executor)
     spans = [s for s in executor.spans if s[0] > 1]
