@@ -306,6 +306,9 @@ class Daemon:
         self._aio: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._full_logged = False
+        # The experiments whose decision was popped up: an incumbent's re-run finishes it again (its mean moved),
+        # which must not say "kept" again.
+        self._announced: set[int] = set()
 
     def broadcast(self, method: str, params: Any) -> None:
         """Thread-safe: the loop's thread hands notifications to the event loop, which sends them."""
@@ -326,6 +329,11 @@ class Daemon:
             ls.spawn(ls.refresh())
 
     def _send_all(self, method: str, params: Any) -> None:
+        decided = None
+        if method == t.OVERNIGHT_EXPERIMENT_FINISHED and params.experiment.id not in self._announced:
+            decided = decision_message(params.experiment)
+            if decided is not None:
+                self._announced.add(params.experiment.id)
         for ls in self._attached():
             try:
                 ls.protocol.notify(method, params)
@@ -336,7 +344,6 @@ class Daemon:
                     ls.experiment_progress.report(params)
                 elif method == t.OVERNIGHT_EXPERIMENT_FINISHED:
                     ls.experiment_progress.finished(params)
-                    decided = decision_message(params.experiment)
                     if decided is not None and getattr(ls.protocol, "show_messages", False):
                         ls.window_show_message(lsp.ShowMessageParams(type=decided[0], message=decided[1]))
                 elif method == t.OVERNIGHT_LOOP_STATE_CHANGED and params.state in (t.LoopState.STOPPED, t.LoopState.ERROR):

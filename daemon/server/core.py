@@ -177,8 +177,9 @@ class DaemonCore:
             case Progress():
                 self._on_progress(event)
             case ExperimentFinished(experiment=exp):
-                self.current = None
-                self._live = None
+                if self.current is None or self.current.id == exp.id:  # another may have started since (slots)
+                    self.current = None
+                    self._live = None
                 self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(exp)))
                 self._changed()
             case Rebased():
