@@ -668,12 +668,12 @@ class Loop:
             while (slot := self._free_slot()) is not None and not self.stop_requested.is_set():
                 if self._start_next(slot):
                     continue
-                if not self._holding() and self._transfer_due() is not None:
+                if not self._holding() and (due := self._transfer_due()) is not None:
                     # Due after a keep, also the session's last: it runs alone, so no new run starts until those in
                     # flight land (overlapping, one always is).
                     if self._flights:
                         break
-                    self._transfer_check()
+                    self._transfer_check(*due)
                     continue
                 if self._holding() or ended:
                     break
@@ -1716,7 +1716,7 @@ class Loop:
 
     def _progress(self, exp_id: int, k: int, frame: dict[str, Any]) -> None:
         self._emit(Progress(experiment_id=exp_id, run=k, frame=frame))
-        flight = next((f for f in self._flights.values() if f.exp_id == exp_id and f.k == k), None)
+        flight = self._flight_of(exp_id, k)
         if flight is not None:
             self._nearly_trained(flight, frame)
         if flight is None or flight.watch is None or flight.pruned is not None or frame.get("type") != "progress":
@@ -1748,11 +1748,14 @@ class Loop:
         if remaining <= self._startup_s:
             flight.trained = True
 
+    def _flight_of(self, exp_id: int, k: int) -> _Flight | None:
+        return next((f for f in self._flights.values() if f.exp_id == exp_id and f.k == k), None)
+
     def _on_phase(self, exp_id: int, k: int, phase: str) -> None:
         self._post(partial(self._run_phase, exp_id, k, phase))
 
     def _run_phase(self, exp_id: int, k: int, phase: str) -> None:
-        flight = next((f for f in self._flights.values() if f.exp_id == exp_id and f.k == k), None)
+        flight = self._flight_of(exp_id, k)
         if flight is not None and phase in ("exporting", "evaluating"):
             flight.trained = True  # its slot may start the next run (_free_slot)
         self._phase(phase, exp_id, k)
@@ -1915,15 +1918,11 @@ class Loop:
             return None
         return incumbent, baseline
 
-    def _transfer_check(self) -> bool:
-        """Every ``transfer_every`` keeps: do the session's gains survive at a larger budget and model? The
-        incumbent and the baseline's code each run once at ``transfer_budget`` × the budget and ``transfer_scale``
-        (OVERNIGHT_SCALE, which a training script may use to widen and deepen its model)."""
+    def _transfer_check(self, incumbent: Experiment, baseline: Experiment) -> None:
+        """Every ``transfer_every`` keeps (``_transfer_due``): do the session's gains survive at a larger budget and
+        model? The incumbent and the baseline's code each run once at ``transfer_budget`` × the budget and
+        ``transfer_scale`` (OVERNIGHT_SCALE, which a training script may use to widen and deepen its model)."""
         assert self.journal is not None and self.ws is not None and self.session is not None
-        due = self._transfer_due()
-        if due is None:
-            return False
-        incumbent, baseline = due
         tag = self.session.tag
         budget, scale = self.cfg.budget * self.cfg.transfer_budget, self.cfg.transfer_scale
         self._emit(StateChanged(state="running",
@@ -1939,7 +1938,7 @@ class Loop:
                 if outcome is not None and outcome.steps_planned and outcome.step_seconds:
                     anchor = (outcome.steps_planned, outcome.step_seconds)
                 if outcome is None:
-                    return True  # stopped: the check runs again on the next start
+                    return  # stopped: the check runs again on the next start
                 values[name] = outcome.val_bpb if outcome.status == "ok" else None
                 if outcome.status != "ok":
                     error = f"the {name} run at scale: {outcome.status}: {outcome.error}"
@@ -1958,7 +1957,6 @@ class Loop:
                 f"(ratio {ratio:.2f})" if ratio is not None else f"transfer check at {budget:g} s: {error or 'no gain to compare'}")
         self._emit(TransferChecked(incumbent_id=incumbent.id, ratio=ratio, gain=gain, gain_at_budget=small))
         self._emit(Message(level="info", text=text))
-        return True
 
     def _finish(self, exp: Experiment, status: str, *, reason: str, error: str | None = None,
                 evidence: dict[str, Any] | None = None, val_bpb: float | None = None,
