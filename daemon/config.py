@@ -139,10 +139,8 @@ class Config:
     # Start a slot's next run once the last one's training loop ended, while that model is exported and scored,
     # when the cores hold both ((slots + 1) x threads <= cores; the steps clock; not on a GPU): the export's and the
     # evaluation's seconds leave the wall time of a run. The next proposal is then made before the last one is
-    # decided (a winner made meanwhile is re-measured on what was kept). Off by default for now: the editors'
-    # progress bars and the sync of your edits still assume a slot's runs end before the next starts, and the
-    # Claude agent's prefetched proposal is run on the code before a keep instead of being rebased onto it.
-    overlap: bool = False
+    # decided: it runs on the incumbent of its time, and a win is measured again on what was kept meanwhile.
+    overlap: bool = True
     # "bwrap": every run sealed in a bubblewrap sandbox (no network, no secrets, no validation bytes, a
     # read-only filesystem). "none": unsealed, only when set explicitly; such sessions are marked.
     sandbox: str = "bwrap"

@@ -83,6 +83,7 @@ class LiveView:
         self._thought_done = False
         self._flagged: list[str] = []  # flags printed, whose duplicate warning message is not printed again
         self._remeasure = False
+        self._remeasured_from: float | None = None
         self._live: Live | None = None
         self._pump: threading.Thread | None = None
         self._events: queue.Queue[Event | object | None] = queue.Queue()
@@ -259,6 +260,7 @@ class LiveView:
         experiment = event.experiment
         self.current, self.runs_planned, self.state = experiment, event.runs_planned, "running"
         self._remeasure = experiment.is_final  # the incumbent re-run, or a transfer check's run
+        self._remeasured_from = experiment.val_bpb
         self.frame, self.phase = {}, ""
         if self._remeasure:
             self.console.print(f"[cyan]▶ #{experiment.id}[/] [dim]again: {escape(experiment.description)}[/]")
@@ -298,8 +300,9 @@ class LiveView:
                 self.sigma = float(sigma) if isinstance(sigma, (int, float)) else None
         self._refresh()
         if self._remeasure:
-            mean = f" {experiment.val_bpb:.4f}" if experiment.val_bpb is not None else ""
-            self.console.print(f"[dim]  #{experiment.id} re-measured: mean of its runs now{mean}[/]")
+            # A transfer check's run is not one of its runs: its mean is as it was, and the check says the rest.
+            if experiment.val_bpb is not None and experiment.val_bpb != self._remeasured_from:
+                self.console.print(f"[dim]  #{experiment.id} re-measured: mean of its runs now {experiment.val_bpb:.4f}[/]")
             self._remeasure = False
             return
         self.console.print(_result_line(experiment))

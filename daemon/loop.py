@@ -233,10 +233,11 @@ class Loop:
         self._inline = threading.Lock()
         self.paused = False
         self.pause_reason = ""
-        self.current_id: int | None = None  # the experiment in flight
         self.stop_after = False
         self.state: LoopState = "idle"
         self.state_message = ""
+        # The experiments announced in flight (ExperimentStarted, not yet ExperimentFinished), in start order.
+        self._announced: dict[int, None] = {}
         self.journal: Journal | None = journal
         self.ws: Workspace | None = None
         self.session: Session | None = None
@@ -329,8 +330,7 @@ class Loop:
                 if reason and self.journal is not None and self.session is not None:
                     self.journal.add_feedback(self.session.tag, "pause", reason)
                 if in_flight:
-                    what = f"#{self.current_id}" if self.current_id is not None else "the experiment in flight"
-                    self._emit(StateChanged(state="pausing", message=f"pausing after {what}"))
+                    self._emit(StateChanged(state="pausing", message=f"pausing after {self._in_flight_names()}"))
                 else:
                     self._emit(StateChanged(state="paused", message=reason or "paused"))
                 return Ack(self.state, self.state_message)
@@ -347,8 +347,7 @@ class Loop:
             case Stop(now=False):
                 self.stop_after = True
                 if in_flight:
-                    what = f"#{self.current_id}" if self.current_id is not None else "the experiment in flight"
-                    self._emit(StateChanged(state="stopping", message=f"stopping after {what}"))
+                    self._emit(StateChanged(state="stopping", message=f"stopping after {self._in_flight_names()}"))
                 else:
                     self._emit(Message(level="info", text="stopping"))
                 return Ack(self.state, self.state_message or "stopping")
@@ -375,6 +374,10 @@ class Loop:
                                           experiment_ids=list(d.experiment_ids), reason=d.reason)
                 return Ack(self.state, f"{d.state} {len(d.keys)} hunk(s)")
         raise AssertionError(f"unknown command {command!r}")
+
+    def _in_flight_names(self) -> str:
+        """What a pause or a stop waits for: the experiments announced in flight."""
+        return ", ".join(f"#{i}" for i in self._announced) or "the experiment in flight"
 
     def curate(self, command: Curate) -> str:
         return str(self.submit(command).message)
@@ -563,13 +566,22 @@ class Loop:
         match event:
             case StateChanged(state=state, message=message):
                 self.state, self.state_message = state, message
+                if state == "stopped":
+                    self._announced.clear()
             case ExperimentStarted(experiment=exp):
-                self.current_id = exp.id
-            case ExperimentFinished():
-                self.current_id = None
+                self._announced.pop(exp.id, None)
+                self._announced[exp.id] = None
+            case ExperimentFinished(experiment=exp):
+                self._announced.pop(exp.id, None)
             case _:
                 pass
         self.listener(event)
+
+    @property
+    def current_id(self) -> int | None:
+        """The experiment started last of those announced in flight (one may be scored while the next trains)."""
+        ids = list(self._announced)  # one C-level copy: other threads (tests, the terminal) read this too
+        return ids[-1] if ids else None
 
     def _open_session(self, tag: str | None, start: str | None = None) -> Session:
         assert self.journal is not None and self.ws is not None
@@ -1935,6 +1947,7 @@ class Loop:
                 self._emit(ExperimentStarted(experiment=exp, runs_planned=1))
                 outcome = self._one_run(exp, 0, budget=budget, scale=scale, record=False,
                                         log_name=f"transfer-{incumbent.id}-{name}.log", anchor=anchor or False)
+                self._emit(ExperimentFinished(experiment=exp))  # measured again, decided as before
                 if outcome is not None and outcome.steps_planned and outcome.step_seconds:
                     anchor = (outcome.steps_planned, outcome.step_seconds)
                 if outcome is None:

@@ -129,7 +129,7 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
         if not params.seconds > 0 or params.seconds != params.seconds or params.seconds == float("inf"):
             raise JsonRpcException(code=-32602, message="seconds must be a positive, finite number")
         try:
-            await call_in_thread(lambda: core.loop.set_budget(params.seconds, params.tag))
+            await call_in_thread(lambda: core.set_budget(params.seconds, params.tag))
         except Exception as exc:
             raise JsonRpcException(code=t.ErrorCode.INVALID_STATE, message=str(exc)) from None
         return await call_in_thread(core.status)
@@ -197,9 +197,8 @@ def create_server(core: DaemonCore, token: str, reservations: Reservations | Non
     @ls.feature(lsp.INITIALIZED)
     def initialized(ls: DaemonServer, params: lsp.InitializedParams) -> None:
         ls.spawn(ls.suggestions.push())
-        in_flight = core.in_flight()
-        if in_flight is not None:  # attached mid-run: the editor's progress bar starts with this experiment
-            ls.spawn(ls.experiment_progress.started(in_flight))
+        for flying in core.in_flight():  # attached mid-run: the editor's progress bars start with these experiments
+            ls.spawn(ls.experiment_progress.started(flying))
 
     @ls.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: DaemonServer, params: lsp.DidOpenTextDocumentParams) -> None:
@@ -334,6 +333,8 @@ class Daemon:
             decided = decision_message(params.experiment)
             if decided is not None:
                 self._announced.add(params.experiment.id)
+        # Each experiment's own phase for its own bar: with runs overlapping, the one scored is not the current one.
+        phases = self.core.flying.phases() if method == t.OVERNIGHT_LOOP_STATE_CHANGED else {}
         for ls in self._attached():
             try:
                 ls.protocol.notify(method, params)
@@ -347,9 +348,10 @@ class Daemon:
                     if decided is not None and getattr(ls.protocol, "show_messages", False):
                         ls.window_show_message(lsp.ShowMessageParams(type=decided[0], message=decided[1]))
                 elif method == t.OVERNIGHT_LOOP_STATE_CHANGED and params.state in (t.LoopState.STOPPED, t.LoopState.ERROR):
-                    ls.experiment_progress.finished(None)
+                    ls.experiment_progress.end_all()
                 elif method == t.OVERNIGHT_LOOP_STATE_CHANGED:
-                    ls.experiment_progress.phase(params.phase)
+                    for exp_id, phase in phases.items():
+                        ls.experiment_progress.phase(exp_id, phase)
             except Exception:  # a client that went away mid-write is dropped by its reader task
                 log.debug("could not notify a client", exc_info=True)
 

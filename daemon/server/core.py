@@ -19,7 +19,7 @@ from overnight.protocol import types as t
 from .. import ablate, ideas
 from ..agents import Agent
 from ..annotate import History, Touch, onto_buffer
-from ..commands import Ablate, Command, Curate, DecideHunks
+from ..commands import Ablate, Command, Curate, DecideHunks, Pause
 from ..config import Config
 from ..events import (
     Event,
@@ -44,12 +44,11 @@ from ..loop import Loop, LoopError
 from ..noise import session_noise
 from ..suggestions import SuggestionBook
 from ..watch import UserFileWatcher
+from .in_flight import InFlight
 
 log = logging.getLogger("overnight.daemon")
 
 Broadcast = Callable[[str, Any], None]
-# The most points of the live curve a status carries (a client draws a few hundred at most).
-LIVE_POINTS = 500
 # The most experiments one experiments/list page carries (clients may ask for more; they get this many).
 MAX_PAGE = 1000
 
@@ -76,9 +75,8 @@ class DaemonCore:
         self.tag = tag
         # Held while a loop thread is started: two clients resuming at once start one loop.
         self._starting = threading.Lock()
-        self.current: Experiment | None = None
-        # The run in flight with its curve so far (the loop's thread writes, status readers copy).
-        self._live: t.LiveRun | None = None
+        # The experiments in flight, their curves and phases (the loop's thread writes, status readers copy).
+        self.flying = InFlight()
         self.error: str | None = None
         self.finished = threading.Event()
         self._broadcast: Broadcast = lambda method, params: None
@@ -125,6 +123,25 @@ class DaemonCore:
                 self.loop.submit(first)
         self.loop.resume()
 
+    def set_budget(self, seconds: float, tag: str | None = None) -> str:
+        """A new budget opens a new session (``Loop.set_budget``). A loop that has ended (stopped, or its agent had
+        nothing more to propose) would never open it: a new loop does, and waits paused before its baseline — a
+        budget is not a resume, and nothing runs until the user resumes. The new session's tag."""
+        with self._starting:
+            if self._thread is None or self._thread.is_alive():
+                return self.loop.set_budget(seconds, tag)
+            ended = self.loop
+            tag = ended.set_budget(seconds, tag)  # named and checked against the ended loop's session
+            self.loop = Loop(ended.cfg, self.agent, listener=self._on_event, journal=self.journal,
+                             executor=self._executor)
+            self.error = None
+            reason = ended.pause_reason if ended.paused and ended.pause_reason else (
+                f"a new budget ({seconds:g} s): resume to measure its baseline")
+            self.loop.submit(Pause(reason))
+            self.loop.set_budget(seconds, tag)
+            self._start_loop(None)
+            return tag
+
     def decide_hunks(self, command: DecideHunks) -> None:
         """A client's accept/reject, recorded by the session's owner (the loop's thread, or this one when none runs)."""
         self.loop.submit(command)
@@ -136,10 +153,12 @@ class DaemonCore:
         except LoopError as exc:
             self.error = str(exc)
             log.error("loop stopped: %s", exc)
+            self.flying.clear()
             self._notify_state()
         except Exception as exc:  # recorded as state for clients, never a silent dead thread
             self.error = f"the loop failed: {exc!r}"
             log.exception("loop failed")
+            self.flying.clear()
             self._notify_state()
         finally:
             self.finished.set()
@@ -167,19 +186,23 @@ class DaemonCore:
             case SessionOpened(tag=tag):
                 self.tag = tag  # a new budget opens a new session: follow it
                 self._changed()
-            case StateChanged() | PhaseChanged() | Flagged() | TransferChecked():
+            case StateChanged(state=state):
+                if state == "stopped":
+                    self.flying.clear()  # what a stop cut short is never decided in this loop
+                self._notify_state()
+            case PhaseChanged(phase=phase, experiment_id=exp_id):
+                self.flying.phase(phase, exp_id)
+                self._notify_state()
+            case Flagged() | TransferChecked():
                 self._notify_state()
             case ExperimentStarted(experiment=exp, runs_planned=planned):
-                self.current = exp
-                self._live = t.LiveRun(experiment_id=exp.id, run=0, runs_planned=planned, curve=[])
+                self.flying.started(exp, planned)
                 self._broadcast(t.OVERNIGHT_EXPERIMENT_STARTED,
                                 t.ExperimentStartedParams(experiment=summary(exp), runs_planned=planned))
             case Progress():
                 self._on_progress(event)
             case ExperimentFinished(experiment=exp):
-                if self.current is None or self.current.id == exp.id:  # another may have started since (slots)
-                    self.current = None
-                    self._live = None
+                self.flying.finished(exp.id)  # another may have started since (overlap, slots): it stays current
                 self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(exp)))
                 self._changed()
             case Rebased():
@@ -206,26 +229,15 @@ class DaemonCore:
             )
         except (KeyError, TypeError, ValueError):
             return  # a malformed frame is the run's problem, not the clients'
-        self._record_live(progress)
+        self.flying.progress(progress)
         self._broadcast(t.OVERNIGHT_PROGRESS, progress)
 
-    def _record_live(self, p: t.RunProgress) -> None:
-        live = self._live
-        if live is None or live.experiment_id != p.experiment_id or live.run != p.run:
-            planned = live.runs_planned if live is not None and live.experiment_id == p.experiment_id else 1
-            live = t.LiveRun(experiment_id=p.experiment_id, run=p.run, runs_planned=max(planned, p.run + 1), curve=[])
-        curve = [*live.curve, (p.step, p.elapsed, p.train_loss)]
-        if len(curve) > LIVE_POINTS:
-            curve = curve[::2]  # thinned evenly, so a long run's curve keeps its shape
-        self._live = t.LiveRun(experiment_id=live.experiment_id, run=live.run, runs_planned=live.runs_planned,
-                               curve=curve)
-
-    def in_flight(self) -> t.ExperimentStartedParams | None:
-        """The experiment in flight, as its start was announced: for a client that attaches mid-run."""
-        current, live = self.current, self._live
-        if current is None:
-            return None
-        return t.ExperimentStartedParams(experiment=summary(current), runs_planned=live.runs_planned if live else 1)
+    def in_flight(self) -> list[t.ExperimentStartedParams]:
+        """The experiments in flight, oldest first, as their starts were announced: for a client that attaches
+        mid-run."""
+        return [t.ExperimentStartedParams(experiment=summary(f.experiment),
+                                          runs_planned=f.live.runs_planned if f.live else f.runs_planned)
+                for f in self.flying.all()]
 
     def _notify_state(self) -> None:
         self._broadcast(t.OVERNIGHT_LOOP_STATE_CHANGED, self.status())
@@ -241,17 +253,18 @@ class DaemonCore:
         ratio = transfers[-1]["ratio"] if transfers and transfers[-1]["ratio"] is not None else None
         flags = [str(f["text"]) for f in self.journal.flags(self.tag)[-5:]] if self.tag else []
         sandbox = self.loop.sandbox
+        current = self.flying.current()
         return t.LoopStatus(
             state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.loop.cfg.budget,
             clock=t.Clock(self.loop.clock if self.tag else self.cfg.clock),
             sigma=noise.sigma if noise is not None and noise.df > 0 else None,
             best=t.BestResult(id=incumbent.id, val_bpb=incumbent.val_bpb)
             if incumbent and incumbent.val_bpb is not None else None,
-            current=summary(self.current) if self.current else None,
-            live=self._live if self.current else None,
+            current=summary(current.experiment) if current else None,
+            live=current.live if current else None,
             experiments=n, kept=kept,
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
-            phase=t.Phase(self.loop.phase) if self.loop.phase and self.current else None,
+            phase=self.flying.phases().get(current.experiment.id) if current else None,
             sealed=sandbox.sealed if sandbox is not None else self.cfg.sandbox != "none",
             reported_metric=self.loop.cfg.metric if self.loop.cfg.measure == "reported" else None,
             flags=flags or None, transfer_ratio=float(ratio) if ratio is not None else None,

@@ -117,8 +117,9 @@ def _make_workspace(root: Path) -> None:
     train.write_text(original)
     improved = original.replace(BAD_LR, GOOD_LR, 1).replace(*NOTE_A, 1).replace(*NOTE_B, 1)
     # Then certain regressions (the tiny LR again): they keep the loop busy and are never kept, so
-    # the suggestion under test stays the only one.
-    later = [improved.replace(GOOD_LR, BAD_LR, 1) + f"\n# note {i}\n" for i in range(8)]
+    # the suggestion under test stays the only one. Enough of them that the loop is still at work when the
+    # module's last tests (the user's edit, a new budget) need it: overlapped runs go through them fast.
+    later = [improved.replace(GOOD_LR, BAD_LR, 1) + f"\n# note {i}\n" for i in range(40)]
     (root / "proposals.jsonl").write_text("\n".join(json.dumps({"description": d, "files": {TRAIN: text}}) for d, text in [
         ("restore a sane learning rate; comment the model and the data", improved),
         *((f"note {i}", text) for i, text in enumerate(later)),

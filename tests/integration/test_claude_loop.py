@@ -79,7 +79,10 @@ def _claude_config(root: Path, url: str, **extra: object) -> None:
 def session(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic, key: None) -> Session:
     root = tmp_path_factory.mktemp("claude") / "ws"
     assert main(["init", str(root)]) == 0
-    write_config(root, agent="claude", grace=60.0)  # grace: a loaded CI box is slow, not broken
+    # grace: a loaded CI box is slow, not broken. overlap off: the scripted answers follow the sequential pipeline,
+    # where the proposal written while #2 trains is rebased onto #2's keep before it runs (with overlap it starts
+    # before #2 is decided, on #1, and a win would be measured again on #2: test_loop_decisions covers that).
+    write_config(root, agent="claude", grace=60.0, overlap=False)
     _claude_config(root, fake.url)
     train = root / TRAIN
     train.write_text(train.read_text().replace(GOOD_LR, BAD_LR, 1))

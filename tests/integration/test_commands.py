@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,4 +117,28 @@ def test_two_clients_resuming_a_finished_loop_start_one_loop(tmp_path: Path) -> 
         list(pool.map(lambda _: resume(), range(8)))
     loops = [t for t in threading.enumerate() if t.name == "overnight-loop" and t.is_alive()]
     assert len(loops) <= 1
+    core.stop()
+
+
+@pytest.mark.timeout(180)
+def test_a_new_budget_after_the_loop_ended_opens_its_session_paused(tmp_path: Path) -> None:
+    """The agent had nothing more to propose: the loop ended, the daemon did not. A new budget still opens its session
+    (before, it was noted by a loop that would never carry it out); nothing runs until the user resumes."""
+    root = _workspace(tmp_path / "ws", [("one", "val=3.0")])
+    events: list[tuple[str, Any]] = []
+    core = DaemonCore(load_config(root), RecordingAgent(root / "proposals.jsonl"), executor=FakeExecutor())
+    core.start(broadcast=lambda method, params: events.append((method, params)))
+    _until("the session to end", lambda: core.finished.is_set(), 120)
+    old = core.status()
+    assert old.state == "stopped" and old.tag
+    tag = core.set_budget(3.0)
+    assert tag == f"{old.tag}-3s"
+    _until("the new session, paused", lambda: core.status().tag == tag and core.status().state == "paused")
+    now = core.status()
+    assert now.budget == 3.0 and "resume to measure its baseline" in (now.message or "")
+    time.sleep(1.0)
+    with Journal(root / ".overnight" / "journal.db") as j:
+        assert j.session(tag) is not None and j.baseline(tag) is None  # nothing ran: a budget is not a resume
+    core.resume()
+    _until("its baseline", lambda: core.journal.baseline(tag) is not None and core.journal.baseline(tag).is_final, 120)
     core.stop()

@@ -481,3 +481,28 @@ def test_the_next_run_starts_a_start_up_before_the_last_ones_training_ends(tmp_p
     spans = [s for s in executor.spans if s[0] > 1]
     early = [(b[0], b[1]) for b in spans for a in spans if a is not b and a[2] < b[2] < a[3]]
     assert early, spans  # started while another run was still in its training loop
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="overlap needs a core for the run and one for the scoring")
+def test_a_winner_started_before_a_keep_it_did_not_see_is_measured_again_on_it(tmp_path: Path) -> None:
+    """Overlapping, the next candidate starts on the incumbent of its time, before the last one is decided; when that
+    one is kept, a win of the next is no keep: its change goes onto the new incumbent and is measured there."""
+    root = _workspace(tmp_path / "ws", [], baseline_runs=2, overlap=True)
+    train = (root / TRAIN).read_text()
+    (root / "proposals.jsonl").write_text("".join(json.dumps({"description": d, "files": {TRAIN: text}}) + "\n" for d, text in [
+        # Apart in the file, so they merge; the fake reads the last marker: the merge measures as the bigger gain.
+        ("a gain at the top", "# FAKE val=2.8 holdout=2.85\n" + train),
+        ("a bigger gain at the end", train + "\n# FAKE val=2.6 holdout=2.65\n"),
+    ]))
+    executor = EvaluatingExecutor(scoring=0.4)
+    _run(root, executor)
+    with Journal(root / ".overnight" / "journal.db") as j:
+        session = j.latest_session()
+        assert session is not None
+        exps = {e.description: e for e in j.experiments(session.tag) if e.kind == "experiment"}
+    first, second = exps["a gain at the top"], exps["a bigger gain at the end"]
+    assert first.status == "keep" and second.parent_commit == first.parent_commit  # started before #2's keep
+    assert second.status == "discard" and f"#{first.id} was kept meanwhile" in (second.decision_reason or "")
+    again = exps[f"a bigger gain at the end (re-measured on #{first.id})"]
+    assert again.meta["remeasures"] == second.id and again.parent_commit == first.commit_sha
+    assert again.status == "keep" and again.val_bpb is not None and again.val_bpb < first.val_bpb  # type: ignore[operator]

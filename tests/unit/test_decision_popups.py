@@ -10,6 +10,7 @@ from typing import Any
 from overnight.daemon.journal import Experiment
 from overnight.daemon.server.app import Daemon
 from overnight.daemon.server.core import summary
+from overnight.daemon.server.in_flight import InFlight
 from overnight.protocol import types as t
 
 
@@ -35,6 +36,7 @@ class _Editor:
 def test_a_keep_pops_up_once_though_the_incumbents_re_runs_finish_it_again() -> None:
     daemon = Daemon.__new__(Daemon)  # the broadcast path alone: no socket, no loop
     daemon._announced = set()
+    daemon.core = SimpleNamespace(flying=InFlight())
     editors = [_Editor(), _Editor()]
     daemon._attached = lambda: editors  # type: ignore[method-assign]
     for params in (_kept(2), _kept(2), _kept(1, kind="baseline"), _kept(3), _kept(2)):
