@@ -390,6 +390,10 @@ def cmd_control(args: argparse.Namespace, console: Console) -> int:
     status = _ask(cfg, method, params)
     best = f"{status.best.val_bpb:.4f} (#{status.best.id})" if status.best else "—"
     current = f"#{status.current.id} {status.current.description}" if status.current else "—"
+    if status.current and status.phase:
+        current += f" ({status.phase.value})"
+    for flight in status.also_in_flight or []:  # scored while the current one trains, or in another slot
+        current += f"; also #{flight.experiment.id}" + (f" ({flight.phase.value})" if flight.phase else "")
     console.print(
         f"daemon: {status.state} · session {status.tag or '—'} · agent {status.agent} · budget {status.budget:g} s\n"
         f"  experiments {status.experiments}, kept {status.kept}, best {best}\n"

@@ -51,6 +51,12 @@ _STATUS_REPORTED: dict[str, Any] = {
     "state": "running", "tag": "autoresearch", "agent": "claude", "budget": 300.0, "clock": "wall",
     "experiments": 4, "kept": 1, "protocolVersion": "1.4", "sealed": True, "reportedMetric": "val_bpb",
 }
+_STATUS_OVERLAPPING: dict[str, Any] = {
+    **_STATUS_RUNNING, "current": {**_SUMMARY_RUNNING, "id": 15, "description": "swap LayerNorm for RMSNorm"},
+    "live": {"experimentId": 15, "run": 0, "runsPlanned": 2, "curve": [[0, 0.0, 5.548]]}, "phase": "starting",
+    "protocolVersion": "1.5",
+    "alsoInFlight": [{"experiment": _SUMMARY_RUNNING, "runsPlanned": 2, "phase": "evaluating"}],
+}
 _STATUS_STOPPING: dict[str, Any] = {
     **_STATUS_RUNNING, "state": "stopping", "message": "stopping after #14",
 }
@@ -90,6 +96,7 @@ EXAMPLES: list[dict[str, Any]] = [
     {"method": "overnight/status", "params": {}, "result": _STATUS_IDLE},
     {"method": "overnight/status", "params": {}, "result": _STATUS_RUNNING},
     {"method": "overnight/status", "params": {}, "result": _STATUS_REPORTED},
+    {"method": "overnight/status", "params": {}, "result": _STATUS_OVERLAPPING},
     {"method": "overnight/ideas/list", "params": {}, "result": _IDEAS},
     {"method": "overnight/ablate", "params": {"dryRun": True}, "result": {
         "changes": 3, "runs": 8, "seconds": 576.0,

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-PROTOCOL_VERSION = "1.4"
+PROTOCOL_VERSION = "1.5"
 NAMESPACE = "overnight/"
 
 
@@ -230,6 +230,11 @@ STRUCTS: tuple[Struct, ...] = (
         f("curve", "[integer, number, number][]",
           "The loss curve so far: [step, elapsed seconds, train loss] triples, thinned to at most 500."),
     )),
+    Struct("FlightSummary", "An experiment in flight besides `current` (since 1.5).", (
+        f("experiment", "ExperimentSummary", "The experiment."),
+        f("runsPlanned", "integer", "Runs it will take at most (confirmations included)."),
+        opt("phase", "Phase", "Where its run is; absent before its first phase."),
+    )),
     Struct("LoopStatus", "The loop as a whole: what a sidebar shows.", (
         f("state", "LoopState", "What the loop is doing."),
         opt("tag", "string", "The session tag (branch `overnight/<tag>`); absent before a session opens."),
@@ -252,6 +257,10 @@ STRUCTS: tuple[Struct, ...] = (
         opt("flags", "string[]", "What the loop flagged for the human this session, newest last (since 1.2)."),
         opt("transferRatio", "number", "The latest transfer check: the share of the gain that survived at a "
                                       "larger budget and model (since 1.2)."),
+        opt("alsoInFlight", "FlightSummary[]", "Experiments in flight besides `current`, oldest first (since 1.5): a "
+                                              "model exported and scored while `current` trains (`overlap`), or "
+                                              "other slots' runs. `current` is the one started last; absent when "
+                                              "it is the only one."),
     )),
     # The hypothesis queue (since 1.4)
     Struct("Idea", "One hypothesis in the queue.", (

@@ -97,7 +97,8 @@ function running(vm: ViewModel): TemplateResult {
   return html`<div class="run-title"><strong>${r.title}</strong> ${r.description}</div>
     ${r.phase ? html`<div class="phase phase-${r.phase}" id="run-phase">${r.phaseLabel}</div>` : nothing}
     <div class="bar"><div style="width:${(100 * r.progress).toFixed(1)}%"></div></div>
-    <div class="muted">${r.detail}</div>`;
+    <div class="muted">${r.detail}</div>
+    ${r.also ? html`<div class="muted" id="run-also">${r.also}</div>` : nothing}`;
 }
 
 function agent(vm: ViewModel): TemplateResult | typeof nothing {

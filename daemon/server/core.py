@@ -253,7 +253,8 @@ class DaemonCore:
         ratio = transfers[-1]["ratio"] if transfers and transfers[-1]["ratio"] is not None else None
         flags = [str(f["text"]) for f in self.journal.flags(self.tag)[-5:]] if self.tag else []
         sandbox = self.loop.sandbox
-        current = self.flying.current()
+        flights, phases = self.flying.all(), self.flying.phases()
+        current = flights[-1] if flights else None
         return t.LoopStatus(
             state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.loop.cfg.budget,
             clock=t.Clock(self.loop.clock if self.tag else self.cfg.clock),
@@ -264,10 +265,12 @@ class DaemonCore:
             live=current.live if current else None,
             experiments=n, kept=kept,
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
-            phase=self.flying.phases().get(current.experiment.id) if current else None,
+            phase=phases.get(current.experiment.id) if current else None,
             sealed=sandbox.sealed if sandbox is not None else self.cfg.sandbox != "none",
             reported_metric=self.loop.cfg.metric if self.loop.cfg.measure == "reported" else None,
             flags=flags or None, transfer_ratio=float(ratio) if ratio is not None else None,
+            also_in_flight=[t.FlightSummary(experiment=summary(f.experiment), runs_planned=f.runs_planned,
+                                            phase=phases.get(f.experiment.id)) for f in flights[:-1]] or None,
         )
 
     def session_head(self) -> str | None:

@@ -64,6 +64,7 @@ def status_line(status: t.LoopStatus) -> str:
         parts.append(status.message)
     if status.current is not None and status.state.value in ("running", "pausing", "stopping", "baseline"):
         parts.append(f"#{status.current.id} {status.current.description}")
+        parts.extend(f"also #{f.experiment.id}" + (f" {f.phase.value}" if f.phase else "") for f in status.also_in_flight or [])
     if status.best is not None:
         parts.append(f"best {status.best.val_bpb:.4f} (#{status.best.id})")
     parts.append(f"{status.experiments} experiments, {status.kept} kept")

@@ -4,6 +4,7 @@ an injected executor whose runs take a second, so commands arrive while a run "t
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -142,3 +143,25 @@ def test_a_new_budget_after_the_loop_ended_opens_its_session_paused(tmp_path: Pa
     core.resume()
     _until("its baseline", lambda: core.journal.baseline(tag) is not None and core.journal.baseline(tag).is_final, 120)
     core.stop()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="overlap needs a core for the run and one for the scoring")
+def test_editors_see_each_overlapping_experiment_with_its_own_phase(tmp_path: Path) -> None:
+    """While one model is scored the next run trains: the status names the one started last as current, with its
+    own phase, and the one being scored beside it (protocol 1.5's alsoInFlight)."""
+    from .test_loop_decisions import EvaluatingExecutor
+
+    root = _workspace(tmp_path / "ws", [(f"null {i}", "val=3.0") for i in range(4)], baseline_runs=2, overlap=True)
+    statuses: list[Any] = []
+    core = DaemonCore(load_config(root), RecordingAgent(root / "proposals.jsonl"), executor=EvaluatingExecutor(scoring=0.4))
+    core.start(broadcast=lambda method, params: statuses.append(params) if method == "overnight/loopStateChanged" else None)
+    _until("the session to end", lambda: core.finished.is_set(), 150)
+    core.stop()
+    both = [s for s in statuses if s.also_in_flight]
+    assert both, "never saw two experiments in flight"
+    for s in both:
+        assert s.current is not None and all(f.experiment.id < s.current.id for f in s.also_in_flight)
+    # The one being scored shows as evaluating while the current one is in a phase of its own.
+    assert any(f.phase == "evaluating" and s.phase != "evaluating" for s in both for f in s.also_in_flight)
+    assert statuses[-1].also_in_flight is None and statuses[-1].current is None

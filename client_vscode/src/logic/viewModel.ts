@@ -83,7 +83,9 @@ export interface ViewModel {
   /** What the loop flagged for the user, newest first (a few). */
   flags: string[];
   summary: [string, string][];
-  running?: { title: string; description: string; progress: number; detail: string; phase?: Phase; phaseLabel?: string };
+  running?: { title: string; description: string; progress: number; detail: string; phase?: Phase; phaseLabel?: string;
+    /** The others in flight: a model scored while this one trains (overlap), or other slots' runs. */
+    also?: string };
   curve: { current: Point[]; incumbent: Point[]; incumbentLabel: string; currentLabel: string };
   filter: Filter;
   total: number;
@@ -359,6 +361,8 @@ export class SidebarModel {
           vm.running.phase = s.phase;
           vm.running.phaseLabel = PHASE_LABEL[s.phase];
         }
+        const others = (s.alsoInFlight ?? []).map((f) => `${experimentLabel(f.experiment)}${f.phase ? ` ${PHASE_LABEL[f.phase]}` : ""}`);
+        if (others.length) vm.running.also = `also in flight: ${others.join(", ")}`;
       }
     }
     if (this.detail) vm.detail = detailView(this.detail);

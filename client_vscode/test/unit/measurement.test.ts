@@ -141,3 +141,20 @@ test("newFlags: only flags the client has not seen, none on the first status, al
   assert.deepEqual(newFlags({ ...running, flags: ["a"] }, { ...running, flags: ["a"] }), []);
   assert.deepEqual(newFlags({ ...running, flags: ["a"] }, { ...running, tag: "t2", flags: ["a"] }), ["a"]);
 });
+
+test("overlapping experiments: the sidebar follows the one started last and names the one being scored", () => {
+  const m = new SidebarModel();
+  m.setConnection("connected");
+  m.setStatus({ ...running, current: exp(5, "running"), phase: "training",
+    alsoInFlight: [{ experiment: exp(4, "running"), runsPlanned: 2, phase: "evaluating" }] });
+  m.progress({ experimentId: 5, run: 0, step: 10, elapsed: 6, budget: 60, trainLoss: 3.1 });
+  const v = m.view();
+  assert.equal(v.running?.title, "#5");
+  assert.equal(v.running?.phase, "training");
+  assert.equal(v.running?.progress, 0.1); // #5's own frame, not #4's spent budget
+  assert.equal(v.running?.also, "also in flight: #4 evaluating (pinned harness)");
+  m.experimentFinished({ ...exp(4, "discard"), valBpb: 2.4 }); // #4 decided: #5 stays the one in flight
+  assert.equal(m.view().running?.title, "#5");
+  m.setStatus({ ...running, current: exp(5, "running"), phase: "training" });
+  assert.equal(m.view().running?.also, undefined);
+});
