@@ -55,9 +55,9 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
     root = tmp_path_factory.mktemp("loop") / "ws"
     assert main(["init", str(root)]) == 0
-    # Sequential (no overlap, the default): each proposal is made after the last decision, so the patch written
-    # against the code before the keep no longer applies (overlapping, it would be made while the keep was scored).
-    write_config(root, grace=10.0, memory_limit_gb=1.5, replay_file="proposals.jsonl", agent="replay")
+    # Sequential (overlap off): each proposal is made after the last decision, so the patch written against the
+    # code before the keep no longer applies (overlapping, it would be made while the keep was scored, and apply).
+    write_config(root, grace=10.0, memory_limit_gb=1.5, replay_file="proposals.jsonl", agent="replay", overlap=False)
     train = root / "trainer" / "train.py"
     train.write_text(train.read_text().replace(GOOD_LR, BAD_LR, 1))
     commit_all(root)
