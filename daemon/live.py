@@ -63,7 +63,10 @@ class LiveView:
         self.state = "starting"
         self.state_message = ""
         self.clock = ""
-        self.current: Experiment | None = None
+        self.current: Experiment | None = None  # the experiment in flight started last: the panel follows it
+        # Every experiment announced in flight and its runs planned: with overlap a model is scored while the next
+        # run trains, and with slots several train at once.
+        self._flying: dict[int, tuple[Experiment, int]] = {}
         self.run_index = 0
         self.runs_planned = 1
         self.run_budget = budget
@@ -158,16 +161,18 @@ class LiveView:
                                  "gain_at_budget": event.gain_at_budget}
             case ExperimentStarted():
                 self._on_experiment_started(event)
-            case PhaseChanged(phase=phase):
-                if phase != self.phase:
+            case PhaseChanged(phase=phase, experiment_id=exp_id):
+                if self._followed(exp_id) and phase != self.phase:
                     self.phase, self.phase_started = phase, time.monotonic()
-            case RunStarted():
-                self._on_run_started(event)
-            case Progress(frame=frame):
-                if frame.get("type") == "progress":
+            case RunStarted(experiment_id=exp_id):
+                if self._followed(exp_id):
+                    self._on_run_started(event)
+            case Progress(frame=frame, experiment_id=exp_id):
+                if frame.get("type") == "progress" and self._followed(exp_id):
                     self.frame = frame
-            case RunFinished():
-                self.phase = ""
+            case RunFinished(experiment_id=exp_id):
+                if self._followed(exp_id):
+                    self.phase = ""
                 self._on_run_finished(event)
             case ExperimentFinished():
                 self._on_experiment_finished(event)
@@ -175,6 +180,11 @@ class LiveView:
                 pass  # the message that follows says what was taken; the queue is `overnight ideas`
             case _:
                 assert_never(event)
+
+    def _followed(self, exp_id: int | None) -> bool:
+        """Whether an event of this experiment's runs is the panel's: the current one's (or, with none announced, an
+        incumbent's re-run's), not another's scored beside it."""
+        return exp_id is None or self.current is None or exp_id == self.current.id
 
     def _refresh(self) -> None:
         """What the session holds now: pooled σ, the incumbent, flags, the latest transfer check, the seal."""
@@ -225,9 +235,10 @@ class LiveView:
         if state == "paused" and (self.state, self.state_message) != (state, message):
             self.console.print(f"[yellow bold]paused:[/] {escape(message)}")
         self.state, self.state_message = state, message
-        if state in ("proposing", "paused", "stopped", "preparing"):
-            # Between experiments (a transfer check's runs end without an experiment_finished): nothing in flight.
-            self.current, self.phase = None, ""
+        if state in ("paused", "stopped", "preparing"):
+            # Nothing in flight (a stop leaves what it cut short unfinished). While the agent proposes, a model may
+            # still be scored (overlap): the panel keeps it.
+            self.current, self.phase, self._flying = None, "", {}
         if state == "proposing":
             self.thought = ""
         if state in ("preparing", "stopped"):
@@ -258,6 +269,8 @@ class LiveView:
 
     def _on_experiment_started(self, event: ExperimentStarted) -> None:
         experiment = event.experiment
+        self._flying.pop(experiment.id, None)
+        self._flying[experiment.id] = (experiment, event.runs_planned)
         self.current, self.runs_planned, self.state = experiment, event.runs_planned, "running"
         self._remeasure = experiment.is_final  # the incumbent re-run, or a transfer check's run
         self._remeasured_from = experiment.val_bpb
@@ -278,8 +291,11 @@ class LiveView:
         out = event.outcome
         if out.status == "interrupted":
             return  # stopped by the user: it re-runs, nothing was measured
-        of = f"/{self.runs_planned}" if self.runs_planned and event.run < self.runs_planned else ""
-        head = f"  run {event.run + 1}{of}"
+        planned = self._flying[event.experiment_id][1] if event.experiment_id in self._flying else self.runs_planned
+        of = f"/{planned}" if planned and event.run < planned else ""
+        # Under the current experiment's line, another's run (scored beside it) says whose it is.
+        whose = "" if self.current is None or event.experiment_id == self.current.id else f"#{event.experiment_id} "
+        head = f"  {whose}run {event.run + 1}{of}"
         if out.status == "ok" and out.val_bpb is not None:
             steps = f" · {out.steps:,} steps" if out.steps else ""
             self.console.print(f"[dim]{head}: val {out.val_bpb:.4f} bpb{steps}[/]")
@@ -290,7 +306,12 @@ class LiveView:
 
     def _on_experiment_finished(self, event: ExperimentFinished) -> None:
         experiment = event.experiment
-        self.current, self.phase = None, ""
+        self._flying.pop(experiment.id, None)
+        if self.current is None or self.current.id == experiment.id:  # the one scored beside it: it stays current
+            last = next(reversed(self._flying.values()), None)
+            self.current, self.phase, self.frame = (last[0] if last else None), "", {}
+            if last is not None:
+                self.runs_planned = last[1]
         self.recent = [*(e for e in self.recent if e.id != experiment.id), experiment][-_RECENT:]
         if experiment.status == "keep":
             self.best = experiment

@@ -31,25 +31,25 @@ _SUMMARY_CRASH: dict[str, Any] = {
 }
 _STATUS_IDLE: dict[str, Any] = {
     "state": "idle", "agent": "sweep", "budget": 60.0, "clock": "auto", "experiments": 0, "kept": 0,
-    "protocolVersion": "1.4",
+    "protocolVersion": "1.5",
 }
 _STATUS_RUNNING: dict[str, Any] = {
     "state": "running", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 12, "valBpb": 1.4954}, "current": _SUMMARY_RUNNING, "experiments": 13, "kept": 2,
     "live": {"experimentId": 14, "run": 0, "runsPlanned": 2,
              "curve": [[0, 0.0, 5.551], [100, 19.6, 2.412], [200, 39.1, 1.903]]},
-    "protocolVersion": "1.4", "phase": "training", "sealed": True,
+    "protocolVersion": "1.5", "phase": "training", "sealed": True,
 }
 _STATUS_PAUSED: dict[str, Any] = {
     "state": "paused", "tag": "nov27", "agent": "claude", "budget": 300.0, "clock": "wall", "sigma": 0.0021,
     "best": {"id": 14, "valBpb": 1.4823}, "experiments": 14, "kept": 3,
-    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.4",
+    "message": "paused by the user: trying the tokenizer change myself", "protocolVersion": "1.5",
     "sealed": True, "transferRatio": 0.71,
     "flags": ["#13 is held for you: val improved but the holdout got worse beyond noise: holdout 1.5011 → 1.5102"],
 }
 _STATUS_REPORTED: dict[str, Any] = {
     "state": "running", "tag": "autoresearch", "agent": "claude", "budget": 300.0, "clock": "wall",
-    "experiments": 4, "kept": 1, "protocolVersion": "1.4", "sealed": True, "reportedMetric": "val_bpb",
+    "experiments": 4, "kept": 1, "protocolVersion": "1.5", "sealed": True, "reportedMetric": "val_bpb",
 }
 _STATUS_OVERLAPPING: dict[str, Any] = {
     **_STATUS_RUNNING, "current": {**_SUMMARY_RUNNING, "id": 15, "description": "swap LayerNorm for RMSNorm"},
@@ -187,6 +187,6 @@ EXAMPLES: list[dict[str, Any]] = [
 ]
 
 # The connection's own messages (standard LSP methods carrying Overnight's types).
-INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.4",
+INITIALIZATION_OPTIONS: dict[str, Any] = {"token": "q3Jx0tE8mC5vW1yZ7hK2pL9sN4bR6dF0", "protocolVersion": "1.5",
                                           "commandLinks": True, "showMessages": False}
-SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.4"}
+SERVER_INFO_OVERNIGHT: dict[str, Any] = {"protocolVersion": "1.5"}

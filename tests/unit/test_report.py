@@ -24,9 +24,11 @@ from overnight.daemon.events import (
     Flagged,
     Message,
     PhaseChanged,
+    Progress,
     RunFinished,
     RunStarted,
     SessionOpened,
+    StateChanged,
     TransferChecked,
 )
 from overnight.daemon.executor import RunOutcome
@@ -390,6 +392,34 @@ def test_live_view_prints_each_runs_result_as_it_comes(tmp_path: Path) -> None:
     assert "run 1/3: val 2.2413 bpb · 2,214 steps" in text
     assert "run 2/3: starved (the machine gave it too little CPU) — runs again" in text
     assert "interrupted" not in text and "details" not in text
+
+
+def test_live_view_follows_the_run_that_trains_while_the_last_model_is_scored(tmp_path: Path) -> None:
+    """Overlap: #A's model is scored while #B trains. The panel shows #B with #B's own phase and frames; #A's result
+    line says whose it is; #A's decision leaves #B in the panel."""
+    j = _session(tmp_path, sandbox="bwrap")
+    view, console = _view(j)
+    view(SessionOpened(tag="s", resumed=True, worktree="/w", branch="overnight/s"))
+    a, b = _by(j, "a wider MLP"), _by(j, "restore a sane learning rate")
+    view(ExperimentStarted(experiment=a, runs_planned=2))
+    view(RunStarted(experiment_id=a.id, run=0, seed=1, budget=60.0, clock="steps"))
+    view(StateChanged(state="proposing", message="replay is proposing"))  # the next proposal, while #A trains on
+    view(ExperimentStarted(experiment=b, runs_planned=3))
+    view(RunStarted(experiment_id=b.id, run=0, seed=2, budget=60.0, clock="steps"))
+    view(PhaseChanged(phase="training", experiment_id=b.id, run=0))
+    view(PhaseChanged(phase="evaluating", experiment_id=a.id, run=0))  # #A's, not the panel's
+    view(Progress(experiment_id=b.id, run=0, frame={"type": "progress", "step": 7, "elapsed": 3.0, "train_loss": 3.5}))
+    view(Progress(experiment_id=a.id, run=0, frame={"type": "progress", "step": 99, "elapsed": 59.0, "train_loss": 2.0}))
+    screen = _render(view.render())
+    assert f"#{b.id}" in screen and "run 1/3" in screen and re.search(r"phase\s+training", screen)
+    assert "step 7" in screen and "step 99" not in screen
+    view(RunFinished(experiment_id=a.id, run=0, outcome=RunOutcome(status="ok", val_bpb=2.5012, steps=99)))
+    assert f"#{a.id} run 1/2: val 2.5012 bpb" in console.export_text()
+    view(ExperimentFinished(experiment=a))
+    screen = _render(view.render())
+    assert f"#{b.id}" in screen and "step 7" in screen and re.search(r"phase\s+training", screen)
+    view(ExperimentFinished(experiment=b))
+    assert "phase" not in _render(view.render())
 
 
 def test_live_view_prints_a_flag_once_and_keeps_it_and_the_transfer(tmp_path: Path) -> None:
