@@ -117,7 +117,7 @@ export class Controller implements vscode.Disposable {
       this.changed();
     });
     c.on("overnight/progress", (p) => {
-      this.model.progress(p);
+      if (!this.model.progress(p)) return; // another experiment's run, not the one the sidebar follows
       this.statusBar.progress = p;
       this.changed();
     });

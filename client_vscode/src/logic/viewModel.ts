@@ -223,13 +223,18 @@ export class SidebarModel {
     this.upsert(p.experiment);
   }
 
-  progress(p: RunProgress): void {
+  /** A training frame; false (and ignored) when it is not the current experiment's: with overlap or several
+   * slots another run may still be training, and the live curve follows the experiment started last. */
+  progress(p: RunProgress): boolean {
+    const current = this.status?.current;
+    if (current && current.id !== p.experimentId) return false;
     if (p.run !== this.liveRun || (this.lastProgress && p.experimentId !== this.lastProgress.experimentId)) {
       this.liveCurve = [];
       this.liveRun = p.run;
     }
     this.lastProgress = p;
     this.liveCurve = appendPoint(this.liveCurve, [p.elapsed, p.trainLoss]);
+    return true;
   }
 
   experimentFinished(e: ExperimentSummary): void {

@@ -147,7 +147,9 @@ test("overlapping experiments: the sidebar follows the one started last and name
   m.setConnection("connected");
   m.setStatus({ ...running, current: exp(5, "running"), phase: "training",
     alsoInFlight: [{ experiment: exp(4, "running"), runsPlanned: 2, phase: "evaluating" }] });
-  m.progress({ experimentId: 5, run: 0, step: 10, elapsed: 6, budget: 60, trainLoss: 3.1 });
+  assert.equal(m.progress({ experimentId: 5, run: 0, step: 10, elapsed: 6, budget: 60, trainLoss: 3.1 }), true);
+  // A late frame of #4's training is not #5's: the live curve and bar stay #5's.
+  assert.equal(m.progress({ experimentId: 4, run: 0, step: 99, elapsed: 59, budget: 60, trainLoss: 2.0 }), false);
   const v = m.view();
   assert.equal(v.running?.title, "#5");
   assert.equal(v.running?.phase, "training");
