@@ -359,6 +359,8 @@ class Loop:
                 return Ack(self.state, "new budget", self._set_budget(seconds, tag))
             case SyncFiles(paths=paths):
                 self._sync_paths.update(paths)
+                if self._owner is None:  # no loop runs: the next start notices the edit (_notice_offline_edits)
+                    return Ack(self.state, "taken when the loop starts again")
                 return Ack(self.state, "syncing after the experiment in flight")
             case Curate() as c:
                 return self._curate(c)
