@@ -85,8 +85,9 @@ class LiveView:
         self.thought = ""
         self._thought_done = False
         self._flagged: list[str] = []  # flags printed, whose duplicate warning message is not printed again
-        self._remeasure = False
-        self._remeasured_from: float | None = None
+        # Decided experiments announced again (a transfer check's runs): their val_bpb when announced.
+        self._remeasured: dict[int, float | None] = {}
+        self._ran: set[int] = set()  # experiments in flight a run of which started
         self._live: Live | None = None
         self._pump: threading.Thread | None = None
         self._events: queue.Queue[Event | object | None] = queue.Queue()
@@ -165,6 +166,8 @@ class LiveView:
                 if self._followed(exp_id) and phase != self.phase:
                     self.phase, self.phase_started = phase, time.monotonic()
             case RunStarted(experiment_id=exp_id):
+                if exp_id in self._flying and (self.current is None or exp_id != self.current.id):
+                    self._follow(exp_id)  # its run starts: the one training is the panel's
                 if self._followed(exp_id):
                     self._on_run_started(event)
             case Progress(frame=frame, experiment_id=exp_id):
@@ -238,7 +241,8 @@ class LiveView:
         if state in ("paused", "stopped", "preparing"):
             # Nothing in flight (a stop leaves what it cut short unfinished). While the agent proposes, a model may
             # still be scored (overlap): the panel keeps it.
-            self.current, self.phase, self._flying = None, "", {}
+            self.current, self.phase, self._flying, self._ran = None, "", {}, set()
+            self._remeasured.clear()
         if state == "proposing":
             self.thought = ""
         if state in ("preparing", "stopped"):
@@ -271,16 +275,25 @@ class LiveView:
         experiment = event.experiment
         self._flying.pop(experiment.id, None)
         self._flying[experiment.id] = (experiment, event.runs_planned)
-        self.current, self.runs_planned, self.state = experiment, event.runs_planned, "running"
-        self._remeasure = experiment.is_final  # the incumbent re-run, or a transfer check's run
-        self._remeasured_from = experiment.val_bpb
-        self.frame, self.phase = {}, ""
-        if self._remeasure:
+        self.state = "running"
+        if self.current is None or self.current.id not in self._ran:
+            # Announced while none of the others trains yet; a candidate queued beside a training run (re-measured,
+            # recovered) waits for its own run to start before the panel follows it.
+            self._follow(experiment.id)
+        if experiment.is_final:  # a transfer check's run: its val_bpb as it stood, to tell a change from none
+            self._remeasured[experiment.id] = experiment.val_bpb
             self.console.print(f"[cyan]▶ #{experiment.id}[/] [dim]again: {escape(experiment.description)}[/]")
         else:
             self.console.print(f"[cyan]▶ #{experiment.id}[/] {escape(experiment.description)}")
 
+    def _follow(self, exp_id: int) -> None:
+        """The panel shows this experiment in flight now, from a clean slate."""
+        experiment, planned = self._flying.pop(exp_id)
+        self._flying[exp_id] = (experiment, planned)
+        self.current, self.runs_planned, self.frame, self.phase = experiment, planned, {}, ""
+
     def _on_run_started(self, event: RunStarted) -> None:
+        self._ran.add(event.experiment_id)
         self.run_index, self.frame, self.run_started, self.clock = event.run, {}, time.monotonic(), event.clock
         self.run_budget = event.budget
         if self.phase == "waiting":
@@ -307,11 +320,14 @@ class LiveView:
     def _on_experiment_finished(self, event: ExperimentFinished) -> None:
         experiment = event.experiment
         self._flying.pop(experiment.id, None)
+        self._ran.discard(experiment.id)
         if self.current is None or self.current.id == experiment.id:  # the one scored beside it: it stays current
-            last = next(reversed(self._flying.values()), None)
-            self.current, self.phase, self.frame = (last[0] if last else None), "", {}
-            if last is not None:
-                self.runs_planned = last[1]
+            ran = [i for i in self._flying if i in self._ran]
+            nxt = ran[-1] if ran else next(reversed(self._flying), None)
+            if nxt is not None:
+                self._follow(nxt)
+            else:
+                self.current, self.phase, self.frame = None, "", {}
         self.recent = [*(e for e in self.recent if e.id != experiment.id), experiment][-_RECENT:]
         if experiment.status == "keep":
             self.best = experiment
@@ -320,11 +336,10 @@ class LiveView:
                 sigma = experiment.evidence.get("sigma")
                 self.sigma = float(sigma) if isinstance(sigma, (int, float)) else None
         self._refresh()
-        if self._remeasure:
+        if experiment.id in self._remeasured:
             # A transfer check's run is not one of its runs: its mean is as it was, and the check says the rest.
-            if experiment.val_bpb is not None and experiment.val_bpb != self._remeasured_from:
+            if experiment.val_bpb is not None and experiment.val_bpb != self._remeasured.pop(experiment.id):
                 self.console.print(f"[dim]  #{experiment.id} re-measured: mean of its runs now {experiment.val_bpb:.4f}[/]")
-            self._remeasure = False
             return
         self.console.print(_result_line(experiment))
 

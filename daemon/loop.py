@@ -322,7 +322,8 @@ class Loop:
 
     def _handle(self, command: Command) -> Ack:
         """Carry out one command; runs in the owner thread (or, with no loop thread, the only thread at it)."""
-        in_flight = self.state in ("running", "baseline", "pausing")
+        # A model may be scored while the agent proposes the next (overlap): that is in flight too.
+        in_flight = bool(self._announced or self._flights) or self.state in ("running", "baseline", "pausing")
         match command:
             case Pause(reason=reason):
                 self.paused, self.pause_reason = True, reason
@@ -542,6 +543,10 @@ class Loop:
                     if nxt is None or self.stop_requested.is_set() or summary.stopped != _NEW_BUDGET:
                         return summary
                     budget, tag = nxt
+                    # Nothing of the last session goes on in the next (it ended with no run in flight; a candidate
+                    # still waiting stays unfinished in the journal, resumed with its session).
+                    self._candidates.clear()
+                    self._announced.clear()
                     start = self.ws.head()
                     self._carry_user_base(summary.tag, tag)
                     self.cfg = dataclasses.replace(self.cfg, budget=budget)
@@ -651,6 +656,10 @@ class Loop:
         self.trees = Trees(self.cfg.root, self.cfg.state_dir / "trees" / session.tag,
                            [self.cfg.workdir, *self.cfg.editable, *self.cfg.frozen, self.cfg.program])
         self._lines = History(self.ws.repo, max_versions=64)
+        if self._next_session is not None:
+            # A new budget asked for before this session's work resumed: its unfinished experiments stay as they are
+            # (resumed when it is), none runs at the old budget or lands in the new session.
+            return self._summary(_NEW_BUDGET)
         for exp in self.journal.unfinished(session.tag):
             self._recover(exp)
         self._notice_offline_edits()
@@ -897,7 +906,7 @@ class Loop:
     def _launch(self, slot: int, exp: Experiment, k: int, cand: _Candidate | None) -> None:
         """Start one run of ``exp`` in ``slot``; its outcome lands in the owner thread (``_landed``)."""
         assert self.journal is not None
-        self._wait_for_machine()
+        self._wait_for_machine(exp.id)
         if self.stop_requested.is_set():
             return
         if cand is not None:
@@ -1636,7 +1645,7 @@ class Loop:
     def _threads(self) -> int:
         return self.cfg.threads or usable_cores()
 
-    def _wait_for_machine(self) -> None:
+    def _wait_for_machine(self, experiment_id: int | None = None) -> None:
         """Before a run: wait, saying so, while other processes leave too little of the machine for it. After a run
         was starved by the load (its speed measured beside a neighbour), the next waits for a quiet machine."""
         waiting = False
@@ -1654,7 +1663,7 @@ class Loop:
                 return
             if not waiting:
                 waiting = True
-                self._phase("waiting")
+                self._phase("waiting", experiment_id)
                 self._emit(Message(level="warning",
                                    text=f"waiting for the machine: other processes leave {max(0.0, free):.1f} of "
                                         f"{usable_cores()} cores free, a run needs {need:g}"))
@@ -1675,7 +1684,7 @@ class Loop:
         seed = exp.id * 100 + k
         starved = 0
         while True:
-            self._wait_for_machine()
+            self._wait_for_machine(exp.id)
             if self.stop_requested.is_set():
                 self._interrupted(exp)
                 return None

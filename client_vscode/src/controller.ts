@@ -153,9 +153,14 @@ export class Controller implements vscode.Disposable {
   }
 
   /** A keep (or a held keep) raises a notification, if the user wants them, and an unread badge on the view. */
+  /** Experiments whose decision was announced: an incumbent's re-run or a transfer check's run finishes a kept
+   * experiment again, which is no new decision. */
+  private readonly announced = new Set<number>();
+
   private async announce(e: ExperimentSummary): Promise<void> {
     const notice = decisionNotice(e);
-    if (!notice) return;
+    if (!notice || this.announced.has(e.id)) return;
+    this.announced.add(e.id);
     this.sidebar.markUnread();
     if (!vscode.workspace.getConfiguration("overnight").get<boolean>("notifications.decisions", true)) return;
     // The keep's suggestion is pushed right after the decision: a moment's wait lets the notice offer to review it.

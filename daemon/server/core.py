@@ -44,7 +44,7 @@ from ..loop import Loop, LoopError
 from ..noise import session_noise
 from ..suggestions import SuggestionBook
 from ..watch import UserFileWatcher
-from .in_flight import InFlight
+from .in_flight import Flight, InFlight
 
 log = logging.getLogger("overnight.daemon")
 
@@ -184,6 +184,8 @@ class DaemonCore:
     def _on_event(self, event: Event) -> None:
         match event:
             case SessionOpened(tag=tag):
+                if tag != self.tag:
+                    self.flying.clear()  # what the last session left in flight is not this one's
                 self.tag = tag  # a new budget opens a new session: follow it
                 self._changed()
             case StateChanged(state=state):
@@ -199,11 +201,18 @@ class DaemonCore:
                 self.flying.started(exp, planned)
                 self._broadcast(t.OVERNIGHT_EXPERIMENT_STARTED,
                                 t.ExperimentStartedParams(experiment=summary(exp), runs_planned=planned))
+                self._notify_state()
+            case RunStarted(experiment_id=exp_id, run=run):
+                self.flying.run_started(exp_id, run)  # the one training is the current one
+                self._notify_state()
+            case RunFinished(experiment_id=exp_id):
+                self.flying.run_finished(exp_id)
             case Progress():
                 self._on_progress(event)
             case ExperimentFinished(experiment=exp):
                 self.flying.finished(exp.id)  # another may have started since (overlap, slots): it stays current
                 self._broadcast(t.OVERNIGHT_EXPERIMENT_FINISHED, t.ExperimentFinishedParams(experiment=summary(exp)))
+                self._notify_state()  # the others in flight, without it
                 self._changed()
             case Rebased():
                 self._changed()
@@ -212,7 +221,7 @@ class DaemonCore:
                     self._broadcast(t.OVERNIGHT_IDEAS_CHANGED, self.ideas())
             case Thought(text=text, done=done, experiment_id=exp_id):
                 self._broadcast(t.OVERNIGHT_AGENT_THOUGHT, t.AgentThought(experiment_id=exp_id, text=text, done=done))
-            case Message() | RunStarted() | RunFinished():
+            case Message():
                 pass  # the terminal's lines; clients see their effect in the state and experiment notifications
             case _:
                 assert_never(event)
@@ -235,8 +244,7 @@ class DaemonCore:
     def in_flight(self) -> list[t.ExperimentStartedParams]:
         """The experiments in flight, oldest first, as their starts were announced: for a client that attaches
         mid-run."""
-        return [t.ExperimentStartedParams(experiment=summary(f.experiment),
-                                          runs_planned=f.live.runs_planned if f.live else f.runs_planned)
+        return [t.ExperimentStartedParams(experiment=summary(f.experiment), runs_planned=_planned(f))
                 for f in self.flying.all()]
 
     def _notify_state(self) -> None:
@@ -253,8 +261,7 @@ class DaemonCore:
         ratio = transfers[-1]["ratio"] if transfers and transfers[-1]["ratio"] is not None else None
         flags = [str(f["text"]) for f in self.journal.flags(self.tag)[-5:]] if self.tag else []
         sandbox = self.loop.sandbox
-        flights, phases = self.flying.all(), self.flying.phases()
-        current = flights[-1] if flights else None
+        current, others = self.flying.snapshot()
         return t.LoopStatus(
             state=t.LoopState(state), tag=self.tag, agent=self.agent.name, budget=self.loop.cfg.budget,
             clock=t.Clock(self.loop.clock if self.tag else self.cfg.clock),
@@ -265,12 +272,12 @@ class DaemonCore:
             live=current.live if current else None,
             experiments=n, kept=kept,
             message=self.error or self.loop.state_message or None, protocol_version=t.PROTOCOL_VERSION,
-            phase=phases.get(current.experiment.id) if current else None,
+            phase=current.protocol_phase if current else None,
             sealed=sandbox.sealed if sandbox is not None else self.cfg.sandbox != "none",
             reported_metric=self.loop.cfg.metric if self.loop.cfg.measure == "reported" else None,
             flags=flags or None, transfer_ratio=float(ratio) if ratio is not None else None,
-            also_in_flight=[t.FlightSummary(experiment=summary(f.experiment), runs_planned=f.runs_planned,
-                                            phase=phases.get(f.experiment.id)) for f in flights[:-1]] or None,
+            also_in_flight=[t.FlightSummary(experiment=summary(f.experiment), runs_planned=_planned(f),
+                                            phase=f.protocol_phase) for f in others] or None,
         )
 
     def session_head(self) -> str | None:
@@ -356,6 +363,11 @@ class DaemonCore:
             decision_reason=exp.decision_reason, decided_by=exp.decided_by, evidence=exp.evidence,
             holdout_bpb=exp.holdout_bpb, ood_bpb=exp.ood_bpb, error=exp.error, runs=runs,
         )
+
+
+def _planned(f: Flight) -> int:
+    """Runs it will take at most: as announced, or more once a confirmation run beyond that started."""
+    return max(f.runs_planned, f.live.runs_planned if f.live else 0)
 
 
 def idea_queue(journal: Journal, tag: str | None, cfg: Config) -> t.IdeaQueue:

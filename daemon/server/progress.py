@@ -41,6 +41,7 @@ class ExperimentProgress:
         self.ls = ls
         self._bars: dict[int, _Bar] = {}  # experiment id → its bar, in the order they began
         self._creating: set[int] = set()  # asked the client for a token, not answered yet
+        self._ended_early: set[int] = set()  # of those, decided (or the loop stopped) before the client answered
 
     async def started(self, params: t.ExperimentStartedParams) -> None:
         if not supported(self.ls):
@@ -57,6 +58,9 @@ class ExperimentProgress:
             return
         finally:
             self._creating.discard(exp.id)
+        if exp.id in self._ended_early:  # its decision came while the client was answering: no bar to begin
+            self._ended_early.discard(exp.id)
+            return
         while len(self._bars) >= MAX_BARS:
             self._end(next(iter(self._bars)), None)
         self._bars[exp.id] = _Bar(token, max(1, params.runs_planned))
@@ -92,10 +96,12 @@ class ExperimentProgress:
 
     def end_all(self) -> None:
         """The loop stopped: nothing is in flight any more."""
-        for exp_id in list(self._bars):
+        for exp_id in [*self._bars, *self._creating]:
             self._end(exp_id, None)
 
     def _end(self, exp_id: int, message: str | None) -> None:
+        if exp_id in self._creating:
+            self._ended_early.add(exp_id)
         bar = self._bars.pop(exp_id, None)
         if bar is not None:
             self.ls.work_done_progress.end(bar.token, lsp.WorkDoneProgressEnd(message=message))

@@ -161,7 +161,40 @@ def test_editors_see_each_overlapping_experiment_with_its_own_phase(tmp_path: Pa
     both = [s for s in statuses if s.also_in_flight]
     assert both, "never saw two experiments in flight"
     for s in both:
-        assert s.current is not None and all(f.experiment.id < s.current.id for f in s.also_in_flight)
-    # The one being scored shows as evaluating while the current one is in a phase of its own.
+        assert s.current is not None and s.current.id not in {f.experiment.id for f in s.also_in_flight}
+    # The one being scored shows as evaluating while the current one is in a phase of its own; the current one is
+    # never the one scored while another trains.
     assert any(f.phase == "evaluating" and s.phase != "evaluating" for s in both for f in s.also_in_flight)
+    assert not [s for s in both if s.phase == "evaluating" and any(f.phase == "training" for f in s.also_in_flight)]
     assert statuses[-1].also_in_flight is None and statuses[-1].current is None
+
+
+@pytest.mark.timeout(180)
+def test_a_new_budget_after_a_stop_mid_experiment_leaves_it_to_its_session(tmp_path: Path) -> None:
+    """Stopped now with a candidate in flight, then a new budget: the new session opens paused; the candidate stays
+    unfinished in its own session (resumed with it), never run at the old budget nor in the new session."""
+    root = _workspace(tmp_path / "ws", [(f"null {i}", "val=3.0") for i in range(4)], baseline_runs=2)
+    executor = FakeExecutor(seconds=1.0)
+    core = DaemonCore(load_config(root), RecordingAgent(root / "proposals.jsonl"), executor=executor)
+    core.start(broadcast=lambda method, params: None)
+    _until("a candidate in flight", lambda: (core.loop.current_id or 0) > 1 and core.loop.state == "running")
+    stopped = core.loop.current_id
+    core.loop.submit(Stop(now=True))
+    _until("the loop to stop", lambda: core.finished.is_set(), 60)
+    old = core.status()
+    runs_before = len(executor.requests)
+    tag = core.set_budget(3.0)
+    _until("the new session, paused", lambda: core.status().tag == tag and core.status().state == "paused")
+    time.sleep(1.0)
+    assert len(executor.requests) == runs_before  # nothing ran: not the old candidate, not a baseline
+    assert core.status().current is None and core.status().also_in_flight is None
+    with Journal(root / ".overnight" / "journal.db") as j:
+        assert [e.id for e in j.unfinished(str(old.tag))] == [stopped]
+        assert j.experiments(tag) == []
+    core.resume()  # the new session's baseline, then its own candidates: never the old session's
+    _until("a candidate of the new session decided", lambda: any(
+        e.kind == "experiment" and e.is_final for e in core.journal.experiments(tag)), 120)
+    core.stop()
+    assert not [r for r in executor.requests[runs_before:] if r.seed // 100 == stopped]
+    with Journal(root / ".overnight" / "journal.db") as j:
+        assert [e.id for e in j.unfinished(str(old.tag))] == [stopped]

@@ -24,7 +24,7 @@ from overnight.daemon.agents.base import Context
 from overnight.daemon.agents.replay import ReplayAgent
 from overnight.daemon.cli import main
 from overnight.daemon.config import load_config
-from overnight.daemon.events import Event, Flagged, Message, PhaseChanged, TransferChecked
+from overnight.daemon.events import Event, ExperimentFinished, ExperimentStarted, Flagged, Message, PhaseChanged, TransferChecked
 from overnight.daemon.executor import RunOutcome, RunRequest
 from overnight.daemon.journal import Journal
 from overnight.daemon.loop import Loop
@@ -232,6 +232,10 @@ def test_a_transfer_check_runs_every_n_keeps(tmp_path: Path, scored_apart: bool)
     # The fake's gain shrinks with the budget as (budget/2)^-0.1: about 0.87 of it survives at 4x.
     assert 0.6 < transfer["ratio"] < 1.1
     assert any(isinstance(e, TransferChecked) for e in events)
+    # Every experiment announced in flight is finished again (the check's two runs too): editors' bars all end.
+    announced = [e.experiment.id for e in events if isinstance(e, ExperimentStarted)]
+    finished = [e.experiment.id for e in events if isinstance(e, ExperimentFinished)]
+    assert all(finished.count(i) >= announced.count(i) for i in set(announced)), (announced, finished)
     assert main(["-C", str(root), "results"]) == 0
 
 

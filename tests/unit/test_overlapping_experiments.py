@@ -29,9 +29,11 @@ def _frame(exp_id: int, run: int, step: int, elapsed: float, loss: float = 3.0) 
 def test_the_one_in_flight_is_the_one_started_last_with_its_own_curve_and_phase() -> None:
     flying = InFlight()
     flying.started(_exp(2), 3)
+    flying.run_started(2, 0)
     flying.progress(_frame(2, 0, 10, 9.5))
     flying.phase("training", 2)
     flying.started(_exp(3), 3)  # the next run starts while #2's model is exported and scored
+    flying.run_started(3, 0)
     flying.phase("starting", 3)
     flying.phase("evaluating", 2)
     flying.progress(_frame(3, 0, 1, 0.4))
@@ -43,6 +45,15 @@ def test_the_one_in_flight_is_the_one_started_last_with_its_own_curve_and_phase(
     assert [(f.experiment.id, f.phase) for f in flying.all()] == [(2, "evaluating"), (3, "starting")]
     flying.phase("waiting", None)  # a phase that names no experiment is the current one's
     assert [(f.experiment.id, f.phase) for f in flying.all()] == [(2, "evaluating"), (3, "waiting")]
+    flying.started(_exp(4), 3)  # queued (a re-measure) while #3 trains: #3 stays the current one until #4 runs
+    assert flying.current().experiment.id == 3  # type: ignore[union-attr]
+    flying.run_finished(3)
+    flying.run_started(2, 1)  # #2's confirmation run: it trains now, with a fresh curve
+    current, others = flying.snapshot()
+    assert current is not None and current.experiment.id == 2 and current.live is not None
+    assert current.live.run == 1 and current.live.curve == [] and current.phase is None
+    assert [(f.experiment.id, f.phase) for f in others] == [(3, None), (4, None)]
+    flying.finished(4)
     flying.finished(2)  # #2 decided: #3 stays in flight
     assert [f.experiment.id for f in flying.all()] == [3]
     flying.finished(3)
@@ -119,3 +130,27 @@ def test_each_experiment_in_flight_has_its_own_bar_ended_with_its_own_decision()
     assert three[-1][1].percentage == 10
     bars.end_all()  # the loop stopped
     assert client.of(3)[-1][0] == "end" and client.of(3)[-1][1].message is None
+
+
+def test_a_decision_that_comes_while_the_client_creates_the_bar_leaves_no_bar_open() -> None:
+    client = _Client()
+    answered = asyncio.Event()
+
+    async def slow_create(token: str) -> None:
+        client.calls.append(("create", token, None))
+        await answered.wait()
+
+    client.work_done_progress.create_async = slow_create
+    bars = ExperimentProgress(client)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        starting = asyncio.create_task(bars.started(_started(7)))
+        await asyncio.sleep(0.01)
+        bars.finished(t.ExperimentFinishedParams(experiment=summary(_exp(7, "discard", 3.3))))  # before the answer
+        answered.set()
+        await starting
+        await bars.started(_started(8))
+
+    asyncio.run(scenario())
+    assert [k for k, _ in client.of(7)] == ["create"]  # never begun, so nothing left open
+    assert [k for k, _ in client.of(8)] == ["create", "begin"]

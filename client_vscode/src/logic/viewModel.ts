@@ -239,7 +239,12 @@ export class SidebarModel {
 
   experimentFinished(e: ExperimentSummary): void {
     this.upsert(e);
-    if (this.status?.current?.id === e.id) this.status = { ...this.status, current: undefined };
+    if (!this.status) return;
+    // Decided: no longer in flight, whether it was the current one or one beside it (the daemon's next status says
+    // which of the others is current now).
+    const also = (this.status.alsoInFlight ?? []).filter((f) => f.experiment.id !== e.id);
+    this.status = { ...this.status, current: this.status.current?.id === e.id ? undefined : this.status.current,
+      alsoInFlight: also.length ? also : undefined };
   }
 
   setExperiments(total: number, items: ExperimentSummary[]): void {

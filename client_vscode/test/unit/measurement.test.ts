@@ -155,8 +155,7 @@ test("overlapping experiments: the sidebar follows the one started last and name
   assert.equal(v.running?.phase, "training");
   assert.equal(v.running?.progress, 0.1); // #5's own frame, not #4's spent budget
   assert.equal(v.running?.also, "also in flight: #4 evaluating (pinned harness)");
-  m.experimentFinished({ ...exp(4, "discard"), valBpb: 2.4 }); // #4 decided: #5 stays the one in flight
+  m.experimentFinished({ ...exp(4, "discard"), valBpb: 2.4 }); // #4 decided: #5 stays the one in flight, alone
   assert.equal(m.view().running?.title, "#5");
-  m.setStatus({ ...running, current: exp(5, "running"), phase: "training" });
   assert.equal(m.view().running?.also, undefined);
 });
