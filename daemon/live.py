@@ -63,7 +63,7 @@ class LiveView:
         self.state = "starting"
         self.state_message = ""
         self.clock = ""
-        self.current: Experiment | None = None  # the experiment in flight started last: the panel follows it
+        self.current: Experiment | None = None  # the experiment in flight whose run started last: the panel follows it
         # Every experiment announced in flight and its runs planned: with overlap a model is scored while the next
         # run trains, and with slots several train at once.
         self._flying: dict[int, tuple[Experiment, int]] = {}
