@@ -257,12 +257,11 @@ STRUCTS: tuple[Struct, ...] = (
         opt("flags", "string[]", "What the loop flagged for the human this session, newest last (since 1.2)."),
         opt("transferRatio", "number", "The latest transfer check: the share of the gain that survived at a "
                                       "larger budget and model (since 1.2)."),
-        opt("alsoInFlight", "FlightSummary[]", "Experiments in flight besides `current`, in the order their runs started (since 1.5): a "
-                                              "model exported and scored while `current` trains (`overlap`), or "
-                                              "other slots' runs, or a candidate queued for its next run. "
-                                              "`current` is the one whose run started last (the one training); "
-                                              "this is absent when "
-                                              "it is the only one."),
+        opt("alsoInFlight", "FlightSummary[]",
+            "Experiments in flight besides `current`, in the order their runs started (since 1.5): a model exported "
+            "and scored while `current` trains (`overlap`), other slots' runs, or a candidate queued for its next "
+            "run. `current` is the one whose run started last (the one training); this is absent when it is the "
+            "only one."),
     )),
     # The hypothesis queue (since 1.4)
     Struct("Idea", "One hypothesis in the queue.", (

@@ -343,7 +343,7 @@ class LoopStatus:
     also_in_flight: list[FlightSummary] | None = None
     """
     Experiments in flight besides `current`, in the order their runs started (since 1.5): a model exported and
-    scored while `current` trains (`overlap`), or other slots' runs, or a candidate queued for its next run.
+    scored while `current` trains (`overlap`), other slots' runs, or a candidate queued for its next run.
     `current` is the one whose run started last (the one training); this is absent when it is the only one.
     """
 

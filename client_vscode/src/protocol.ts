@@ -189,7 +189,7 @@ export interface LoopStatus {
   flags?: string[];
   /** The latest transfer check: the share of the gain that survived at a larger budget and model (since 1.2). */
   transferRatio?: number;
-  /** Experiments in flight besides `current`, in the order their runs started (since 1.5): a model exported and scored while `current` trains (`overlap`), or other slots' runs, or a candidate queued for its next run. `current` is the one whose run started last (the one training); this is absent when it is the only one. */
+  /** Experiments in flight besides `current`, in the order their runs started (since 1.5): a model exported and scored while `current` trains (`overlap`), other slots' runs, or a candidate queued for its next run. `current` is the one whose run started last (the one training); this is absent when it is the only one. */
   alsoInFlight?: FlightSummary[];
 }
 
