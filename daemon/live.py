@@ -41,7 +41,6 @@ from .events import (
     Thought,
     TransferChecked,
 )
-from .in_flight import InFlight
 from .journal import Experiment, Journal
 from .report import PHASE_LABEL, REPORTED, STATUS_STYLE, UNSEALED, session_facts
 
@@ -65,9 +64,9 @@ class LiveView:
         self.state_message = ""
         self.clock = ""
         self.current: Experiment | None = None  # the experiment in flight whose run started last: the panel follows it
-        # Every experiment announced in flight (the daemon's own tracker): with overlap a model is scored while the
-        # next run trains, and with slots several train at once; it says which one is current.
-        self._flying = InFlight()
+        # Every experiment announced in flight and its runs planned: with overlap a model is scored while the next
+        # run trains, and with slots several train at once.
+        self._flying: dict[int, tuple[Experiment, int]] = {}
         self.run_index = 0
         self.runs_planned = 1
         self.run_budget = budget
@@ -88,6 +87,7 @@ class LiveView:
         self._flagged: list[str] = []  # flags printed, whose duplicate warning message is not printed again
         # Decided experiments announced again (a transfer check's runs): their val_bpb when announced.
         self._remeasured: dict[int, float | None] = {}
+        self._ran: set[int] = set()  # experiments in flight a run of which started
         self._live: Live | None = None
         self._pump: threading.Thread | None = None
         self._events: queue.Queue[Event | object | None] = queue.Queue()
@@ -166,8 +166,8 @@ class LiveView:
                 if self._followed(exp_id) and phase != self.phase:
                     self.phase, self.phase_started = phase, time.monotonic()
             case RunStarted(experiment_id=exp_id):
-                self._flying.run_started(exp_id, event.run)
-                self._follow_current()  # its run starts: the one training is the panel's
+                if exp_id in self._flying and (self.current is None or exp_id != self.current.id):
+                    self._follow(exp_id)  # its run starts: the one training is the panel's
                 if self._followed(exp_id):
                     self._on_run_started(event)
             case Progress(frame=frame, experiment_id=exp_id):
@@ -241,9 +241,8 @@ class LiveView:
         if state in ("paused", "stopped", "preparing"):
             # Nothing in flight (a stop leaves what it cut short unfinished). While the agent proposes, a model may
             # still be scored (overlap): the panel keeps it.
-            self._flying.clear()
+            self.current, self.phase, self._flying, self._ran = None, "", {}, set()
             self._remeasured.clear()
-            self.current, self.phase = None, ""
         if state == "proposing":
             self.thought = ""
         if state in ("preparing", "stopped"):
@@ -274,27 +273,27 @@ class LiveView:
 
     def _on_experiment_started(self, event: ExperimentStarted) -> None:
         experiment = event.experiment
-        self._flying.started(experiment, event.runs_planned)
+        self._flying.pop(experiment.id, None)
+        self._flying[experiment.id] = (experiment, event.runs_planned)
         self.state = "running"
-        # Followed at once unless another trains: a candidate queued beside a training run (re-measured, recovered)
-        # waits for its own run to start.
-        self._follow_current()
+        if self.current is None or self.current.id not in self._ran:
+            # Announced while none of the others trains yet; a candidate queued beside a training run (re-measured,
+            # recovered) waits for its own run to start before the panel follows it.
+            self._follow(experiment.id)
         if experiment.is_final:  # a transfer check's run: its val_bpb as it stood, to tell a change from none
             self._remeasured[experiment.id] = experiment.val_bpb
             self.console.print(f"[cyan]▶ #{experiment.id}[/] [dim]again: {escape(experiment.description)}[/]")
         else:
             self.console.print(f"[cyan]▶ #{experiment.id}[/] {escape(experiment.description)}")
 
-    def _follow_current(self) -> None:
-        """The panel shows the experiment in flight that is current now; one it did not show starts from a clean
-        slate."""
-        flight = self._flying.current()
-        if flight is None:
-            self.current, self.phase, self.frame = None, "", {}
-        elif self.current is None or flight.experiment.id != self.current.id:
-            self.current, self.runs_planned, self.frame, self.phase = flight.experiment, flight.runs_planned, {}, ""
+    def _follow(self, exp_id: int) -> None:
+        """The panel shows this experiment in flight now, from a clean slate."""
+        experiment, planned = self._flying.pop(exp_id)
+        self._flying[exp_id] = (experiment, planned)
+        self.current, self.runs_planned, self.frame, self.phase = experiment, planned, {}, ""
 
     def _on_run_started(self, event: RunStarted) -> None:
+        self._ran.add(event.experiment_id)
         self.run_index, self.frame, self.run_started, self.clock = event.run, {}, time.monotonic(), event.clock
         self.run_budget = event.budget
         if self.phase == "waiting":
@@ -305,8 +304,7 @@ class LiveView:
         out = event.outcome
         if out.status == "interrupted":
             return  # stopped by the user: it re-runs, nothing was measured
-        flight = self._flying.get(event.experiment_id)
-        planned = flight.runs_planned if flight is not None else self.runs_planned
+        planned = self._flying[event.experiment_id][1] if event.experiment_id in self._flying else self.runs_planned
         of = f"/{planned}" if planned and event.run < planned else ""
         # Under the current experiment's line, another's run (scored beside it) says whose it is.
         whose = "" if self.current is None or event.experiment_id == self.current.id else f"#{event.experiment_id} "
@@ -321,8 +319,15 @@ class LiveView:
 
     def _on_experiment_finished(self, event: ExperimentFinished) -> None:
         experiment = event.experiment
-        self._flying.finished(experiment.id)
-        self._follow_current()  # the one scored beside the current one: the current one stays
+        self._flying.pop(experiment.id, None)
+        self._ran.discard(experiment.id)
+        if self.current is None or self.current.id == experiment.id:  # the one scored beside it: it stays current
+            ran = [i for i in self._flying if i in self._ran]
+            nxt = ran[-1] if ran else next(reversed(self._flying), None)
+            if nxt is not None:
+                self._follow(nxt)
+            else:
+                self.current, self.phase, self.frame = None, "", {}
         self.recent = [*(e for e in self.recent if e.id != experiment.id), experiment][-_RECENT:]
         if experiment.status == "keep":
             self.best = experiment

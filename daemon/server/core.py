@@ -39,12 +39,12 @@ from ..events import (
     TransferChecked,
 )
 from ..executors import Executor
-from ..in_flight import InFlight
 from ..journal import Experiment, Journal
 from ..loop import Loop, LoopError
 from ..noise import session_noise
 from ..suggestions import SuggestionBook
 from ..watch import UserFileWatcher
+from .in_flight import Flight, InFlight
 
 log = logging.getLogger("overnight.daemon")
 
@@ -244,7 +244,7 @@ class DaemonCore:
     def in_flight(self) -> list[t.ExperimentStartedParams]:
         """The experiments in flight, oldest first, as their starts were announced: for a client that attaches
         mid-run."""
-        return [t.ExperimentStartedParams(experiment=summary(f.experiment), runs_planned=f.live.runs_planned)
+        return [t.ExperimentStartedParams(experiment=summary(f.experiment), runs_planned=_planned(f))
                 for f in self.flying.all()]
 
     def _notify_state(self) -> None:
@@ -276,7 +276,7 @@ class DaemonCore:
             sealed=sandbox.sealed if sandbox is not None else self.cfg.sandbox != "none",
             reported_metric=self.loop.cfg.metric if self.loop.cfg.measure == "reported" else None,
             flags=flags or None, transfer_ratio=float(ratio) if ratio is not None else None,
-            also_in_flight=[t.FlightSummary(experiment=summary(f.experiment), runs_planned=f.live.runs_planned,
+            also_in_flight=[t.FlightSummary(experiment=summary(f.experiment), runs_planned=_planned(f),
                                             phase=f.protocol_phase) for f in others] or None,
         )
 
@@ -363,6 +363,11 @@ class DaemonCore:
             decision_reason=exp.decision_reason, decided_by=exp.decided_by, evidence=exp.evidence,
             holdout_bpb=exp.holdout_bpb, ood_bpb=exp.ood_bpb, error=exp.error, runs=runs,
         )
+
+
+def _planned(f: Flight) -> int:
+    """Runs it will take at most: as announced, or more once a confirmation run beyond that started."""
+    return max(f.runs_planned, f.live.runs_planned if f.live else 0)
 
 
 def idea_queue(journal: Journal, tag: str | None, cfg: Config) -> t.IdeaQueue:

@@ -7,10 +7,10 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from overnight.daemon.in_flight import InFlight
 from overnight.daemon.journal import Experiment
 from overnight.daemon.server.app import Daemon
 from overnight.daemon.server.core import summary
+from overnight.daemon.server.in_flight import InFlight
 from overnight.protocol import types as t
 
 

@@ -8,9 +8,9 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from overnight.daemon.in_flight import MAX_TRACKED, InFlight
 from overnight.daemon.journal import Experiment
 from overnight.daemon.server.core import summary
+from overnight.daemon.server.in_flight import MAX_TRACKED, InFlight
 from overnight.daemon.server.progress import ExperimentProgress
 from overnight.protocol import types as t
 

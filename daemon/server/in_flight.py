@@ -1,5 +1,5 @@
-"""The experiments in flight as clients (and the terminal's panel) see them: several at once when runs overlap (one
-model scored while the next run trains) or run in several slots.
+"""The experiments in flight as clients see them: several at once when runs overlap (one model scored while the next
+run trains) or run in several slots.
 
 The loop announces an experiment when it is started or queued (``ExperimentStarted``) and again when it is decided
 (``ExperimentFinished``); in between its runs start, report frames and phases, and end. What a client shows as *the*
@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from overnight.protocol import types as t
 
-from .journal import Experiment
+from ..journal import Experiment
 
 # The most points of the live curve a status carries (a client draws a few hundred at most).
 LIVE_POINTS = 500
@@ -27,8 +27,8 @@ MAX_TRACKED = 64
 @dataclass(frozen=True, slots=True)
 class Flight:
     experiment: Experiment
-    runs_planned: int  # as announced
-    live: t.LiveRun  # its run in flight (or about to be) and its curve; runs_planned grows with confirmation runs
+    runs_planned: int
+    live: t.LiveRun | None = None
     phase: str | None = None
     ran: bool = False  # a run of it started (a queued candidate, recovered or re-measured, has not yet)
 
@@ -102,7 +102,7 @@ class InFlight:
             if flight is None:
                 return
             live = flight.live
-            if live.run != p.run:
+            if live is None or live.run != p.run:
                 planned = max(flight.runs_planned, p.run + 1)
                 live = t.LiveRun(experiment_id=p.experiment_id, run=p.run, runs_planned=planned, curve=[])
             curve = [*live.curve, (p.step, p.elapsed, p.train_loss)]
@@ -120,10 +120,6 @@ class InFlight:
 
     def current(self) -> Flight | None:
         return self.snapshot()[0]
-
-    def get(self, exp_id: int) -> Flight | None:
-        with self._lock:
-            return self._by_id.get(exp_id)
 
     def all(self) -> list[Flight]:
         """Every experiment in flight, in the order runs started (announced, not yet run, ones where announced)."""
